@@ -1,0 +1,1 @@
+"""Sluice HTTP layer: the BlackSheep application and its route modules."""

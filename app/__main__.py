@@ -1,0 +1,99 @@
+"""Command line: `python -m app migrate | create-workspace | create-key | serve`."""
+
+import argparse
+import asyncio
+import os
+import sys
+
+from app.scopes import KNOWN
+from app.settings import Settings
+from app.tokens import generate_key
+from app.workspaces import TIERS, slugify
+from storage.errors import Conflict, NotFound
+from storage.postgres import api_keys, workspaces
+from storage.postgres.migrate import migrate
+from storage.postgres.pool import create_pool
+
+
+async def run_migrate(settings: Settings, _args) -> None:
+    applied = await migrate(settings.database_url)
+    print(f"migrations: applied {len(applied)} ({', '.join(applied) or 'database already current'})")
+
+
+async def run_create_workspace(settings: Settings, args) -> None:
+    pool = await create_pool(settings.database_url, 2)
+    try:
+        account_id = args.account_id
+        if account_id is None:
+            account_id = (await workspaces.create_account(pool, args.account_name or args.name))["id"]
+        row = await workspaces.create_workspace(pool, account_id, args.name, args.slug, slugify(args.name), args.tier, {})
+    finally:
+        await pool.close()
+    print(f"workspace {row['id']} '{row['name']}' (slug {row['slug']}, tier {row['tier']}, account {account_id})")
+    print(f"next: python -m app create-key --workspace-id {row['id']}")
+
+
+async def run_create_key(settings: Settings, args) -> None:
+    unknown = [s for s in args.scopes if s not in KNOWN]
+    if unknown:
+        raise SystemExit(f"unknown scopes: {', '.join(unknown)}; known: {', '.join(sorted(KNOWN))}")
+    key, prefix, key_hash = generate_key()
+    pool = await create_pool(settings.database_url, 2)
+    try:
+        row = await api_keys.create_key(pool, args.workspace_id, args.name, prefix, key_hash, args.scopes, args.tier, None)
+    finally:
+        await pool.close()
+    print(f"api key {row['id']} for workspace {args.workspace_id}, scopes {' '.join(row['scopes'])}", file=sys.stderr)
+    print("store it now; it is not shown again:", file=sys.stderr)
+    print(key)
+
+
+def run_serve(settings: Settings, args) -> None:
+    workers = args.workers or settings.workers
+    command = [
+        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop",
+        "--host", settings.host, "--port", str(settings.port), "--workers", str(workers),
+        "--log-level", settings.log_level, "--no-ws", "app.main:create_app",
+    ]
+    print(f"serving on http://{settings.host}:{settings.port} with {workers} worker(s)", file=sys.stderr)
+    os.execv(command[0], command)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m app", description="Sluice API commands")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply pending Postgres migrations")
+    ws = sub.add_parser("create-workspace", help="create a workspace (and a new account unless --account-id)")
+    ws.add_argument("--name", required=True)
+    ws.add_argument("--slug")
+    ws.add_argument("--tier", choices=TIERS, default="free")
+    ws.add_argument("--account-id", type=int)
+    ws.add_argument("--account-name")
+    key = sub.add_parser("create-key", help="create an API key and print it (once)")
+    key.add_argument("--workspace-id", type=int, required=True)
+    key.add_argument("--name", default="bootstrap key")
+    key.add_argument("--scopes", nargs="+", default=["*"], help="default: * (every scope)")
+    key.add_argument("--tier", choices=TIERS, help="rate limit tier (default: the workspace's)")
+    serve = sub.add_parser("serve", help="serve the API with granian")
+    serve.add_argument("--workers", type=int)
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
+    settings = Settings.from_env()
+    if args.command == "serve":
+        return run_serve(settings, args)
+    command = {"migrate": run_migrate, "create-workspace": run_create_workspace, "create-key": run_create_key}
+    try:
+        asyncio.run(command[args.command](settings, args))
+    except NotFound as exc:
+        raise SystemExit(f"not found: {exc}")
+    except Conflict as exc:
+        raise SystemExit(f"conflict: {exc}")
+    except OSError as exc:
+        raise SystemExit(f"cannot reach Postgres at DATABASE_URL ({exc}); is the stack up? try: make up")
+
+
+if __name__ == "__main__":
+    main()

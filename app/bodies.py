@@ -1,0 +1,44 @@
+"""Reading request bodies: size limit first, then content type, then orjson."""
+
+import orjson
+
+from app.errors import InvalidJson, PayloadTooLarge, UnsupportedContentType, ValidationFailed
+
+
+async def read_body(request, max_bytes: int) -> bytes:
+    """The raw body, refused with 413 as soon as it is known to pass max_bytes."""
+    declared = request.get_first_header(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"Request body is larger than the limit of {max_bytes} bytes.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"Request body is larger than the limit of {max_bytes} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+async def read_json_object(request, max_bytes: int, required: bool = True) -> dict:
+    """The body as a JSON object; an absent body is {} when not required."""
+    raw = await read_body(request, max_bytes)
+    if not raw.strip():
+        if required:
+            raise ValidationFailed({"body": ["A JSON object body is required."]})
+        return {}
+    if not _is_json(request.get_first_header(b"content-type")):
+        raise UnsupportedContentType("Content-Type must be application/json.")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(f"Malformed JSON body: {exc}.")
+    if not isinstance(data, dict):
+        raise ValidationFailed({"body": ["The body must be a JSON object."]})
+    return data

@@ -1,0 +1,115 @@
+"""The one table from exception to HTTP status and the spec's error envelope."""
+
+import logging
+
+import orjson
+from blacksheep import Content, Response
+
+from storage.errors import Conflict, NotFound, Unavailable
+
+log = logging.getLogger("sluice.errors")
+JSON = b"application/json"
+
+
+class ApiError(Exception):
+    """An error with a status and an envelope the client can act on."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, **extra):
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def body(self) -> dict:
+        return {"error": self.code, "message": self.message, **self.extra}
+
+
+class BadRequest(ApiError):
+    status, code = 400, "bad_request"
+
+
+class InvalidJson(ApiError):
+    status, code = 400, "invalid_json"
+
+
+class UnsupportedContentType(ApiError):
+    status, code = 400, "unsupported_content_type"
+
+
+class ValidationFailed(ApiError):
+    status, code = 422, "validation_failed"
+
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__("The given data was invalid.", errors=errors)
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str = "Invalid or missing API key."):
+        super().__init__(message)
+        self.headers = [(b"WWW-Authenticate", b'Bearer realm="sluice"')]
+
+
+class AccessDenied(ApiError):
+    status, code = 403, "access_denied"
+
+
+class ResourceNotFound(ApiError):
+    status, code = 404, "not_found"
+
+    def __init__(self, message: str = "Resource not found."):
+        super().__init__(message)
+
+
+class MethodNotAllowed(ApiError):
+    status, code = 405, "method_not_allowed"
+
+    def __init__(self, allowed: list[str]):
+        super().__init__(f"Method not allowed. Allowed: {', '.join(allowed)}.")
+        self.headers = [(b"Allow", ", ".join(allowed).encode())]
+
+
+class ConflictError(ApiError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class ServiceUnavailable(ApiError):
+    status, code = 503, "service_unavailable"
+
+
+def json_response(status: int, body, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    return Response(status, headers, Content(JSON, orjson.dumps(body)))
+
+
+def to_api_error(exc: Exception) -> ApiError | None:
+    """Translate a lower layer's exception; None means it is a bug (answered as 500)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, NotFound):
+        return ResourceNotFound()
+    if isinstance(exc, Conflict):
+        if exc.field:
+            return ValidationFailed({exc.field: [str(exc)]})
+        return ConflictError(str(exc))
+    if isinstance(exc, Unavailable):
+        error = ServiceUnavailable(f"{exc.service} is unavailable; retry shortly.")
+        error.headers = [(b"Retry-After", b"5")]
+        return error
+    return None
+
+
+def error_response(exc: Exception, request_id: str) -> Response:
+    error = to_api_error(exc)
+    if error is None:
+        log.exception("unhandled error, request_id=%s", request_id)
+        body = {"error": "server_error", "message": "An unexpected error occurred.", "request_id": request_id}
+        return json_response(500, body)
+    return json_response(error.status, error.body(), list(error.headers))

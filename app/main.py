@@ -1,0 +1,57 @@
+"""Assembles the application: settings, pools, routes, middleware, lifespan."""
+
+import logging
+
+from blacksheep import Application
+from blacksheep.server.routing import Router
+
+from app import api_keys, health, openapi, workspaces
+from app.auth import Authenticator
+from app.middleware import request_middleware
+from app.routing import Route, Services, endpoint, fallback
+from app.settings import Settings
+from storage.postgres.pool import create_pool
+from storage.redis.client import create_client
+
+
+def api_routes() -> list[Route]:
+    """Every route of the API; tests read this table to check each one's scope."""
+    routes = health.ROUTES + workspaces.ROUTES + api_keys.ROUTES
+    return routes + openapi.routes_for(routes)
+
+
+def configure_routes(router: Router, services: Services) -> list[Route]:
+    routes = api_routes()
+    for route in routes:
+        router.add(route.method, route.path, endpoint(route, services))
+    router.fallback = fallback(routes)
+    return routes
+
+
+def configure_lifespan(app: Application, services: Services) -> None:
+    settings = services.settings
+
+    @app.lifespan
+    async def resources():
+        services.pool = await create_pool(settings.database_url, settings.pg_pool_size)
+        services.redis = create_client(settings.redis_url)
+        services.authenticator = Authenticator(services.pool, settings.last_used_flush_seconds)
+        services.authenticator.start()
+        try:
+            yield
+        finally:
+            await services.authenticator.stop()
+            await services.redis.aclose()
+            await services.pool.close()
+
+
+def create_app(settings: Settings | None = None) -> Application:
+    settings = settings or Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    services = Services(settings)
+    router = Router()
+    app = Application(router=router)
+    configure_routes(router, services)
+    app.middlewares.append(request_middleware)
+    configure_lifespan(app, services)
+    return app

@@ -1,0 +1,107 @@
+"""HTTP: /openapi.json (OpenAPI 3.1, built from the route table) and /docs (a plain page)."""
+
+import html
+
+import orjson
+
+from blacksheep import Content, Response
+
+from app.routing import Call, Route
+
+ERROR_DESCRIPTIONS = {
+    400: "Malformed JSON or wrong content type",
+    401: "Missing or invalid API key (`unauthorized`)",
+    403: "Missing scope or foreign workspace (`access_denied`)",
+    404: "Not found (`not_found`)",
+    409: "Conflict with the current state (`conflict`)",
+    413: "Body over the size limit (`payload_too_large`)",
+    422: "Invalid input (`validation_failed`, per-field `errors`)",
+    503: "A dependency is unavailable",
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        "request_id": {"type": "string"},
+    },
+}
+
+
+def _operation(route: Route) -> dict:
+    op = {"summary": route.summary, "tags": [route.tag], "operationId": route.handler.__name__}
+    params = [{"name": n[1:-1], "in": "path", "required": True, "schema": {"type": "integer"}}
+              for n in _path_names(route.path)]
+    params += [{"name": q, "in": "query", "schema": {"type": "string"}} for q in route.query]
+    if params:
+        op["parameters"] = params
+    if route.body is not None:
+        op["requestBody"] = {"required": route.method != "POST" or "required" in route.body,
+                             "content": {"application/json": {"schema": route.body}}}
+    responses = {str(route.status): {"description": "Success"}}
+    codes = set(route.errors) | ({401, 403} if route.scope else set())
+    if route.body is not None:
+        codes |= {400, 413, 422}
+    for code in sorted(codes):
+        responses[str(code)] = {"description": ERROR_DESCRIPTIONS[code],
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    op["responses"] = responses
+    if route.scope:
+        op["security"] = [{"apiKey": []}]
+        op["x-required-scope"] = route.scope
+        op["description"] = f"Required scope: `{route.scope}`"
+    return op
+
+
+def _path_names(path: str) -> list[str]:
+    return [part for part in path.split("/") if part.startswith("{")]
+
+
+def build_document(routes: list[Route]) -> dict:
+    paths: dict = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Sluice API", "version": "1.0.0"},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "sk_live_… API key"}},
+            "schemas": {"Error": ERROR_SCHEMA},
+        },
+    }
+
+
+def docs_page(routes: list[Route]) -> bytes:
+    rows = "".join(
+        f"<tr><td>{r.method}</td><td><code>{html.escape(r.path)}</code></td>"
+        f"<td>{html.escape(r.scope or 'public')}</td><td>{html.escape(r.summary)}</td></tr>"
+        for r in routes
+    )
+    return (
+        "<!doctype html><meta charset=utf-8><title>Sluice API</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td{padding:.2em 1em}</style>"
+        "<h1>Sluice API</h1><p>Machine-readable: <a href=/openapi.json>/openapi.json</a> (OpenAPI 3.1).</p>"
+        f"<table><tr><th>Method</th><th>Path</th><th>Scope</th><th>What</th></tr>{rows}</table>"
+    ).encode()
+
+
+def routes_for(api_routes: list[Route]) -> list[Route]:
+    """The two documentation routes, documenting every route including themselves."""
+
+    async def openapi_json(call: Call) -> Response:
+        return Response(200, None, Content(b"application/json", document))
+
+    async def docs(call: Call) -> Response:
+        return Response(200, None, Content(b"text/html; charset=utf-8", page))
+
+    own = [
+        Route("GET", "/openapi.json", openapi_json, None, "This OpenAPI document", "Docs"),
+        Route("GET", "/docs", docs, None, "Human-readable list of endpoints", "Docs"),
+    ]
+    document = orjson.dumps(build_document(api_routes + own))
+    page = docs_page(api_routes + own)
+    return own

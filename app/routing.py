@@ -1,0 +1,96 @@
+"""Routes as data: each declares its method, path, handler and required scope.
+
+`endpoint()` wraps a handler with authentication and the scope check, so no route can
+forget them; `fallback()` answers unmatched requests with the 404 or 405 envelope.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from app.auth import Principal, check_workspace_header, require_scope
+from app.errors import MethodNotAllowed, ResourceNotFound
+
+
+@dataclass
+class Services:
+    """What handlers need; filled in by the lifespan in app/main.py."""
+
+    settings: object
+    pool: object = None
+    redis: object = None
+    authenticator: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    request: object
+    principal: Principal | None
+    services: Services
+
+    @property
+    def settings(self):
+        return self.services.settings
+
+    @property
+    def pool(self):
+        return self.services.pool
+
+
+Handler = Callable[[Call], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    scope: str | None  # None: public, no API key
+    summary: str
+    tag: str
+    status: int = 200
+    body: dict | None = None  # JSON schema of the request body, for the OpenAPI document
+    query: tuple[str, ...] = ()
+    errors: tuple[int, ...] = field(default=())
+
+
+def endpoint(route: Route, services: Services):
+    handler, scope = route.handler, route.scope
+    if scope is None:
+        async def public(request):
+            return await handler(Call(request, None, services))
+
+        return public
+
+    async def guarded(request):
+        principal = await services.authenticator.authenticate(request)
+        require_scope(principal, scope)
+        check_workspace_header(request, principal)
+        return await handler(Call(request, principal, services))
+
+    return guarded
+
+
+def path_pattern(path: str) -> re.Pattern:
+    return re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$")
+
+
+def fallback(routes: list[Route]):
+    """404 for unknown paths, 405 (with Allow) for a known path and another method."""
+    patterns = [(path_pattern(r.path), r.method) for r in routes]
+
+    async def not_matched(request):
+        allowed = sorted({method for pattern, method in patterns if pattern.match(request.path)})
+        if allowed:
+            raise MethodNotAllowed(allowed)
+        raise ResourceNotFound()
+
+    return not_matched
+
+
+def path_id(call: Call, name: str = "id") -> int:
+    """A numeric path parameter; anything else cannot name a row, so 404."""
+    raw = call.request.route_values.get(name, "")
+    if not raw.isdigit() or len(raw) > 18:
+        raise ResourceNotFound()
+    return int(raw)

@@ -1,0 +1,52 @@
+"""Configuration, read once from environment variables (README lists every one)."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"configuration error: {name} must be an integer, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql://sluice@127.0.0.1:5432/sluice"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    clickhouse_url: str = f"chdb:///{ROOT / '.services' / 'clickhouse'}"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    public_url: str = ""
+    max_body_bytes: int = 1_048_576
+    last_used_flush_seconds: int = 5
+    pg_pool_size: int = 10
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        env = os.environ
+        base = cls()
+        return cls(
+            database_url=env.get("DATABASE_URL", base.database_url),
+            redis_url=env.get("REDIS_URL", base.redis_url),
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", base.kafka_bootstrap_servers),
+            clickhouse_url=env.get("CLICKHOUSE_URL", base.clickhouse_url),
+            host=env.get("SLUICE_HOST", base.host),
+            port=_int("SLUICE_PORT", base.port),
+            workers=_int("SLUICE_WORKERS", base.workers),
+            public_url=env.get("SLUICE_PUBLIC_URL", base.public_url).rstrip("/"),
+            max_body_bytes=_int("SLUICE_MAX_BODY_BYTES", base.max_body_bytes),
+            last_used_flush_seconds=_int("SLUICE_LAST_USED_FLUSH_SECONDS", base.last_used_flush_seconds),
+            pg_pool_size=_int("SLUICE_PG_POOL_SIZE", base.pg_pool_size),
+            log_level=env.get("SLUICE_LOG_LEVEL", base.log_level),
+        )

@@ -1,0 +1,1 @@
+"""Sluice workers: Kafka producer and consumer, and the tasks that move events."""

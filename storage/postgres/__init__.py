@@ -1,0 +1,1 @@
+"""Postgres access: the asyncpg pool, migrations and one repository module per resource."""

@@ -1,0 +1,122 @@
+"""API keys in Postgres: stored as SHA-256 hashes with a display prefix, never in clear."""
+
+from datetime import datetime
+
+import asyncpg
+
+from storage.errors import Conflict, NotFound
+from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
+
+COLUMNS = (
+    "id, workspace_id, name, prefix, scopes, rate_limit_tier, last_used_at, expires_at, "
+    "revoked_at, rotated_to_id, created_at, updated_at"
+)
+INSERT_KEY = f"""
+INSERT INTO api_keys (workspace_id, name, prefix, key_hash, scopes, rate_limit_tier, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"""
+SELECT_KEY = f"SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1 AND id = $2"
+SELECT_KEY_FOR_UPDATE = SELECT_KEY + " FOR UPDATE"
+# The one query on the authenticated path: the key, its workspace's account and tier.
+SELECT_BY_HASH = """
+SELECT k.id, k.workspace_id, k.key_hash, k.scopes, k.rate_limit_tier, k.expires_at,
+       k.revoked_at, w.account_id, w.tier AS workspace_tier
+FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id
+WHERE k.key_hash = $1"""
+MARK_ROTATED = """
+UPDATE api_keys SET revoked_at = now() + make_interval(hours => $2), rotated_to_id = $3,
+    updated_at = now()
+WHERE id = $1 RETURNING revoked_at"""
+REVOKE_KEY = """
+UPDATE api_keys SET revoked_at = now(), updated_at = now()
+WHERE workspace_id = $1 AND id = $2 AND (revoked_at IS NULL OR revoked_at > now())"""
+KEY_EXISTS = "SELECT 1 FROM api_keys WHERE workspace_id = $1 AND id = $2"
+TOUCH_LAST_USED = """
+UPDATE api_keys k SET last_used_at = GREATEST(k.last_used_at, u.used_at)
+FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, used_at)
+WHERE k.id = u.id"""
+
+LIVE = "(revoked_at IS NULL OR revoked_at > now()) AND (expires_at IS NULL OR expires_at > now())"
+LISTING = ListingSpec(
+    from_sql="api_keys",
+    select_sql=COLUMNS,
+    sort_columns={f: f for f in ("id", "name", "created_at", "updated_at", "last_used_at", "expires_at")},
+    fields=(
+        "id", "workspace_id", "name", "prefix", "scopes", "rate_limit_tier", "status", "last_used_at",
+        "expires_at", "grace_period_ends_at", "created_at", "updated_at",
+    ),
+    filters={"rate_limit_tier": "rate_limit_tier"},
+    statuses={
+        "active": f"{LIVE} AND revoked_at IS NULL",
+        "rotating": f"{LIVE} AND revoked_at IS NOT NULL",
+        "expired": "expires_at <= now() AND (revoked_at IS NULL OR revoked_at > now())",
+        "revoked": "revoked_at <= now()",
+    },
+    search_columns=("name", "prefix"),
+    date_columns={"created": "created_at", "updated": "updated_at"},
+    includes=("workspace",),
+)
+
+
+async def create_key(
+    pool: asyncpg.Pool | asyncpg.Connection,
+    workspace_id: int,
+    name: str,
+    prefix: str,
+    key_hash: bytes,
+    scopes: list[str],
+    rate_limit_tier: str | None,
+    expires_at: datetime | None,
+) -> dict:
+    try:
+        row = await pool.fetchrow(
+            INSERT_KEY, workspace_id, name, prefix, key_hash, scopes, rate_limit_tier, expires_at
+        )
+    except asyncpg.ForeignKeyViolationError:
+        raise NotFound(f"workspace {workspace_id}")
+    return dict(row)
+
+
+async def find_by_hash(pool: asyncpg.Pool, key_hash: bytes) -> dict | None:
+    row = await pool.fetchrow(SELECT_BY_HASH, key_hash)
+    return dict(row) if row is not None else None
+
+
+async def get_key(pool: asyncpg.Pool, workspace_id: int, key_id: int) -> dict:
+    row = await pool.fetchrow(SELECT_KEY, workspace_id, key_id)
+    if row is None:
+        raise NotFound(f"api key {key_id}")
+    return dict(row)
+
+
+async def list_keys(pool: asyncpg.Pool, workspace_id: int, query: ListQuery) -> tuple[list[dict], int]:
+    return await fetch_page(pool, LISTING, query, "workspace_id = $1", [workspace_id])
+
+
+async def rotate_key(
+    pool: asyncpg.Pool, workspace_id: int, key_id: int, prefix: str, key_hash: bytes, grace_hours: int
+) -> tuple[dict, datetime]:
+    """Issue a successor with the same name, scopes and tier; the old key lives grace_hours more."""
+    async with pool.acquire() as conn, conn.transaction():
+        old = await conn.fetchrow(SELECT_KEY_FOR_UPDATE, workspace_id, key_id)
+        if old is None:
+            raise NotFound(f"api key {key_id}")
+        if old["rotated_to_id"] is not None or old["revoked_at"] is not None:
+            raise Conflict("This key was already rotated or revoked; rotate its successor instead.")
+        new = await create_key(
+            conn, workspace_id, old["name"], prefix, key_hash, old["scopes"],
+            old["rate_limit_tier"], old["expires_at"],
+        )
+        grace_ends = await conn.fetchval(MARK_ROTATED, key_id, grace_hours, new["id"])
+    return new, grace_ends
+
+
+async def revoke_key(pool: asyncpg.Pool, workspace_id: int, key_id: int) -> None:
+    """Revoke at once (also cutting a rotation grace period short); revoking twice is fine."""
+    status = await pool.execute(REVOKE_KEY, workspace_id, key_id)
+    if status == "UPDATE 0" and await pool.fetchval(KEY_EXISTS, workspace_id, key_id) is None:
+        raise NotFound(f"api key {key_id}")
+
+
+async def touch_last_used(pool: asyncpg.Pool, used: dict[int, datetime]) -> None:
+    if used:
+        await pool.execute(TOUCH_LAST_USED, list(used.keys()), list(used.values()))

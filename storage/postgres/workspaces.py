@@ -1,0 +1,101 @@
+"""Workspaces and their accounts in Postgres."""
+
+import asyncpg
+
+from storage.errors import Conflict, NotFound
+from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
+
+COLUMNS = "id, account_id, name, slug, tier, settings, created_at, updated_at"
+
+INSERT_ACCOUNT = "INSERT INTO accounts (name) VALUES ($1) RETURNING id, name, created_at"
+SELECT_ACCOUNT = "SELECT id, name, created_at FROM accounts WHERE id = $1"
+SELECT_ACCOUNTS = "SELECT id, name, created_at FROM accounts WHERE id = ANY($1::bigint[])"
+INSERT_WORKSPACE = f"""
+INSERT INTO workspaces (account_id, name, slug, tier, settings)
+VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"""
+SELECT_WORKSPACE = f"SELECT {COLUMNS} FROM workspaces WHERE id = $1"
+SLUG_TAKEN = "SELECT slug FROM workspaces WHERE slug = $1 OR slug LIKE $1 || '-%'"
+UPDATE_WORKSPACE = f"""
+UPDATE workspaces SET
+    name = COALESCE($2, name),
+    slug = COALESCE($3, slug),
+    tier = COALESCE($4, tier),
+    settings = jsonb_strip_nulls(settings || $5::jsonb),
+    updated_at = now()
+WHERE id = $1 RETURNING {COLUMNS}"""
+DELETE_WORKSPACE = "DELETE FROM workspaces WHERE id = $1"
+
+LISTING = ListingSpec(
+    from_sql="workspaces",
+    select_sql=COLUMNS,
+    sort_columns={f: f for f in ("id", "name", "slug", "tier", "created_at", "updated_at")},
+    fields=("id", "name", "slug", "tier", "settings", "account_id", "created_at", "updated_at"),
+    filters={"tier": "tier", "slug": "slug"},
+    search_columns=("name", "slug"),
+    date_columns={"created": "created_at", "updated": "updated_at"},
+    includes=("account",),
+)
+
+
+async def create_account(pool: asyncpg.Pool, name: str) -> dict:
+    return dict(await pool.fetchrow(INSERT_ACCOUNT, name))
+
+
+async def get_accounts(pool: asyncpg.Pool, ids: list[int]) -> dict[int, dict]:
+    return {row["id"]: dict(row) for row in await pool.fetch(SELECT_ACCOUNTS, ids)}
+
+
+async def _free_slug(conn: asyncpg.Connection, base: str) -> str:
+    taken = {row["slug"] for row in await conn.fetch(SLUG_TAKEN, base)}
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+async def create_workspace(
+    pool: asyncpg.Pool, account_id: int, name: str, slug: str | None, base_slug: str, tier: str, settings: dict
+) -> dict:
+    """Insert a workspace; with no slug given, the first free variant of base_slug is taken."""
+    for _ in range(5):  # a concurrent insert can take the free slug between check and insert
+        chosen = slug or await _free_slug(pool, base_slug)
+        try:
+            return dict(await pool.fetchrow(INSERT_WORKSPACE, account_id, name, chosen, tier, settings))
+        except asyncpg.UniqueViolationError:
+            if slug:
+                raise Conflict("The slug has already been taken.", field="slug")
+        except asyncpg.ForeignKeyViolationError:
+            raise NotFound(f"account {account_id}")
+    raise Conflict("Could not find a free slug; give one explicitly.", field="slug")
+
+
+async def get_workspace(pool: asyncpg.Pool, workspace_id: int) -> dict:
+    row = await pool.fetchrow(SELECT_WORKSPACE, workspace_id)
+    if row is None:
+        raise NotFound(f"workspace {workspace_id}")
+    return dict(row)
+
+
+async def list_workspaces(pool: asyncpg.Pool, account_id: int, query: ListQuery) -> tuple[list[dict], int]:
+    return await fetch_page(pool, LISTING, query, "account_id = $1", [account_id])
+
+
+async def update_workspace(
+    pool: asyncpg.Pool, workspace_id: int, name: str | None, slug: str | None, tier: str | None, settings: dict
+) -> dict:
+    try:
+        row = await pool.fetchrow(UPDATE_WORKSPACE, workspace_id, name, slug, tier, settings)
+    except asyncpg.UniqueViolationError:
+        raise Conflict("The slug has already been taken.", field="slug")
+    if row is None:
+        raise NotFound(f"workspace {workspace_id}")
+    return dict(row)
+
+
+async def delete_workspace(pool: asyncpg.Pool, workspace_id: int) -> None:
+    """Delete a workspace; its API keys go with it (ON DELETE CASCADE) and stop working at once."""
+    status = await pool.execute(DELETE_WORKSPACE, workspace_id)
+    if status == "DELETE 0":
+        raise NotFound(f"workspace {workspace_id}")

@@ -1,0 +1,171 @@
+"""The real stack for tests: a fresh Postgres database per run and the API served by granian.
+
+`make test` runs pytest under `python -m storage.local_stack run`, which exports
+DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP_SERVERS and CLICKHOUSE_URL.
+"""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from app.tokens import generate_key
+from storage.postgres import api_keys, workspaces
+from storage.postgres.migrate import migrate
+from storage.postgres.pool import create_pool
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRED_ENV = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
+SERVER_START_TIMEOUT = 30
+
+
+def _require_stack() -> None:
+    missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
+    if missing:
+        pytest.exit(f"{', '.join(missing)} not set: run the tests with `make test`, which starts the stack", 2)
+
+
+def _with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _create_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_url():
+    _require_stack()
+    admin_dsn = os.environ["DATABASE_URL"]
+    name = f"sluice_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    asyncio.run(_create_database(admin_dsn, name))
+    dsn = _with_database(admin_dsn, name)
+    asyncio.run(migrate(dsn))
+    yield dsn
+    asyncio.run(_drop_database(admin_dsn, name))
+
+
+def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"API server exited with {process.returncode}; log:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"API server did not answer within {SERVER_START_TIMEOUT} s; log:\n{log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def server_env(database_url):
+    return {**os.environ, "DATABASE_URL": database_url, "SLUICE_LAST_USED_FLUSH_SECONDS": "1",
+            "SLUICE_MAX_BODY_BYTES": "65536", "SLUICE_LOG_LEVEL": "warning"}
+
+
+@pytest.fixture(scope="session")
+def api(server_env, tmp_path_factory):
+    """Base URL of a real API server (granian, one worker) against the test database."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "api.log"
+    command = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop",
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-ws", "app.main:create_app"]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_serving(url, process, log_path)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def client(api):
+    with httpx.Client(base_url=api + "/api/v1", timeout=10) as c:
+        yield c
+
+
+class Tenants:
+    """Makes accounts, workspaces and keys straight in Postgres, as the CLI does."""
+
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+
+    def run(self, coro_fn):
+        async def go():
+            pool = await create_pool(self.dsn, 2)
+            try:
+                return await coro_fn(pool)
+            finally:
+                await pool.close()
+
+        return asyncio.run(go())
+
+    def workspace(self, name="Test Workspace", tier="free", account_id=None) -> dict:
+        async def make(pool):
+            account = account_id or (await workspaces.create_account(pool, name))["id"]
+            slug = f"ws-{uuid.uuid4().hex[:10]}"
+            return await workspaces.create_workspace(pool, account, name, slug, slug, tier, {})
+
+        return self.run(make)
+
+    def key(self, workspace_id: int, scopes=("*",), expires_at=None, tier=None) -> str:
+        key, prefix, key_hash = generate_key()
+
+        async def make(pool):
+            await api_keys.create_key(pool, workspace_id, "test key", prefix, key_hash, list(scopes), tier, expires_at)
+
+        self.run(make)
+        return key
+
+    def fetchval(self, sql: str, *args):
+        return self.run(lambda pool: pool.fetchval(sql, *args))
+
+    def execute(self, sql: str, *args):
+        return self.run(lambda pool: pool.execute(sql, *args))
+
+
+@pytest.fixture(scope="session")
+def tenants(database_url) -> Tenants:
+    return Tenants(database_url)
+
+
+@pytest.fixture
+def tenant(tenants):
+    """A fresh workspace with an all-scopes key: (workspace, auth headers)."""
+    ws = tenants.workspace()
+    return ws, {"Authorization": f"Bearer {tenants.key(ws['id'])}"}

@@ -1,0 +1,142 @@
+"""Behaviour every endpoint shares: envelopes, request ids, bodies, auth header, workspace header."""
+
+import httpx
+import pytest
+
+ENVELOPE_KEYS = {"error", "message"}
+
+
+def test_unknown_route_returns_404_envelope(client):
+    r = client.get("/no-such-thing")
+    assert r.status_code == 404
+    assert r.json() == {"error": "not_found", "message": "Resource not found."}
+
+
+def test_wrong_method_returns_405_envelope_with_allow(client, tenant):
+    _, headers = tenant
+    r = client.put("/workspaces", headers=headers)
+    assert r.status_code == 405
+    assert r.json()["error"] == "method_not_allowed"
+    assert set(r.headers["allow"].split(", ")) == {"GET", "POST"}
+
+
+def test_request_id_is_generated_when_absent(client):
+    r = client.get("/workspaces")
+    assert r.headers["x-request-id"].startswith("req_")
+
+
+def test_sane_request_id_is_echoed(client):
+    r = client.get("/workspaces", headers={"X-Request-ID": "abc-123.def"})
+    assert r.headers["x-request-id"] == "abc-123.def"
+
+
+def test_hostile_request_id_is_replaced(client):
+    r = client.get("/workspaces", headers={"X-Request-ID": "x" * 300})
+    assert r.headers["x-request-id"].startswith("req_")
+
+
+@pytest.mark.parametrize("authorization", [None, "", "Bearer", "Basic abc", "Bearer sk_live_short",
+                                           "Bearer sk_live_" + "A" * 40, "Token sk_live_" + "A" * 40])
+def test_missing_or_bad_key_returns_401_envelope(client, authorization):
+    headers = {} if authorization is None else {"Authorization": authorization}
+    r = client.get("/workspaces", headers=headers)
+    assert r.status_code == 401
+    assert r.json() == {"error": "unauthorized", "message": "Invalid or missing API key."}
+    assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_malformed_json_returns_400_envelope(client, tenant):
+    _, headers = tenant
+    r = client.post("/workspaces", content=b'{"name": ', headers={**headers, "Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_json"
+
+
+def test_wrong_content_type_returns_400_envelope(client, tenant):
+    _, headers = tenant
+    r = client.post("/workspaces", content=b"name=x", headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "unsupported_content_type"
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"text"', b"42", b"null"])
+def test_non_object_json_body_returns_422(client, tenant, body):
+    _, headers = tenant
+    r = client.post("/workspaces", content=body, headers={**headers, "Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert "body" in r.json()["errors"]
+
+
+def test_body_over_limit_returns_413_envelope(client, tenant):
+    _, headers = tenant
+    big = b'{"name": "' + b"x" * 70_000 + b'"}'
+    r = client.post("/workspaces", content=big, headers={**headers, "Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"] == "payload_too_large"
+
+
+def test_chunked_body_over_limit_returns_413(client, tenant):
+    _, headers = tenant
+
+    def chunks():
+        yield b'{"name": "'
+        for _ in range(20):
+            yield b"x" * 8192
+        yield b'"}'
+
+    r = client.post("/workspaces", content=chunks(), headers={**headers, "Content-Type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_invalid_utf8_body_is_400_not_500(client, tenant):
+    _, headers = tenant
+    r = client.post("/workspaces", content=b'{"name": "\xff\xfe"}', headers={**headers, "Content-Type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_foreign_workspace_header_returns_403(client, tenant, tenants):
+    _, headers = tenant
+    other = tenants.workspace()
+    r = client.get("/api-keys", headers={**headers, "X-Workspace-ID": str(other["id"])})
+    assert r.status_code == 403
+    assert r.json()["error"] == "access_denied"
+
+
+def test_own_workspace_header_is_accepted(client, tenant):
+    ws, headers = tenant
+    r = client.get("/api-keys", headers={**headers, "X-Workspace-ID": str(ws["id"])})
+    assert r.status_code == 200
+
+
+def test_malformed_workspace_header_returns_422(client, tenant):
+    _, headers = tenant
+    r = client.get("/api-keys", headers={**headers, "X-Workspace-ID": "abc"})
+    assert r.status_code == 422
+    assert "X-Workspace-ID" in r.json()["errors"]
+
+
+def test_healthz_answers(api):
+    r = httpx.get(api + "/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+def test_readyz_reports_every_dependency_ready(api):
+    r = httpx.get(api + "/readyz", timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"status": "ready", "checks": {"postgres": "ok", "redis": "ok", "kafka": "ok"}}
+
+
+def test_openapi_document_lists_every_route(api):
+    from app.main import api_routes
+
+    doc = httpx.get(api + "/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    for route in api_routes():
+        operation = doc["paths"][route.path][route.method.lower()]
+        assert operation.get("x-required-scope") == route.scope
+
+
+def test_docs_page_is_html(api):
+    r = httpx.get(api + "/docs")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "/api/v1/workspaces" in r.text

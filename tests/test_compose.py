@@ -1,0 +1,61 @@
+"""docker-compose.yml runs the same system: every service the code needs, wired alike."""
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+URL_VARS = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL")
+
+
+def published_container_ports(service: str) -> set[int]:
+    return {int(str(p).split(":")[-1]) for p in SERVICES[service].get("ports", [])}
+
+
+def test_every_backing_service_is_defined():
+    assert {"postgres", "redis", "kafka", "clickhouse", "api"} <= set(SERVICES)
+
+
+def test_api_gets_every_connection_variable_and_they_point_at_compose_services():
+    env = SERVICES["api"]["environment"]
+    assert set(URL_VARS) <= set(env)
+    targets = {
+        "DATABASE_URL": ("postgres", 5432),
+        "REDIS_URL": ("redis", 6379),
+        "CLICKHOUSE_URL": ("clickhouse", 8123),
+    }
+    for var, (host, port) in targets.items():
+        url = urlsplit(env[var])
+        assert (url.hostname, url.port) == (host, port), var
+        assert port in published_container_ports(host)
+    kafka_host, kafka_port = env["KAFKA_BOOTSTRAP_SERVERS"].split(":")
+    assert kafka_host == "kafka" and int(kafka_port) == 9092
+    assert "PLAINTEXT://kafka:9092" in SERVICES["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+
+
+def test_postgres_credentials_match_database_url():
+    url = urlsplit(SERVICES["api"]["environment"]["DATABASE_URL"])
+    pg = SERVICES["postgres"]["environment"]
+    assert (url.username, url.password, url.path.lstrip("/")) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"])
+
+
+def test_kafka_runs_in_kraft_mode():
+    env = SERVICES["kafka"]["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "KAFKA_ZOOKEEPER_CONNECT" not in env
+
+
+def test_api_listens_where_compose_publishes_it():
+    env = SERVICES["api"]["environment"]
+    assert env["SLUICE_HOST"] == "0.0.0.0"
+    assert int(env["SLUICE_PORT"]) in published_container_ports("api")
+
+
+def test_every_variable_the_code_reads_is_a_setting():
+    fields = set(Settings.__dataclass_fields__)
+    assert {"database_url", "redis_url", "kafka_bootstrap_servers", "clickhouse_url"} <= fields
