@@ -1,0 +1,346 @@
+"""Shared machinery for the benchmarks in ``bench/``: servers, wrk, machine info.
+
+* Servers run pinned to CPU core 0 (``taskset -c 0``), each in its own session
+  so ``stop`` can signal the whole process group (granian forks its workers),
+  with stdout/stderr in a temporary log whose tail is shown on failure.
+* ``wait_ready`` polls one URL until a caller-given check accepts the answer,
+  and names the server when it gives up.
+* ``run_wrk`` runs ``wrk --latency`` pinned to core 1, with optional ``-H``
+  headers and ``-s`` Lua script, and parses req/s, latency percentiles
+  (p50/p90/p99, max), request count, socket errors and non-2xx responses.
+* ``machine_info`` describes the machine: CPU model, cores, Python, packages.
+
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+SERVER_CORE = "0"
+CLIENT_CORE = "1"
+CONNECTIONS = 64
+THREADS = 1
+STARTUP_TIMEOUT = 30.0
+
+# (status, content-type, body) -> None when the answer is right, else what is wrong.
+ReadyCheck = Callable[[int, str, bytes], "str | None"]
+
+
+@dataclass
+class Sample:
+    """One wrk run, parsed."""
+
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    requests: int
+    non_2xx: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> str:
+        parts = [f"{k} {v}" for k, v in self.socket_errors.items() if v]
+        if parts:
+            parts = ["socket errors: " + ", ".join(parts)]
+        if self.non_2xx:
+            parts.append(f"non-2xx: {self.non_2xx}")
+        return "; ".join(parts)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Server:
+    """A server command line, where to run it and, once started, its process."""
+
+    name: str
+    argv: list[str]
+    port: int
+    cwd: Path = BENCH_DIR
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+    samples: list[Sample] = field(default_factory=list)
+
+
+# --- prerequisites ----------------------------------------------------------
+
+
+def missing_tools() -> str | None:
+    """Why the pinned wrk setup cannot run here, or None when it can."""
+    if shutil.which("wrk") is None:
+        return "`wrk` not found on PATH; install it (e.g. apt-get install wrk)."
+    if shutil.which("taskset") is None:
+        return "`taskset` not found on PATH (util-linux)."
+    if (os.cpu_count() or 1) < 2:
+        return "need at least 2 CPU cores (server on core 0, wrk on core 1)."
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def with_pythonpath(env: dict[str, str], *dirs: Path) -> dict[str, str]:
+    """A copy of env with dirs prepended to PYTHONPATH."""
+    out = dict(env)
+    parts = [str(d) for d in dirs] + [p for p in out.get("PYTHONPATH", "").split(os.pathsep) if p]
+    out["PYTHONPATH"] = os.pathsep.join(parts)
+    return out
+
+
+# --- server processes -------------------------------------------------------
+
+
+def start(server: Server) -> None:
+    """Launch the server on core 0, in its own session, logging to a temp file."""
+    fd, log = tempfile.mkstemp(prefix=f"bench-{server.name}-", suffix=".log")
+    os.close(fd)
+    server.log_path = Path(log)
+    env = server.env or with_pythonpath(dict(os.environ), server.cwd)
+    with open(log, "wb") as out:
+        # Own session: the terminal's Ctrl-C reaches us only, and we tear the
+        # whole group (server plus forked workers) down ourselves.
+        server.proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, *server.argv],
+            cwd=server.cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+
+def log_tail(server: Server, n: int = 20) -> str:
+    if server.log_path is None or not server.log_path.exists():
+        return "    (no log)"
+    lines = server.log_path.read_text(errors="replace").splitlines()
+    return "\n".join("    " + line for line in lines[-n:]) or "    (empty log)"
+
+
+def ensure_alive(server: Server) -> None:
+    """Exit with the log tail if the server process has ended."""
+    if server.proc is not None and server.proc.poll() is not None:
+        sys.exit(
+            f"error: {server.name} exited with code {server.proc.returncode} "
+            f"(port {server.port}). Log tail:\n{log_tail(server)}"
+        )
+
+
+def _probe(port: int, path: str, headers: dict[str, str], check: ReadyCheck) -> str | None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        return check(resp.status, resp.getheader("content-type", ""), body)
+    finally:
+        conn.close()
+
+
+def wait_ready(
+    server: Server, path: str, check: ReadyCheck,
+    headers: dict[str, str] | None = None, timeout: float = STARTUP_TIMEOUT,
+) -> None:
+    """Poll GET path until check accepts the answer; exit naming the server otherwise."""
+    deadline = time.monotonic() + timeout
+    last = "no attempt"
+    while time.monotonic() < deadline:
+        ensure_alive(server)
+        try:
+            problem = _probe(server.port, path, headers or {}, check)
+            if problem is None:
+                return
+            last = problem
+        except OSError as exc:
+            last = repr(exc)
+        time.sleep(0.1)
+    sys.exit(
+        f"error: {server.name} did not answer GET {path} correctly on "
+        f"127.0.0.1:{server.port} within {timeout:.0f}s (last: {last}). "
+        f"Log tail:\n{log_tail(server)}"
+    )
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop(server: Server) -> None:
+    """SIGTERM the server's process group, SIGKILL after 5 s, remove the log."""
+    proc, server.proc = server.proc, None
+    if proc is None:
+        return
+    if proc.poll() is None:
+        _killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            _killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    _killpg(proc.pid, signal.SIGKILL)  # stragglers left in the group
+    if server.log_path is not None:
+        server.log_path.unlink(missing_ok=True)
+
+
+# --- wrk --------------------------------------------------------------------
+
+_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_TIME = r"([\d.]+)(us|ms|s|m|h)"
+
+
+def _to_ms(value: str, unit: str) -> float:
+    return float(value) * _UNIT_MS[unit]
+
+
+def wrk_argv(
+    url: str, duration: int, headers: dict[str, str] | None = None,
+    script: str | Path | None = None, connections: int = CONNECTIONS, threads: int = THREADS,
+) -> list[str]:
+    argv = ["taskset", "-c", CLIENT_CORE, "wrk", f"-t{threads}", f"-c{connections}",
+            f"-d{duration}s", "--latency"]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    return argv + [url]
+
+
+def _percentile(out: str, pct: int) -> float:
+    m = re.search(rf"^\s*{pct}%\s+{_TIME}\s*$", out, re.M)
+    if not m:
+        raise ValueError(f"no {pct}% line")
+    return _to_ms(*m.groups())
+
+
+def _socket_errors(out: str) -> dict[str, int]:
+    m = re.search(r"Socket errors:(.*)", out)
+    if not m:
+        return {}
+    return {k: int(v) for k, v in re.findall(r"(\w+)\s+(\d+)", m.group(1))}
+
+
+def parse_wrk(out: str) -> Sample:
+    """Parse ``wrk --latency`` output; ValueError if a figure is missing."""
+    m_rps = re.search(r"^Requests/sec:\s*([\d.]+)", out, re.M)
+    m_lat = re.search(rf"^\s*Latency\s+{_TIME}\s+{_TIME}\s+{_TIME}", out, re.M)
+    m_req = re.search(r"^\s*(\d+) requests in", out, re.M)
+    if not (m_rps and m_lat and m_req):
+        raise ValueError("missing Requests/sec, Latency or request count line")
+    m_non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    return Sample(
+        rps=float(m_rps.group(1)),
+        p50_ms=_percentile(out, 50),
+        p90_ms=_percentile(out, 90),
+        p99_ms=_percentile(out, 99),
+        max_ms=_to_ms(m_lat.group(5), m_lat.group(6)),
+        requests=int(m_req.group(1)),
+        non_2xx=int(m_non2xx.group(1)) if m_non2xx else 0,
+        socket_errors=_socket_errors(out),
+    )
+
+
+def run_wrk(
+    url: str, duration: int, headers: dict[str, str] | None = None,
+    script: str | Path | None = None, connections: int = CONNECTIONS, threads: int = THREADS,
+) -> tuple[Sample, str]:
+    """Run wrk on core 1 against url; return the parsed sample and raw output."""
+    argv = wrk_argv(url, duration, headers, script, connections, threads)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate()
+    except BaseException:  # Ctrl-C / SIGTERM: leave no wrk (nor zombie) behind
+        proc.kill()
+        proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed (rc={proc.returncode}): {err.strip() or out}")
+    try:
+        return parse_wrk(out), out
+    except ValueError as exc:
+        raise RuntimeError(f"could not parse wrk output ({exc}):\n{out}\n{err}") from None
+
+
+# --- summaries and machine info ---------------------------------------------
+
+
+def summarize(samples: list[Sample]) -> dict[str, float]:
+    """Median/min/max req/s and median p50/p90/p99 over rounds."""
+    rps = [s.rps for s in samples]
+    return {
+        "median_rps": statistics.median(rps),
+        "min_rps": min(rps),
+        "max_rps": max(rps),
+        "p50_ms": statistics.median(s.p50_ms for s in samples),
+        "p90_ms": statistics.median(s.p90_ms for s in samples),
+        "p99_ms": statistics.median(s.p99_ms for s in samples),
+    }
+
+
+def version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def wrk_version() -> str:
+    try:
+        res = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    except OSError:
+        return "not found"
+    first = (res.stdout or res.stderr).splitlines()
+    return first[0].split(" Copyright")[0] if first else "unknown"
+
+
+def machine_info(packages: list[str]) -> dict:
+    return {
+        "hostname": socket.gethostname(),
+        "cpu_model": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "wrk": wrk_version(),
+        "packages": {name: version(name) for name in packages},
+    }
+
+
+def print_machine(info: dict) -> None:
+    pkgs = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+    print(f"CPU:        {info['cpu_model']} ({info['logical_cores']} logical cores)")
+    print(f"Python:     {info['python']} ({info['python_executable']})")
+    print(f"Versions:   {pkgs}; {info['wrk']}")

@@ -1,0 +1,40 @@
+"""Admit or refuse a request: GCRA in Redis (rate_limit.lua), one round trip.
+
+A bucket holds `capacity` requests (limit + burst) and refills at `limit` per minute,
+continuously. Requirements: never admit more than the bucket allows under any
+concurrency (the script is atomic), use Redis' clock so API hosts' clocks do not
+matter, and one key per limiter so Redis Cluster can place it.
+"""
+
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+
+from storage.redis.scripts import Script
+
+MICROS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int  # per minute
+    capacity: int
+    remaining: int
+    reset_after: float  # seconds until the bucket is full again
+    retry_after: float  # seconds until one more request would be admitted (0 if allowed)
+
+
+def limiter_key(kind: str, identity: str) -> str:
+    # The braces are a hash tag: the whole key maps to one Cluster slot.
+    return f"sluice:rl:{{{kind}:{identity}}}"
+
+
+class RateLimiter:
+    def __init__(self, client: redis.Redis):
+        self.script = Script(client, "rate_limit.lua")
+
+    async def allow(self, key: str, limit: int, capacity: int) -> Decision:
+        interval = 60 * MICROS // limit
+        allowed, remaining, reset_us, wait_us = await self.script([key], [interval, capacity])
+        return Decision(bool(allowed), limit, capacity, int(remaining), reset_us / MICROS, wait_us / MICROS)
