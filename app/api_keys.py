@@ -21,7 +21,7 @@ MAX_GRACE_HOURS = 720
 
 
 def view(call: Call, row: dict) -> dict:
-    return api_key_view(row, call.services.authenticator.pending_last_used.get(row["id"]))
+    return api_key_view(row, call.services.authenticator.last_used(row["id"]))
 
 
 def check_scopes(checker: Checker, held: frozenset[str]) -> list[str] | None:
@@ -78,16 +78,19 @@ async def rotate_api_key(call: Call) -> Response:
     grace = checker.integer("grace_period_hours", minimum=0, maximum=MAX_GRACE_HOURS)
     checker.done()
     key, prefix, key_hash = generate_key()
-    row, grace_ends = await api_keys.rotate_key(
+    row, grace_ends, old_hash = await api_keys.rotate_key(
         call.pool, call.principal.workspace_id, path_id(call), prefix, key_hash,
         grace if present(grace) else DEFAULT_GRACE_HOURS,
     )
+    await call.services.authenticator.forget([old_hash])
     body = {**view(call, row), "key": key, "rotated_from_id": path_id(call), "grace_period_ends_at": iso(grace_ends)}
     return json_response(200, {"message": "API key rotated successfully.", "data": body})
 
 
 async def revoke_api_key(call: Call) -> Response:
-    await api_keys.revoke_key(call.pool, call.principal.workspace_id, path_id(call))
+    revoked = await api_keys.revoke_key(call.pool, call.principal.workspace_id, path_id(call))
+    if revoked is not None:
+        await call.services.authenticator.forget([revoked])
     return Response(204)
 
 

@@ -1,19 +1,26 @@
-"""Who is calling: the Bearer key looked up by hash, its scopes, its workspace.
+"""Who is calling and may they: the Bearer key, its scopes, its workspace and its rate limit.
 
-`last_used_at` is kept in memory and written in one UPDATE every few seconds, so a
-busy key costs no Postgres write per request.
+The hot path is one Redis round trip (storage/redis/key_gate.py): the cached key record
+and the key's GCRA bucket together. Postgres is read only when the record is not cached
+or Redis is away; `last_used_at` is kept in memory and written in one UPDATE every few seconds.
 """
 
 import asyncio
 import hmac
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from redis.exceptions import RedisError
+
 from app.errors import AccessDenied, Unauthorized, ValidationFailed
+from app.rate_limits import LocalLimiter, RedisHealth, tier_limits
 from app.scopes import grants
 from app.tokens import hash_key, looks_like_key
 from storage.postgres import api_keys
+from storage.redis.key_gate import KeyGate, KeyRecord
+from storage.redis.rate_limit import Decision
 
 log = logging.getLogger("sluice.auth")
 
@@ -38,38 +45,91 @@ def bearer_token(request) -> bytes:
     return token
 
 
-def is_live(row: dict, now: datetime) -> bool:
-    if row["revoked_at"] is not None and row["revoked_at"] <= now:
+def _unix(value) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def record_from_row(row: dict) -> KeyRecord:
+    tier = row["rate_limit_tier"] or row["workspace_tier"]
+    limit, capacity = tier_limits(tier)
+    return KeyRecord(
+        id=row["id"], workspace_id=row["workspace_id"], account_id=row["account_id"],
+        scopes=tuple(row["scopes"]), tier=tier, expires_at=_unix(row["expires_at"]),
+        revoked_at=_unix(row["revoked_at"]), limit=limit, capacity=capacity,
+    )
+
+
+def is_live(record: KeyRecord, now: float) -> bool:
+    if record.revoked_at is not None and record.revoked_at <= now:
         return False
-    return row["expires_at"] is None or row["expires_at"] > now
+    return record.expires_at is None or record.expires_at > now
 
 
 class Authenticator:
-    def __init__(self, pool, flush_seconds: int):
+    def __init__(self, pool, gate: KeyGate, local: LocalLimiter, flush_seconds: int):
         self.pool = pool
+        self.gate = gate
+        self.local = local
+        self.health = RedisHealth()
         self.flush_seconds = flush_seconds
-        self.pending_last_used: dict[int, datetime] = {}
+        self.pending_last_used: dict[int, float] = {}
+        self.pending_forget: set[bytes] = set()
         self._task: asyncio.Task | None = None
 
-    async def authenticate(self, request) -> Principal:
-        token = bearer_token(request)
-        digest = hash_key(token)
+    async def admit(self, request) -> tuple[Principal, Decision, bool]:
+        """The caller, the rate-limit decision, and whether Redis made it (False: local fallback)."""
+        digest = hash_key(bearer_token(request))
+        record = decision = None
+        if self.health.usable():
+            try:
+                hit = await self.gate.check(digest)
+                if hit is None:
+                    await self.gate.remember(digest, await self._load(digest))
+                    hit = await self.gate.check(digest)
+                self.health.succeeded()
+                if hit is not None:
+                    record, decision = hit
+            except (RedisError, OSError) as exc:
+                self.health.failed(exc)
+        shared = record is not None
+        if record is None:
+            self.health.fallback_requests += 1
+            record = await self._load(digest)
+            decision = self.local.allow(digest.hex(), record.limit, record.capacity)
+        now = time.time()
+        if not is_live(record, now):
+            raise Unauthorized("API key expired or revoked.")
+        self.pending_last_used[record.id] = now
+        principal = Principal(record.id, record.workspace_id, record.account_id, frozenset(record.scopes), record.tier)
+        return principal, decision, shared
+
+    async def _load(self, digest: bytes) -> KeyRecord:
         row = await api_keys.find_by_hash(self.pool, digest)
-        # The lookup is by hash; comparing the hash again in constant time keeps the
-        # final decision free of timing differences whatever the index does.
+        # Found by hash; comparing the hash again in constant time keeps the final
+        # decision free of timing differences whatever the index lookup did.
         if row is None or not hmac.compare_digest(bytes(row["key_hash"]), digest):
             raise Unauthorized()
-        now = datetime.now(timezone.utc)
-        if not is_live(row, now):
-            raise Unauthorized("API key expired or revoked.")
-        self.pending_last_used[row["id"]] = now
-        return Principal(
-            key_id=row["id"],
-            workspace_id=row["workspace_id"],
-            account_id=row["account_id"],
-            scopes=frozenset(row["scopes"]),
-            tier=row["rate_limit_tier"] or row["workspace_tier"],
-        )
+        return record_from_row(row)
+
+    def last_used(self, key_id: int) -> datetime | None:
+        """This process's not yet written last use of a key."""
+        used = self.pending_last_used.get(key_id)
+        return None if used is None else datetime.fromtimestamp(used, timezone.utc)
+
+    async def forget(self, key_hashes: list[bytes]) -> None:
+        """Drop cached records after a revocation, rotation or tier change; retried if Redis is away."""
+        self.pending_forget.update(key_hashes)
+        await self._forget_pending()
+
+    async def _forget_pending(self) -> None:
+        if not self.pending_forget:
+            return
+        hashes = list(self.pending_forget)
+        try:
+            await self.gate.forget(hashes)
+            self.pending_forget.difference_update(hashes)
+        except (RedisError, OSError):
+            log.warning("could not drop %d cached key records yet; retrying", len(hashes))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._flush_forever())
@@ -82,9 +142,12 @@ class Authenticator:
     async def flush(self) -> None:
         pending, self.pending_last_used = self.pending_last_used, {}
         try:
-            await api_keys.touch_last_used(self.pool, pending)
+            await api_keys.touch_last_used(
+                self.pool, {key_id: datetime.fromtimestamp(t, timezone.utc) for key_id, t in pending.items()}
+            )
         except Exception:  # noqa: BLE001 - losing a last_used_at update must not kill the loop
             log.warning("could not record last_used_at for %d keys", len(pending), exc_info=True)
+        await self._forget_pending()
 
     async def _flush_forever(self) -> None:
         while True:

@@ -81,6 +81,16 @@ class PayloadTooLarge(ApiError):
     status, code = 413, "payload_too_large"
 
 
+class RateLimited(ApiError):
+    status, code = 429, "rate_limit_exceeded"
+
+    def __init__(self, retry_after: int, limit: int, reset_at: str):
+        super().__init__(
+            f"Too many requests. Please retry after {retry_after} seconds.",
+            retry_after=retry_after, limit=limit, remaining=0, reset_at=reset_at,
+        )
+
+
 class ServiceUnavailable(ApiError):
     status, code = 503, "service_unavailable"
 

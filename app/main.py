@@ -5,18 +5,20 @@ import logging
 from blacksheep import Application
 from blacksheep.server.routing import Router
 
-from app import api_keys, health, openapi, workspaces
+from app import api_keys, health, metrics, openapi, workspaces
 from app.auth import Authenticator
+from app.rate_limits import LocalLimiter
 from app.middleware import request_middleware
 from app.routing import Route, Services, endpoint, fallback
 from app.settings import Settings
 from storage.postgres.pool import create_pool
 from storage.redis.client import create_client
+from storage.redis.key_gate import KeyGate
 
 
 def api_routes() -> list[Route]:
     """Every route of the API; tests read this table to check each one's scope."""
-    routes = health.ROUTES + workspaces.ROUTES + api_keys.ROUTES
+    routes = health.ROUTES + metrics.ROUTES + workspaces.ROUTES + api_keys.ROUTES
     return routes + openapi.routes_for(routes)
 
 
@@ -35,7 +37,9 @@ def configure_lifespan(app: Application, services: Services) -> None:
     async def resources():
         services.pool = await create_pool(settings.database_url, settings.pg_pool_size)
         services.redis = create_client(settings.redis_url)
-        services.authenticator = Authenticator(services.pool, settings.last_used_flush_seconds)
+        services.authenticator = Authenticator(
+            services.pool, KeyGate(services.redis), LocalLimiter(settings.workers), settings.last_used_flush_seconds
+        )
         services.authenticator.start()
         try:
             yield

@@ -20,9 +20,13 @@ async def request_middleware(request, handler):
     else:
         request_id = new_request_id()
     request.request_id = request_id
+    request.extra_headers = None  # set by the auth wrapper: rate-limit headers
     try:
         response = await handler(request)
     except Exception as exc:  # noqa: BLE001 - every error leaves as an envelope, never a bare 500
         response = error_response(exc, request_id)
     response.set_header(b"X-Request-ID", request_id.encode())
+    if request.extra_headers:
+        for name, value in request.extra_headers:
+            response.set_header(name, value)
     return response

@@ -4,12 +4,17 @@
 forget them; `fallback()` answers unmatched requests with the 404 or 405 envelope.
 """
 
+import math
 import re
+import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from app.auth import Principal, check_workspace_header, require_scope
-from app.errors import MethodNotAllowed, ResourceNotFound
+from app.errors import MethodNotAllowed, RateLimited, ResourceNotFound
+from app.presenters import iso
+from app.rate_limits import rate_limit_headers
 
 
 @dataclass
@@ -63,12 +68,23 @@ def endpoint(route: Route, services: Services):
         return public
 
     async def guarded(request):
-        principal = await services.authenticator.authenticate(request)
+        principal, decision, shared = await services.authenticator.admit(request)
+        request.extra_headers = rate_limit_headers(decision, principal.tier)
+        if not shared:
+            request.extra_headers.append((b"X-RateLimit-Mode", b"local"))
+        if not decision.allowed:
+            raise rate_limited(decision)
         require_scope(principal, scope)
         check_workspace_header(request, principal)
         return await handler(Call(request, principal, services))
 
     return guarded
+
+
+def rate_limited(decision) -> RateLimited:
+    retry_after = max(1, math.ceil(decision.retry_after))
+    reset_at = datetime.fromtimestamp(time.time() + decision.reset_after, timezone.utc)
+    return RateLimited(retry_after, decision.limit, iso(reset_at))
 
 
 def path_pattern(path: str) -> re.Pattern:

@@ -13,7 +13,7 @@ from app.listing import page_body, parse_list_query
 from app.presenters import iso, workspace_view
 from app.routing import Call, Route, path_id
 from app.validation import Checker, present
-from storage.postgres import workspaces
+from storage.postgres import api_keys, workspaces
 
 TIERS = ("free", "starter", "pro", "agency", "enterprise")
 SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -110,12 +110,16 @@ async def update_workspace(call: Call) -> Response:
         tier if present(tier) else None,
         settings,
     )
+    if present(tier):  # cached key records carry the tier's rate limit
+        await call.services.authenticator.forget(await api_keys.workspace_key_hashes(call.pool, row["id"]))
     return json_response(200, {"message": "Workspace updated successfully.", "data": workspace_view(row)})
 
 
 async def delete_workspace(call: Call) -> Response:
     workspace = await load_accessible(call)
+    hashes = await api_keys.workspace_key_hashes(call.pool, workspace["id"])
     await workspaces.delete_workspace(call.pool, workspace["id"])
+    await call.services.authenticator.forget(hashes)
     return Response(204)
 
 

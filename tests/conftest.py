@@ -135,7 +135,7 @@ class Tenants:
 
         return asyncio.run(go())
 
-    def workspace(self, name="Test Workspace", tier="free", account_id=None) -> dict:
+    def workspace(self, name="Test Workspace", tier="enterprise", account_id=None) -> dict:
         async def make(pool):
             account = account_id or (await workspaces.create_account(pool, name))["id"]
             slug = f"ws-{uuid.uuid4().hex[:10]}"

@@ -25,10 +25,12 @@ WHERE k.key_hash = $1"""
 MARK_ROTATED = """
 UPDATE api_keys SET revoked_at = now() + make_interval(hours => $2), rotated_to_id = $3,
     updated_at = now()
-WHERE id = $1 RETURNING revoked_at"""
+WHERE id = $1 RETURNING revoked_at, key_hash"""
 REVOKE_KEY = """
 UPDATE api_keys SET revoked_at = now(), updated_at = now()
-WHERE workspace_id = $1 AND id = $2 AND (revoked_at IS NULL OR revoked_at > now())"""
+WHERE workspace_id = $1 AND id = $2 AND (revoked_at IS NULL OR revoked_at > now())
+RETURNING key_hash"""
+SELECT_WORKSPACE_HASHES = "SELECT key_hash FROM api_keys WHERE workspace_id = $1"
 KEY_EXISTS = "SELECT 1 FROM api_keys WHERE workspace_id = $1 AND id = $2"
 TOUCH_LAST_USED = """
 UPDATE api_keys k SET last_used_at = GREATEST(k.last_used_at, u.used_at)
@@ -94,8 +96,10 @@ async def list_keys(pool: asyncpg.Pool, workspace_id: int, query: ListQuery) -> 
 
 async def rotate_key(
     pool: asyncpg.Pool, workspace_id: int, key_id: int, prefix: str, key_hash: bytes, grace_hours: int
-) -> tuple[dict, datetime]:
-    """Issue a successor with the same name, scopes and tier; the old key lives grace_hours more."""
+) -> tuple[dict, datetime, bytes]:
+    """Issue a successor with the same name, scopes and tier; the old key lives grace_hours more.
+
+    Returns the new key's row, the end of the grace period and the old key's hash."""
     async with pool.acquire() as conn, conn.transaction():
         old = await conn.fetchrow(SELECT_KEY_FOR_UPDATE, workspace_id, key_id)
         if old is None:
@@ -106,15 +110,22 @@ async def rotate_key(
             conn, workspace_id, old["name"], prefix, key_hash, old["scopes"],
             old["rate_limit_tier"], old["expires_at"],
         )
-        grace_ends = await conn.fetchval(MARK_ROTATED, key_id, grace_hours, new["id"])
-    return new, grace_ends
+        marked = await conn.fetchrow(MARK_ROTATED, key_id, grace_hours, new["id"])
+    return new, marked["revoked_at"], bytes(marked["key_hash"])
 
 
-async def revoke_key(pool: asyncpg.Pool, workspace_id: int, key_id: int) -> None:
-    """Revoke at once (also cutting a rotation grace period short); revoking twice is fine."""
-    status = await pool.execute(REVOKE_KEY, workspace_id, key_id)
-    if status == "UPDATE 0" and await pool.fetchval(KEY_EXISTS, workspace_id, key_id) is None:
+async def revoke_key(pool: asyncpg.Pool, workspace_id: int, key_id: int) -> bytes | None:
+    """Revoke at once (also cutting a rotation grace period short); revoking twice is fine.
+
+    Returns the key's hash when this call revoked it."""
+    key_hash = await pool.fetchval(REVOKE_KEY, workspace_id, key_id)
+    if key_hash is None and await pool.fetchval(KEY_EXISTS, workspace_id, key_id) is None:
         raise NotFound(f"api key {key_id}")
+    return None if key_hash is None else bytes(key_hash)
+
+
+async def workspace_key_hashes(pool: asyncpg.Pool, workspace_id: int) -> list[bytes]:
+    return [bytes(row["key_hash"]) for row in await pool.fetch(SELECT_WORKSPACE_HASHES, workspace_id)]
 
 
 async def touch_last_used(pool: asyncpg.Pool, used: dict[int, datetime]) -> None:

@@ -25,6 +25,15 @@ class Decision:
     retry_after: float  # seconds until one more request would be admitted (0 if allowed)
 
 
+def interval_micros(limit: int) -> int:
+    return 60 * MICROS // limit
+
+
+def decision_from(limit: int, capacity: int, result) -> Decision:
+    allowed, remaining, reset_us, wait_us = (int(v) for v in result)
+    return Decision(bool(allowed), limit, capacity, remaining, reset_us / MICROS, wait_us / MICROS)
+
+
 def limiter_key(kind: str, identity: str) -> str:
     # The braces are a hash tag: the whole key maps to one Cluster slot.
     return f"sluice:rl:{{{kind}:{identity}}}"
@@ -32,9 +41,8 @@ def limiter_key(kind: str, identity: str) -> str:
 
 class RateLimiter:
     def __init__(self, client: redis.Redis):
-        self.script = Script(client, "rate_limit.lua")
+        self.script = Script(client, "gcra.lua", "rate_limit.lua")
 
     async def allow(self, key: str, limit: int, capacity: int) -> Decision:
-        interval = 60 * MICROS // limit
-        allowed, remaining, reset_us, wait_us = await self.script([key], [interval, capacity])
-        return Decision(bool(allowed), limit, capacity, int(remaining), reset_us / MICROS, wait_us / MICROS)
+        result = await self.script([key], [interval_micros(limit), capacity])
+        return decision_from(limit, capacity, result)

@@ -9,9 +9,11 @@ HERE = Path(__file__).parent
 
 
 class Script:
-    def __init__(self, client: redis.Redis, filename: str):
+    """One script; `parts` are .lua files beside this module, joined in order (shared code first)."""
+
+    def __init__(self, client: redis.Redis, *parts: str):
         self.client = client
-        self.source = (HERE / filename).read_text()
+        self.source = "\n".join((HERE / part).read_text() for part in parts)
         self.sha: str | None = None
 
     async def __call__(self, keys: list, args: list):

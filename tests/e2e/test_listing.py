@@ -65,7 +65,7 @@ def test_sort_by_several_fields(client, account):
     _, headers = account
     data = client.get("/workspaces", params={"sort": "-tier,name", "search": "o"}, headers=headers).json()["data"]
     assert [(w["tier"], w["name"]) for w in data] == [
-        ("pro", "bravo"), ("free", "echo"), ("free", "foxtrot"), ("free", "golf"), ("free", "home"),
+        ("pro", "bravo"), ("free", "echo"), ("free", "foxtrot"), ("free", "golf"), ("enterprise", "home"),
     ]
 
 

@@ -7,7 +7,7 @@ from app.scopes import ALL_SCOPES
 
 # The only routes reachable without an API key. A new route must either declare a
 # scope or be added here on purpose.
-PUBLIC_PATHS = {"/healthz", "/readyz", "/openapi.json", "/docs"}
+PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
 ROUTES = api_routes()
 
 
