@@ -11,6 +11,7 @@ from app.rate_limits import LocalLimiter
 from app.middleware import request_middleware
 from app.routing import Route, Services, endpoint, fallback
 from app.settings import Settings
+from ingest.usage_log import UsageLog
 from storage.postgres.pool import create_pool
 from storage.redis.client import create_client
 from storage.redis.key_gate import KeyGate
@@ -41,9 +42,11 @@ def configure_lifespan(app: Application, services: Services) -> None:
             services.pool, KeyGate(services.redis), LocalLimiter(settings.workers), settings.last_used_flush_seconds
         )
         services.authenticator.start()
+        services.usage_log = UsageLog(settings.kafka_bootstrap_servers)
         try:
             yield
         finally:
+            await services.usage_log.stop()
             await services.authenticator.stop()
             await services.redis.aclose()
             await services.pool.close()

@@ -25,6 +25,7 @@ class Services:
     pool: object = None
     redis: object = None
     authenticator: object = None
+    usage_log: object = None
 
 
 @dataclass(frozen=True, slots=True)
