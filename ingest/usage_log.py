@@ -5,6 +5,8 @@ the broker acknowledged the record. (The ingestion work adds the on-disk spool f
 Kafka is away; until then an unacknowledged record is an error the caller handles.)
 """
 
+import asyncio
+
 import orjson
 from aiokafka import AIOKafkaProducer
 
@@ -25,6 +27,7 @@ class UsageLog:
             request_timeout_ms=SEND_TIMEOUT_SECONDS * 1000,
         )
         self.started = False
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
         await self.producer.start()
@@ -37,5 +40,8 @@ class UsageLog:
     async def publish(self, event: dict) -> None:
         """Send one usage record keyed by workspace and wait for the acknowledgement."""
         if not self.started:
-            await self.start()
+            # Started on first use, so the API serves its CRUD endpoints while Kafka is away.
+            async with self._starting:
+                if not self.started:
+                    await self.start()
         await self.producer.send_and_wait(TOPIC, orjson.dumps(event), key=str(event["workspace_id"]).encode())
