@@ -13,7 +13,7 @@ from app.routing import Route, Services, endpoint, fallback
 from app.settings import Settings
 from ingest.usage_log import UsageLog
 from storage.postgres.pool import create_pool
-from storage.redis.client import create_client
+from storage.redis.client import close_client, create_client
 from storage.redis.key_gate import KeyGate
 
 
@@ -39,7 +39,7 @@ def configure_lifespan(app: Application, services: Services) -> None:
         services.pool = await create_pool(settings.database_url, settings.pg_pool_size)
         services.redis = create_client(settings.redis_url)
         services.authenticator = Authenticator(
-            services.pool, KeyGate(services.redis), LocalLimiter(settings.workers), settings.last_used_flush_seconds
+            services.pool, KeyGate(services.redis, settings.rate_limits), LocalLimiter(settings.workers), settings.last_used_flush_seconds
         )
         services.authenticator.start()
         services.usage_log = UsageLog(settings.kafka_bootstrap_servers)
@@ -48,7 +48,7 @@ def configure_lifespan(app: Application, services: Services) -> None:
         finally:
             await services.usage_log.stop()
             await services.authenticator.stop()
-            await services.redis.aclose()
+            await close_client(services.redis)
             await services.pool.close()
 
 

@@ -31,6 +31,7 @@ class Settings:
     last_used_flush_seconds: int = 5
     pg_pool_size: int = 10
     log_level: str = "info"
+    rate_limits: bool = True
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -49,4 +50,5 @@ class Settings:
             last_used_flush_seconds=_int("SLUICE_LAST_USED_FLUSH_SECONDS", base.last_used_flush_seconds),
             pg_pool_size=_int("SLUICE_PG_POOL_SIZE", base.pg_pool_size),
             log_level=env.get("SLUICE_LOG_LEVEL", base.log_level),
+            rate_limits=env.get("SLUICE_RATE_LIMITS", "on").lower() not in ("off", "0", "false", "no"),
         )

@@ -5,12 +5,14 @@ DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP_SERVERS and CLICKHOUSE_URL.
 """
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -92,15 +94,16 @@ def server_env(database_url):
             "SLUICE_MAX_BODY_BYTES": "65536", "SLUICE_LOG_LEVEL": "warning"}
 
 
-@pytest.fixture(scope="session")
-def api(server_env, tmp_path_factory):
-    """Base URL of a real API server (granian, one worker) against the test database."""
+@contextlib.contextmanager
+def running_api(env: dict, log_dir: Path):
+    """A real API server (granian, one worker) with the given environment; yields its base URL."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "api.log"
+    log_path = log_dir / f"api-{port}.log"
     command = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop",
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-ws", "app.main:create_app"]
+               "--http", "1", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-ws",
+               "app.main:create_app"]
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_serving(url, process, log_path)
@@ -111,6 +114,13 @@ def api(server_env, tmp_path_factory):
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def api(server_env, tmp_path_factory):
+    """Base URL of the API server shared by the tests, against the test database."""
+    with running_api(server_env, tmp_path_factory.mktemp("server")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -133,7 +143,9 @@ class Tenants:
             finally:
                 await pool.close()
 
-        return asyncio.run(go())
+        # A thread of its own, so async tests (whose loop is running) can call it too.
+        with ThreadPoolExecutor(1) as executor:
+            return executor.submit(asyncio.run, go()).result()
 
     def workspace(self, name="Test Workspace", tier="enterprise", account_id=None) -> dict:
         async def make(pool):

@@ -39,13 +39,14 @@ def _time(raw: bytes) -> float | None:
 
 
 class KeyGate:
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, limit: bool = True):
         self.client = client
         self.script = Script(client, "gcra.lua", "key_gate.lua")
+        self.limit_flag = "1" if limit else "0"
 
     async def check(self, key_hash: bytes) -> tuple[KeyRecord, Decision] | None:
         """The cached record and the rate-limit decision, or None when not cached."""
-        result = await self.script(_keys(key_hash), [])
+        result = await self.script(_keys(key_hash), [self.limit_flag])
         if not int(result[0]):
             return None
         f = result[1:10]

@@ -43,6 +43,7 @@ class RateLimiter:
     def __init__(self, client: redis.Redis):
         self.script = Script(client, "gcra.lua", "rate_limit.lua")
 
-    async def allow(self, key: str, limit: int, capacity: int) -> Decision:
-        result = await self.script([key], [interval_micros(limit), capacity])
-        return decision_from(limit, capacity, result)
+    async def allow(self, key: str, limit: int, capacity: int, now_micros: int | None = None) -> Decision:
+        """Admit one request; `now_micros` replaces Redis' clock (tests only)."""
+        args = [interval_micros(limit), capacity] + ([now_micros] if now_micros is not None else [])
+        return decision_from(limit, capacity, await self.script([key], args))
