@@ -66,7 +66,8 @@ def is_live(record: KeyRecord, now: float) -> bool:
 
 
 class Authenticator:
-    def __init__(self, pool, gate: KeyGate, local: LocalLimiter, flush_seconds: int):
+    def __init__(self, pool, gate: KeyGate, local: LocalLimiter | None, flush_seconds: int):
+        """`local` limits while Redis is away; None when rate limits are switched off."""
         self.pool = pool
         self.gate = gate
         self.local = local
@@ -95,7 +96,8 @@ class Authenticator:
         if record is None:
             self.health.fallback_requests += 1
             record = await self._load(digest)
-            decision = self.local.allow(digest.hex(), record.limit, record.capacity)
+            decision = (self.local.allow(digest.hex(), record.limit, record.capacity) if self.local
+                        else Decision(True, record.limit, record.capacity, record.capacity, 0.0, 0.0))
         now = time.time()
         if not is_live(record, now):
             raise Unauthorized("API key expired or revoked.")

@@ -38,8 +38,9 @@ def configure_lifespan(app: Application, services: Services) -> None:
     async def resources():
         services.pool = await create_pool(settings.database_url, settings.pg_pool_size)
         services.redis = create_client(settings.redis_url)
+        local = LocalLimiter(settings.workers) if settings.rate_limits else None
         services.authenticator = Authenticator(
-            services.pool, KeyGate(services.redis, settings.rate_limits), LocalLimiter(settings.workers), settings.last_used_flush_seconds
+            services.pool, KeyGate(services.redis, settings.rate_limits), local, settings.last_used_flush_seconds
         )
         services.authenticator.start()
         services.usage_log = UsageLog(settings.kafka_bootstrap_servers)
