@@ -6,7 +6,14 @@ from app.errors import InvalidJson, PayloadTooLarge, UnsupportedContentType, Val
 
 
 async def read_body(request, max_bytes: int) -> bytes:
-    """The raw body, refused with 413 as soon as it is known to pass max_bytes."""
+    """The raw body, refused with 413 as soon as it is known to pass max_bytes.
+
+    The stream can be read only once, so the body is kept on the request: the
+    Idempotency-Key check reads it before the handler does.
+    """
+    cached = getattr(request, "body_bytes", None)
+    if cached is not None:
+        return cached
     declared = request.get_first_header(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"Request body is larger than the limit of {max_bytes} bytes.")
@@ -16,7 +23,8 @@ async def read_body(request, max_bytes: int) -> bytes:
         if size > max_bytes:
             raise PayloadTooLarge(f"Request body is larger than the limit of {max_bytes} bytes.")
         chunks.append(chunk)
-    return b"".join(chunks)
+    request.body_bytes = b"".join(chunks)
+    return request.body_bytes
 
 
 def _is_json(content_type: bytes | None) -> bool:
