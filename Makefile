@@ -37,9 +37,13 @@ status: venv
 env: venv
 	@$(STACK) env
 
+# The benchmarks that need the stack, run one after the other under one `run`; each writes
+# bench/results/. Ctrl-C stops the sequence; a failed one does not, but makes `make` fail.
+BENCHES := redis_scripts workspace_get
+
 bench: venv
 	@command -v wrk >/dev/null || (echo "[make] installing wrk (apt-get)"; apt-get install -y -qq wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk))
-	@$(STACK) run -- $(PY) bench/workspace_get.py $(if $(QUICK),--quick,)
+	@$(STACK) run -- sh -c 'rc=0; for b in $(BENCHES); do echo "[make] bench/$$b.py $(if $(QUICK),--quick,)"; $(PY) bench/$$b.py $(if $(QUICK),--quick,); s=$$?; [ $$s -ge 128 ] && exit $$s; [ $$s -ne 0 ] && rc=$$s; echo; done; exit $$rc'
 
 bench-asgi: venv
 	@$(PY) bench/asgi_servers.py $(if $(QUICK),--quick,)

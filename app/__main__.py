@@ -1,16 +1,17 @@
-"""Command line: `python -m app migrate | create-workspace | create-key | serve`."""
+"""Command line: `python -m app migrate | create-workspace | create-key | set-entitlement | serve`."""
 
 import argparse
 import asyncio
 import os
 import sys
 
+from app.features import AMOUNT_MAX, FEATURES
 from app.scopes import KNOWN
 from app.settings import Settings
 from app.tokens import generate_key
 from app.workspaces import TIERS, slugify
 from storage.errors import Conflict, NotFound
-from storage.postgres import api_keys, workspaces
+from storage.postgres import api_keys, entitlements, workspaces
 from storage.postgres.migrate import migrate
 from storage.postgres.pool import create_pool
 
@@ -48,6 +49,25 @@ async def run_create_key(settings: Settings, args) -> None:
     print(key)
 
 
+async def run_set_entitlement(settings: Settings, args) -> None:
+    if args.limit is not None and not 0 <= args.limit <= AMOUNT_MAX:
+        raise SystemExit(f"--limit must be between 0 and {AMOUNT_MAX}")
+    pool = await create_pool(settings.database_url, 2)
+    try:
+        if args.limit is None:
+            removed = await entitlements.delete_override(pool, args.workspace_id, args.feature)
+        else:
+            await entitlements.set_override(pool, args.workspace_id, args.feature, args.limit)
+    finally:
+        await pool.close()
+    if args.limit is None:
+        print(f"workspace {args.workspace_id}: {args.feature} back to its tier's limit"
+              + ("" if removed else " (it had no override)"))
+    else:
+        print(f"workspace {args.workspace_id}: {args.feature} limited to {args.limit}")
+    print(f"applies within SLUICE_ENTITLEMENTS_CACHE_SECONDS ({settings.entitlements_cache_seconds} s)")
+
+
 def run_serve(settings: Settings, args) -> None:
     workers = args.workers or settings.workers
     command = [
@@ -74,6 +94,12 @@ def parser() -> argparse.ArgumentParser:
     key.add_argument("--name", default="bootstrap key")
     key.add_argument("--scopes", nargs="+", default=["*"], help="default: * (every scope)")
     key.add_argument("--tier", choices=TIERS, help="rate limit tier (default: the workspace's)")
+    ent = sub.add_parser("set-entitlement", help="override a workspace's limit of one feature")
+    ent.add_argument("--workspace-id", type=int, required=True)
+    ent.add_argument("--feature", choices=list(FEATURES), required=True)
+    limit = ent.add_mutually_exclusive_group(required=True)
+    limit.add_argument("--limit", type=int, help="the new limit (0 switches the feature off)")
+    limit.add_argument("--reset", action="store_true", help="drop the override: back to the tier's limit")
     serve = sub.add_parser("serve", help="serve the API with granian")
     serve.add_argument("--workers", type=int)
     return p
@@ -84,7 +110,8 @@ def main() -> None:
     settings = Settings.from_env()
     if args.command == "serve":
         return run_serve(settings, args)
-    command = {"migrate": run_migrate, "create-workspace": run_create_workspace, "create-key": run_create_key}
+    command = {"migrate": run_migrate, "create-workspace": run_create_workspace, "create-key": run_create_key,
+               "set-entitlement": run_set_entitlement}
     try:
         asyncio.run(command[args.command](settings, args))
     except NotFound as exc:

@@ -58,6 +58,13 @@ class AccessDenied(ApiError):
     status, code = 403, "access_denied"
 
 
+class FeatureLimitReached(ApiError):
+    status, code = 403, "feature_limit_reached"
+
+    def __init__(self, feature: str, upgrade_url: str):
+        super().__init__("You have reached your limit for this feature.", feature=feature, upgrade_url=upgrade_url)
+
+
 class ResourceNotFound(ApiError):
     status, code = 404, "not_found"
 

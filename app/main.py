@@ -5,8 +5,9 @@ import logging
 from blacksheep import Application
 from blacksheep.server.routing import Router
 
-from app import api_keys, health, metrics, openapi, workspaces
+from app import api_keys, entitlements, health, metrics, openapi, workspaces
 from app.auth import Authenticator
+from app.entitlements import Ledger
 from app.rate_limits import LocalLimiter
 from app.middleware import request_middleware
 from app.routing import Route, Services, endpoint, fallback
@@ -14,12 +15,13 @@ from app.settings import Settings
 from ingest.usage_log import UsageLog
 from storage.postgres.pool import create_pool
 from storage.redis.client import close_client, create_client
+from storage.redis.idempotency import IdempotencyStore
 from storage.redis.key_gate import KeyGate
 
 
 def api_routes() -> list[Route]:
     """Every route of the API; tests read this table to check each one's scope."""
-    routes = health.ROUTES + metrics.ROUTES + workspaces.ROUTES + api_keys.ROUTES
+    routes = health.ROUTES + metrics.ROUTES + workspaces.ROUTES + api_keys.ROUTES + entitlements.ROUTES
     return routes + openapi.routes_for(routes)
 
 
@@ -44,6 +46,8 @@ def configure_lifespan(app: Application, services: Services) -> None:
         )
         services.authenticator.start()
         services.usage_log = UsageLog(settings.kafka_bootstrap_servers)
+        services.idempotency = IdempotencyStore(services.redis)
+        services.entitlements = Ledger(services)
         try:
             yield
         finally:

@@ -13,6 +13,7 @@ from typing import Awaitable, Callable
 
 from app.auth import Principal, check_workspace_header, require_scope
 from app.errors import MethodNotAllowed, RateLimited, ResourceNotFound
+from app.idempotency import IDEMPOTENCY_KEY, UNSAFE_METHODS, run_idempotently
 from app.presenters import iso
 from app.rate_limits import rate_limit_headers
 
@@ -26,6 +27,8 @@ class Services:
     redis: object = None
     authenticator: object = None
     usage_log: object = None
+    idempotency: object = None  # storage.redis.idempotency.IdempotencyStore
+    entitlements: object = None  # app.entitlements.Ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,10 @@ def endpoint(route: Route, services: Services):
             raise rate_limited(decision)
         require_scope(principal, scope)
         check_workspace_header(request, principal)
-        return await handler(Call(request, principal, services))
+        call = Call(request, principal, services)
+        if request.method in UNSAFE_METHODS and request.get_first_header(IDEMPOTENCY_KEY) is not None:
+            return await run_idempotently(call, handler)
+        return await handler(call)
 
     return guarded
 

@@ -32,6 +32,11 @@ class Settings:
     pg_pool_size: int = 10
     log_level: str = "info"
     rate_limits: bool = True
+    idempotency_ttl_seconds: int = 86_400  # the spec: repeats within 24 hours are replayed
+    upgrade_url: str = "https://sluice.dev/upgrade"
+    # How long a workspace's tier and limit overrides are served from memory: a change in
+    # Postgres applies within this many seconds, and the hot path skips Postgres meanwhile.
+    entitlements_cache_seconds: int = 30
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -51,4 +56,7 @@ class Settings:
             pg_pool_size=_int("SLUICE_PG_POOL_SIZE", base.pg_pool_size),
             log_level=env.get("SLUICE_LOG_LEVEL", base.log_level),
             rate_limits=env.get("SLUICE_RATE_LIMITS", "on").lower() not in ("off", "0", "false", "no"),
+            idempotency_ttl_seconds=_int("SLUICE_IDEMPOTENCY_TTL_SECONDS", base.idempotency_ttl_seconds),
+            upgrade_url=env.get("SLUICE_UPGRADE_URL", base.upgrade_url),
+            entitlements_cache_seconds=_int("SLUICE_ENTITLEMENTS_CACHE_SECONDS", base.entitlements_cache_seconds),
         )

@@ -9,13 +9,18 @@
   headers and ``-s`` Lua script, and parses req/s, latency percentiles
   (p50/p90/p99, max), request count, socket errors and non-2xx responses.
 * ``machine_info`` describes the machine: CPU model, cores, Python, packages.
+* ``round_args`` / ``check_round_args``: the shared ``--rounds/--duration/--quick``
+  options; ``results_path`` / ``write_json``: where and how results are written.
 
 Stdlib only.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import http.client
+import json
 import os
 import platform
 import re
@@ -39,6 +44,8 @@ CLIENT_CORE = "1"
 CONNECTIONS = 64
 THREADS = 1
 STARTUP_TIMEOUT = 30.0
+RESULTS_DIR = BENCH_DIR / "results"
+QUICK_SECONDS = 3
 
 # (status, content-type, body) -> None when the answer is right, else what is wrong.
 ReadyCheck = Callable[[int, str, bytes], "str | None"]
@@ -147,15 +154,21 @@ def ensure_alive(server: Server) -> None:
         )
 
 
-def _probe(port: int, path: str, headers: dict[str, str], check: ReadyCheck) -> str | None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+def http_get(port: int, path: str, headers: dict[str, str] | None = None,
+             timeout: float = 1) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One GET on 127.0.0.1:port: (status, response headers, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", path, headers=headers)
+        conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
-        body = resp.read()
-        return check(resp.status, resp.getheader("content-type", ""), body)
+        return resp.status, resp.headers, resp.read()
     finally:
         conn.close()
+
+
+def _probe(port: int, path: str, headers: dict[str, str], check: ReadyCheck) -> str | None:
+    status, resp_headers, body = http_get(port, path, headers)
+    return check(status, resp_headers.get("content-type", ""), body)
 
 
 def wait_ready(
@@ -282,6 +295,42 @@ def run_wrk(
         return parse_wrk(out), out
     except ValueError as exc:
         raise RuntimeError(f"could not parse wrk output ({exc}):\n{out}\n{err}") from None
+
+
+# --- command line and results -----------------------------------------------
+
+
+def round_args(ap: argparse.ArgumentParser, unit: str = "wrk run") -> None:
+    """Add --rounds (min 3, default 3), --duration (default 10) and --quick."""
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per target (min 3, default 3)")
+    ap.add_argument("--duration", type=int, default=10, help=f"seconds per {unit} (default 10)")
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK_SECONDS} s rounds (overrides --duration)")
+
+
+def check_round_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    if args.rounds < 3:
+        ap.error("--rounds must be >= 3")
+    args.duration = QUICK_SECONDS if args.quick else args.duration
+    if args.duration < 1:
+        ap.error("--duration must be >= 1")
+    return args
+
+
+def results_path(benchmark: str) -> Path:
+    """bench/results/<YYYY-MM-DD>-<hostname>-<benchmark>.json"""
+    return RESULTS_DIR / f"{datetime.date.today().isoformat()}-{socket.gethostname()}-{benchmark}.json"
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, doc: dict) -> None:
+    """Write doc as indented JSON, atomically (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 # --- summaries and machine info ---------------------------------------------

@@ -1,26 +1,36 @@
-"""Requests/s of the authenticated GET /api/v1/workspaces/{id} next to a bare hello-world.
+"""Requests/s of the authenticated GET /api/v1/workspaces/{id}, rate limiter on and off, next to a bare hello-world.
 
 What it measures: HTTP/1.1 keep-alive throughput (req/s) and latency of
 
-* ``workspace``: ``GET /api/v1/workspaces/{id}`` of the real app
-  (``--factory app.main:create_app``, run from the repository root) with a
-  valid Bearer key: key lookup by hash in Postgres, then the workspace row;
 * ``hello``: ``GET /hello`` of ``bench/hello_app.py`` (``hello_app:app``,
   run from ``bench/``), the ceiling of BlackSheep on granian;
+* ``workspace``: ``GET /api/v1/workspaces/{id}`` of the real app
+  (``--factory app.main:create_app``, run from the repository root) with a
+  valid Bearer key and rate limits on (the default): one Redis round trip
+  (key_gate.lua: the cached key record and its GCRA bucket), then the
+  workspace row from Postgres;
+* ``workspace-nolimit``: the same app in a second server with
+  ``SLUICE_RATE_LIMITS=off``: the key gate only reads the cached record;
 
-both served by granian with the same flags (``GRANIAN_FLAGS``: asgi, uvloop,
+all served by granian with the same flags (``GRANIAN_FLAGS``: asgi, uvloop,
 HTTP/1, no websockets, one worker, log level warning) pinned to core 0, and
-loaded by ``wrk -t1 -c64 --latency`` pinned to core 1. Both servers are
-started once and kept running; rounds are interleaved A B A B (workspace,
-hello, ...). The summary gives median/min/max req/s over rounds, median
-p50/p99, and the workspace/hello ratio. Any non-2xx response seen by wrk
-refuses the figures.
+loaded by ``wrk -t1 -c64 --latency`` pinned to core 1. The servers are
+started once and kept running; rounds are interleaved A B C A B C (hello,
+workspace, workspace-nolimit, ...). The workspace is on the enterprise tier
+(100,000/min, 100% burst: a bucket of 200,000) so nothing is refused; after
+warm-up each app server is checked to be limiting (X-RateLimit-Remaining
+below capacity) or not (at capacity) as configured. The summary gives
+median/min/max req/s over rounds, median p50/p99, and the ratios
+workspace/hello, workspace-nolimit/hello and workspace/workspace-nolimit.
+Any non-2xx response seen by wrk refuses the figures.
 
-Setup: needs DATABASE_URL, REDIS_URL and KAFKA_BOOTSTRAP_SERVERS (run under
-``python -m storage.local_stack run -- ...`` or ``make bench``). A fresh
-database ``sluice_bench_<pid>`` is created on DATABASE_URL's server and
-migrated; an account, a workspace and an all-scopes key are made with the
-repository functions; the database is dropped at the end, also on Ctrl-C.
+Setup: needs DATABASE_URL and REDIS_URL (run under
+``python -m storage.local_stack run -- ...`` or ``make bench``; this GET
+does not touch Kafka). A fresh database ``sluice_bench_<pid>`` is created on
+DATABASE_URL's server and migrated; an account, an enterprise workspace and
+an all-scopes key are made with the repository functions; the database is
+dropped at the end, also on Ctrl-C. Both app servers share the key's cached
+record in REDIS_URL (a fresh key, so a fresh bucket).
 Results go to ``bench/results/<YYYY-MM-DD>-<hostname>-workspace_get.json``.
 
 Usage::
@@ -34,11 +44,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
 import signal
-import socket
 import sys
 import uuid
 from dataclasses import dataclass
@@ -52,18 +60,21 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 
+from app.rate_limits import tier_limits  # noqa: E402
 from app.tokens import generate_key  # noqa: E402
 from storage.postgres import api_keys, workspaces  # noqa: E402
 from storage.postgres.migrate import migrate  # noqa: E402
 from storage.postgres.pool import create_pool  # noqa: E402
 
-REQUIRED_ENV = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
+REQUIRED_ENV = ("DATABASE_URL", "REDIS_URL")
 GRANIAN_FLAGS = [
     "--interface", "asgi", "--loop", "uvloop", "--http", "1", "--no-ws",
     "--workers", "1", "--log-level", "warning",
 ]
 WARMUP_SECONDS = 2
-RESULTS_DIR = BENCH_DIR / "results"
+BENCHMARK = "workspace_get"
+TIER = "enterprise"
+WORKSPACE_PATH = "/api/v1/workspaces/{id}"
 PACKAGES = ["blacksheep", "granian", "uvloop", "orjson", "asyncpg", "redis"]
 HELLO_BODY = b'{"hello":"world"}'
 
@@ -79,6 +90,9 @@ class Endpoint:
     path: str
     check: ReadyCheck
     headers: dict[str, str]
+    template: str  # the route, for the results
+    env: dict[str, str]  # what this server's environment sets, for the results
+    limiting: bool | None = None  # expected rate limiting; None: no limiter (hello)
 
     @property
     def url(self) -> str:
@@ -115,12 +129,12 @@ def drop_database(admin_dsn: str, name: str) -> None:
 
 
 async def make_tenant(dsn: str) -> tuple[int, str]:
-    """An account, a workspace and an all-scopes key, as tests/conftest.py makes them."""
+    """An account, an enterprise workspace and an all-scopes key, as tests/conftest.py makes them."""
     pool = await create_pool(dsn, 2)
     try:
         account = await workspaces.create_account(pool, "Bench Account")
         slug = f"bench-{uuid.uuid4().hex[:10]}"
-        ws = await workspaces.create_workspace(pool, account["id"], "Bench Workspace", slug, slug, "free", {})
+        ws = await workspaces.create_workspace(pool, account["id"], "Bench Workspace", slug, slug, TIER, {})
         key, prefix, key_hash = generate_key()
         await api_keys.create_key(pool, ws["id"], "bench key", prefix, key_hash, ["*"], None, None)
         return ws["id"], key
@@ -154,18 +168,24 @@ def workspace_check(ws_id: int) -> ReadyCheck:
 
 
 def build_endpoints(bench_dsn: str, ws_id: int, key: str) -> list[Endpoint]:
-    base = {**os.environ, "SLUICE_LOG_LEVEL": "warning"}
-    app_env = harness.with_pythonpath({**base, "DATABASE_URL": bench_dsn}, ROOT)
-    port = harness.free_port()
-    app = Server("workspace", granian_argv("app.main:create_app", port, True), port, ROOT, app_env)
-    port = harness.free_port()
-    hello = Server("hello", granian_argv("hello_app:app", port, False), port, BENCH_DIR,
-                   harness.with_pythonpath(base, BENCH_DIR))
+    """hello, workspace (limits on), workspace-nolimit (SLUICE_RATE_LIMITS=off); each its own server."""
+    common = {"SLUICE_LOG_LEVEL": "warning"}
+    base = {k: v for k, v in os.environ.items() if k != "SLUICE_RATE_LIMITS"}
+    path, check = f"/api/v1/workspaces/{ws_id}", workspace_check(ws_id)
     auth = {"Authorization": f"Bearer {key}"}
-    return [
-        Endpoint("workspace", app, f"/api/v1/workspaces/{ws_id}", workspace_check(ws_id), auth),
-        Endpoint("hello", hello, "/hello", hello_check, {}),
-    ]
+
+    port = harness.free_port()
+    hello = Endpoint("hello", Server("hello", granian_argv("hello_app:app", port, False), port, BENCH_DIR,
+                                     harness.with_pythonpath({**base, **common}, BENCH_DIR)),
+                     "/hello", hello_check, {}, "/hello", common)
+    endpoints = [hello]
+    for label, limits in (("workspace", "on"), ("workspace-nolimit", "off")):
+        env = {**common, "SLUICE_RATE_LIMITS": limits}
+        port = harness.free_port()
+        server = Server(label, granian_argv("app.main:create_app", port, True), port, ROOT,
+                        harness.with_pythonpath({**base, **env, "DATABASE_URL": bench_dsn}, ROOT))
+        endpoints.append(Endpoint(label, server, path, check, auth, WORKSPACE_PATH, env, limiting=limits == "on"))
+    return endpoints
 
 
 # --- measuring --------------------------------------------------------------
@@ -179,14 +199,34 @@ def measure(ep: Endpoint, duration: int) -> harness.Sample:
     return sample
 
 
+def check_limiting(ep: Endpoint) -> str:
+    """Refuse unless the server limits (or not) as configured, on the enterprise tier; say what was seen."""
+    if ep.limiting is None:
+        return ""
+    limit, capacity = tier_limits(TIER)
+    status, headers, _ = harness.http_get(ep.server.port, ep.path, ep.headers, timeout=5)
+    seen_limit, remaining = headers.get("X-RateLimit-Limit"), headers.get("X-RateLimit-Remaining")
+    if status != 200 or seen_limit != str(limit) or remaining is None or not remaining.isdigit():
+        raise Refused(f"{ep.label}: HTTP {status}, X-RateLimit-Limit {seen_limit!r}, "
+                      f"X-RateLimit-Remaining {remaining!r}; expected 200 and the {TIER} limit {limit}")
+    limiting = int(remaining) < capacity
+    if limiting != ep.limiting:
+        raise Refused(f"{ep.label}: X-RateLimit-Remaining {remaining} of {capacity} after warm-up: "
+                      f"rate limiting is {'on' if limiting else 'off'}, expected {'on' if ep.limiting else 'off'}")
+    return f", limiter {'on' if limiting else 'off'} (remaining {int(remaining):,} of {capacity:,})"
+
+
 def start_all(endpoints: list[Endpoint]) -> None:
     for ep in endpoints:
         s = ep.server
-        print(f"start {ep.label}: taskset -c {SERVER_CORE} {' '.join(s.argv)}  (cwd={s.cwd})", flush=True)
+        env = " ".join(f"{k}={v}" for k, v in ep.env.items())
+        print(f"start {ep.label}: {env} taskset -c {SERVER_CORE} {' '.join(s.argv)}  (cwd={s.cwd})", flush=True)
         harness.start(s)
         harness.wait_ready(s, ep.path, ep.check, ep.headers)
         measure(ep, WARMUP_SECONDS)
-        print(f"  {ep.label} ready on port {s.port}, GET {ep.path} checked, warmed up {WARMUP_SECONDS}s", flush=True)
+        seen = check_limiting(ep)
+        print(f"  {ep.label} ready on port {s.port}, GET {ep.path} checked, warmed up {WARMUP_SECONDS}s{seen}",
+              flush=True)
     print()
 
 
@@ -197,7 +237,7 @@ def run_rounds(endpoints: list[Endpoint], rounds: int, duration: int) -> None:
             ep.server.samples.append(sample)
             extra = f"  [{sample.errors}]" if sample.errors else ""
             print(
-                f"round {r}/{rounds}: {ep.label:<9} {sample.rps:>10,.0f} req/s  "
+                f"round {r}/{rounds}: {ep.label:<17} {sample.rps:>10,.0f} req/s  "
                 f"p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms{extra}",
                 flush=True,
             )
@@ -206,9 +246,17 @@ def run_rounds(endpoints: list[Endpoint], rounds: int, duration: int) -> None:
 # --- reporting --------------------------------------------------------------
 
 
-def print_table(endpoints: list[Endpoint]) -> float:
-    """Print the summary table; return the workspace/hello median ratio."""
-    hdr = f"{'endpoint':<10} {'median req/s':>13} {'min':>10} {'max':>10} {'p50 ms':>8} {'p99 ms':>8}"
+# (numerator, denominator, what it says) for the median req/s ratios.
+RATIOS = (
+    ("workspace", "hello", "limiter on / hello"),
+    ("workspace-nolimit", "hello", "limiter off / hello"),
+    ("workspace", "workspace-nolimit", "limiter on / off"),
+)
+
+
+def print_table(endpoints: list[Endpoint]) -> dict[str, float]:
+    """Print the summary table and the ratios of median req/s; return the ratios."""
+    hdr = f"{'endpoint':<18} {'median req/s':>13} {'min':>10} {'max':>10} {'p50 ms':>8} {'p99 ms':>8}"
     print(hdr)
     print("-" * len(hdr))
     med = {}
@@ -216,42 +264,43 @@ def print_table(endpoints: list[Endpoint]) -> float:
         sm = harness.summarize(ep.server.samples)
         med[ep.label] = sm["median_rps"]
         print(
-            f"{ep.label:<10} {sm['median_rps']:>13,.0f} {sm['min_rps']:>10,.0f} {sm['max_rps']:>10,.0f} "
+            f"{ep.label:<18} {sm['median_rps']:>13,.0f} {sm['min_rps']:>10,.0f} {sm['max_rps']:>10,.0f} "
             f"{sm['p50_ms']:>8.2f} {sm['p99_ms']:>8.2f}"
         )
-    ratio = med["workspace"] / med["hello"]
     print("(p50/p99 = median over rounds of wrk's per-run percentiles)")
     print()
-    print(f"workspace/hello median req/s ratio: {ratio:.2f}")
+    ratios = {}
+    for num, den, what in RATIOS:
+        name = f"{num}/{den}"
+        ratios[name] = med[num] / med[den]
+        print(f"{name + ' median req/s ratio:':<50} {ratios[name]:.2f}  ({what})")
     if any(x.errors for ep in endpoints for x in ep.server.samples):
         print("note: some runs reported socket errors (see round lines)")
-    return ratio
+    return ratios
 
 
-def results_path() -> Path:
-    return RESULTS_DIR / f"{datetime.date.today().isoformat()}-{socket.gethostname()}-workspace_get.json"
-
-
-def write_results(path: Path, machine: dict, config: dict, endpoints: list[Endpoint], ratio: float) -> None:
-    doc = {
-        "benchmark": "workspace_get",
-        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+def write_results(path: Path, machine: dict, config: dict, endpoints: list[Endpoint], ratios: dict[str, float]) -> None:
+    samples = {ep.label: ep.server.samples for ep in endpoints}
+    harness.write_json(path, {
+        "benchmark": BENCHMARK,
+        "finished_at": harness.utc_now(),
         "machine": machine,
         "config": config,
         "endpoints": {
             ep.label: {
-                "path": ep.path if ep.label == "hello" else "/api/v1/workspaces/{id}",
+                "path": ep.template,
+                "env": ep.env,
                 "summary": harness.summarize(ep.server.samples),
                 "samples": [s.as_dict() for s in ep.server.samples],
             }
             for ep in endpoints
         },
-        "ratio_workspace_over_hello": ratio,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+        "ratios": ratios,
+        "per_round_ratios": {
+            f"{num}/{den}": [a.rps / b.rps for a, b in zip(samples[num], samples[den])] for num, den, _ in RATIOS
+        },
+        "ratio_workspace_over_hello": ratios["workspace/hello"],  # as in earlier results files
+    })
 
 
 def make_config(args: argparse.Namespace, db_name: str, endpoints: list[Endpoint]) -> dict:
@@ -259,14 +308,18 @@ def make_config(args: argparse.Namespace, db_name: str, endpoints: list[Endpoint
         "rounds": args.rounds,
         "duration_s": args.duration,
         "warmup_s": WARMUP_SECONDS,
-        "order": "interleaved A B A B: " + ", ".join(ep.label for ep in endpoints),
+        "order": "interleaved A B C A B C: " + ", ".join(ep.label for ep in endpoints),
         "wrk": f"taskset -c {CLIENT_CORE} wrk -t{THREADS} -c{CONNECTIONS} -d{args.duration}s --latency",
         "server_core": SERVER_CORE,
         "client_core": CLIENT_CORE,
         "granian_flags": " ".join(GRANIAN_FLAGS),
-        "servers": {ep.label: {"command": "python " + " ".join(ep.server.argv[1:]), "cwd": str(ep.server.cwd)} for ep in endpoints},
-        "app_env": {"SLUICE_LOG_LEVEL": "warning", "DATABASE_URL": f"<fresh database {db_name}>"},
+        "servers": {
+            ep.label: {"command": "python " + " ".join(ep.server.argv[1:]), "cwd": str(ep.server.cwd), "env": ep.env}
+            for ep in endpoints
+        },
+        "app_env": {"DATABASE_URL": f"<fresh database {db_name}>"},
         "database": db_name,
+        "tier": {"name": TIER, "limit": tier_limits(TIER)[0], "capacity": tier_limits(TIER)[1]},
     }
 
 
@@ -275,16 +328,8 @@ def make_config(args: argparse.Namespace, db_name: str, endpoints: list[Endpoint
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3, help="rounds per endpoint (min 3, default 3)")
-    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
-    ap.add_argument("--quick", action="store_true", help="3 s rounds (overrides --duration)")
-    args = ap.parse_args()
-    if args.rounds < 3:
-        ap.error("--rounds must be >= 3")
-    args.duration = 3 if args.quick else args.duration
-    if args.duration < 1:
-        ap.error("--duration must be >= 1")
-    return args
+    harness.round_args(ap)
+    return harness.check_round_args(ap, ap.parse_args())
 
 
 def preflight() -> str | None:
@@ -304,9 +349,11 @@ def print_header(machine: dict, args: argparse.Namespace, db_name: str) -> None:
     print()
     harness.print_machine(machine)
     print(f"Pinning:    granian (1 worker) on core {SERVER_CORE}; wrk -t{THREADS} -c{CONNECTIONS} on core {CLIENT_CORE}")
-    print(f"Granian:    {' '.join(GRANIAN_FLAGS)} (both endpoints)")
-    print(f"Plan:       {args.rounds} rounds x {args.duration}s per endpoint, interleaved workspace/hello; "
-          f"{WARMUP_SECONDS}s warm-up each; database {db_name}")
+    print(f"Granian:    {' '.join(GRANIAN_FLAGS)} (all three servers)")
+    limit, capacity = tier_limits(TIER)
+    print(f"Plan:       {args.rounds} rounds x {args.duration}s per endpoint, interleaved "
+          f"hello/workspace/workspace-nolimit; {WARMUP_SECONDS}s warm-up each; database {db_name}; "
+          f"{TIER} tier ({limit:,}/min, bucket {capacity:,})")
     print()
 
 
@@ -315,7 +362,7 @@ def setup_tenant(admin_dsn: str, db_name: str) -> tuple[str, int, str]:
     applied = asyncio.run(create_database(admin_dsn, db_name))
     bench_dsn = with_database(admin_dsn, db_name)
     ws_id, key = asyncio.run(make_tenant(bench_dsn))
-    print(f"setup: {len(applied)} migrations applied; workspace {ws_id} with an all-scopes key", flush=True)
+    print(f"setup: {len(applied)} migrations applied; {TIER} workspace {ws_id} with an all-scopes key", flush=True)
     return bench_dsn, ws_id, key
 
 
@@ -331,7 +378,7 @@ def cleanup(endpoints: list[Endpoint], admin_dsn: str, db_name: str) -> None:
               f'drop it with DROP DATABASE "{db_name}" WITH (FORCE)', file=sys.stderr)
 
 
-def run(args: argparse.Namespace, admin_dsn: str, db_name: str, endpoints: list[Endpoint]) -> float:
+def run(args: argparse.Namespace, admin_dsn: str, db_name: str, endpoints: list[Endpoint]) -> dict[str, float]:
     bench_dsn, ws_id, key = setup_tenant(admin_dsn, db_name)
     endpoints.extend(build_endpoints(bench_dsn, ws_id, key))
     start_all(endpoints)
@@ -352,7 +399,7 @@ def main() -> int:
     print_header(machine, args, db_name)
     endpoints: list[Endpoint] = []
     try:
-        ratio = run(args, admin_dsn, db_name, endpoints)
+        ratios = run(args, admin_dsn, db_name, endpoints)
     except Refused as exc:
         print(f"\nREFUSED: {exc}, figures not counted")
         return 1
@@ -361,8 +408,8 @@ def main() -> int:
         return 130
     finally:
         cleanup(endpoints, admin_dsn, db_name)
-    path = results_path()
-    write_results(path, machine, make_config(args, db_name, endpoints), endpoints, ratio)
+    path = harness.results_path(BENCHMARK)
+    write_results(path, machine, make_config(args, db_name, endpoints), endpoints, ratios)
     print(f"results: {path}")
     return 0
 

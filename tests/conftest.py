@@ -7,6 +7,7 @@ DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP_SERVERS and CLICKHOUSE_URL.
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -55,6 +56,14 @@ async def _create_database(admin_dsn: str, name: str) -> None:
         await conn.close()
 
 
+async def _execute(dsn: str, sql: str, *args) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql, *args)
+    finally:
+        await conn.close()
+
+
 async def _drop_database(admin_dsn: str, name: str) -> None:
     conn = await asyncpg.connect(admin_dsn)
     try:
@@ -71,6 +80,9 @@ def database_url():
     asyncio.run(_create_database(admin_dsn, name))
     dsn = _with_database(admin_dsn, name)
     asyncio.run(migrate(dsn))
+    # Redis counters are keyed by workspace id and Redis outlives this database, whose ids
+    # would start at 1 again: start them at a random point so no run meets another's.
+    asyncio.run(_execute(dsn, "SELECT setval('workspaces_id_seq', $1)", random.randrange(10**10, 10**12)))
     yield dsn
     asyncio.run(_drop_database(admin_dsn, name))
 
@@ -91,7 +103,8 @@ def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> 
 @pytest.fixture(scope="session")
 def server_env(database_url):
     return {**os.environ, "DATABASE_URL": database_url, "SLUICE_LAST_USED_FLUSH_SECONDS": "1",
-            "SLUICE_MAX_BODY_BYTES": "65536", "SLUICE_LOG_LEVEL": "warning"}
+            "SLUICE_MAX_BODY_BYTES": "65536", "SLUICE_LOG_LEVEL": "warning",
+            "SLUICE_ENTITLEMENTS_CACHE_SECONDS": "1"}
 
 
 @contextlib.contextmanager
