@@ -15,6 +15,7 @@ ERROR_DESCRIPTIONS = {
     404: "Not found (`not_found`)",
     409: "Conflict with the current state (`conflict`)",
     413: "Body over the size limit (`payload_too_large`)",
+    429: "Over the key's rate limit (`rate_limit_exceeded`, `Retry-After`)",
     422: "Invalid input (`validation_failed`, per-field `errors`)",
     503: "A dependency is unavailable",
 }
@@ -35,13 +36,20 @@ def _operation(route: Route) -> dict:
     params = [{"name": n[1:-1], "in": "path", "required": True, "schema": {"type": "integer"}}
               for n in _path_names(route.path)]
     params += [{"name": q, "in": "query", "schema": {"type": "string"}} for q in route.query]
+    mutating = route.scope and route.method in ("POST", "PUT", "PATCH", "DELETE")
+    if mutating:
+        params.append({"name": "Idempotency-Key", "in": "header", "required": False,
+                       "description": "Run once; repeats within the TTL replay the answer (see README)",
+                       "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
     if params:
         op["parameters"] = params
     if route.body is not None:
         op["requestBody"] = {"required": route.method != "POST" or "required" in route.body,
                              "content": {"application/json": {"schema": route.body}}}
     responses = {str(route.status): {"description": "Success"}}
-    codes = set(route.errors) | ({401, 403} if route.scope else set())
+    codes = set(route.errors) | ({401, 403, 429} if route.scope else set())
+    if mutating:
+        codes |= {409, 422, 503}
     if route.body is not None:
         codes |= {400, 413, 422}
     for code in sorted(codes):

@@ -5,7 +5,6 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -54,8 +53,3 @@ def test_api_listens_where_compose_publishes_it():
     env = SERVICES["api"]["environment"]
     assert env["SLUICE_HOST"] == "0.0.0.0"
     assert int(env["SLUICE_PORT"]) in published_container_ports("api")
-
-
-def test_every_variable_the_code_reads_is_a_setting():
-    fields = set(Settings.__dataclass_fields__)
-    assert {"database_url", "redis_url", "kafka_bootstrap_servers", "clickhouse_url"} <= fields
