@@ -73,14 +73,20 @@ async def get_workspace(call: Call) -> Response:
     return json_response(200, {"data": workspace_view(await load_accessible(call))})
 
 
-async def create_workspace(call: Call) -> Response:
+async def read_workspace_body(call: Call, creating: bool) -> tuple:
+    """(name, slug, tier, settings) from the body; absent fields are MISSING."""
     data = await read_json_object(call.request, call.settings.max_body_bytes)
     checker = Checker(data, allowed=("name", "slug", "tier", "settings"))
-    name = checker.string("name", required=True, max_len=255)
+    name = checker.string("name", required=creating, max_len=255)
     slug = checker.string("slug", max_len=SLUG_MAX, pattern=SLUG)
     tier = checker.choice("tier", TIERS)
     settings = check_settings(checker)
     checker.done()
+    return name, slug, tier, settings
+
+
+async def create_workspace(call: Call) -> Response:
+    name, slug, tier, settings = await read_workspace_body(call, creating=True)
     row = await workspaces.create_workspace(
         call.pool,
         call.principal.account_id,
@@ -95,13 +101,7 @@ async def create_workspace(call: Call) -> Response:
 
 async def update_workspace(call: Call) -> Response:
     await load_accessible(call)
-    data = await read_json_object(call.request, call.settings.max_body_bytes)
-    checker = Checker(data, allowed=("name", "slug", "tier", "settings"))
-    name = checker.string("name", max_len=255)
-    slug = checker.string("slug", max_len=SLUG_MAX, pattern=SLUG)
-    tier = checker.choice("tier", TIERS)
-    settings = check_settings(checker)
-    checker.done()
+    name, slug, tier, settings = await read_workspace_body(call, creating=False)
     row = await workspaces.update_workspace(
         call.pool,
         path_id(call),

@@ -48,26 +48,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _create_database(admin_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
 async def _execute(dsn: str, sql: str, *args) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(sql, *args)
-    finally:
-        await conn.close()
-
-
-async def _drop_database(admin_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
 
@@ -77,14 +61,14 @@ def database_url():
     _require_stack()
     admin_dsn = os.environ["DATABASE_URL"]
     name = f"sluice_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    asyncio.run(_create_database(admin_dsn, name))
+    asyncio.run(_execute(admin_dsn, f'CREATE DATABASE "{name}"'))
     dsn = _with_database(admin_dsn, name)
     asyncio.run(migrate(dsn))
     # Redis counters are keyed by workspace id and Redis outlives this database, whose ids
     # would start at 1 again: start them at a random point so no run meets another's.
     asyncio.run(_execute(dsn, "SELECT setval('workspaces_id_seq', $1)", random.randrange(10**10, 10**12)))
     yield dsn
-    asyncio.run(_drop_database(admin_dsn, name))
+    asyncio.run(_execute(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> None:
