@@ -1,19 +1,24 @@
-"""Command line: `python -m app migrate | create-workspace | create-key | set-entitlement | serve`."""
+"""Command line: `python -m app migrate | create-workspace | create-key | set-entitlement | counters |
+serve`."""
 
 import argparse
 import asyncio
 import os
 import sys
 
+from app import counters
 from app.features import AMOUNT_MAX, FEATURES
 from app.scopes import KNOWN
 from app.settings import Settings
 from app.tokens import generate_key
 from app.workspaces import TIERS, slugify
-from storage.errors import Conflict, NotFound
+from storage.clickhouse import client as clickhouse
+from storage.errors import Conflict, NotFound, Unavailable
 from storage.postgres import api_keys, entitlements, workspaces
 from storage.postgres.migrate import migrate
 from storage.postgres.pool import create_pool
+from storage.redis.client import close_client, create_client
+from storage.redis.quota import QuotaStore
 
 
 async def run_migrate(settings: Settings, _args) -> None:
@@ -68,6 +73,38 @@ async def run_set_entitlement(settings: Settings, args) -> None:
     print(f"applies within SLUICE_ENTITLEMENTS_CACHE_SECONDS ({settings.entitlements_cache_seconds} s)")
 
 
+async def run_counters(settings: Settings, args) -> int:
+    """Rebuild or check the counters; exit code 1 when `drift` finds any."""
+    ch = await asyncio.to_thread(clickhouse.connect, settings.clickhouse_url)
+    pool, redis = await create_pool(settings.database_url, 2), create_client(settings.redis_url)
+    try:
+        # usage_events may not exist before the consumer's first run: create it, so it reads as empty.
+        await asyncio.to_thread(clickhouse.apply_schema, ch)
+        if args.action == "rebuild":
+            return report_rebuild(await counters.rebuild(pool, QuotaStore(redis), ch, args.workspace_id))
+        return report_drift(await counters.drift(pool, QuotaStore(redis), ch, args.workspace_id), args.all)
+    finally:
+        await pool.close()
+        await close_client(redis)
+        await asyncio.to_thread(ch.close)
+
+
+def report_rebuild(rebuilt: list) -> int:
+    if rebuilt:
+        print(counters.table(rebuilt))
+    print(f"counters: rebuilt {len(rebuilt)} (redis: value found, source: value written)")
+    return 0
+
+
+def report_drift(checked: list, show_all: bool) -> int:
+    drifting = [c for c in checked if c.drift]
+    if drifting or show_all:
+        print(counters.table(checked if show_all else drifting))
+    workspaces = len({c.workspace_id for c in checked})
+    print(f"counters: {len(checked)} checked in {workspaces} workspace(s), {len(drifting)} drifting")
+    return 1 if drifting else 0
+
+
 def run_serve(settings: Settings, args) -> None:
     workers = args.workers or settings.workers
     command = [
@@ -100,6 +137,13 @@ def parser() -> argparse.ArgumentParser:
     limit = ent.add_mutually_exclusive_group(required=True)
     limit.add_argument("--limit", type=int, help="the new limit (0 switches the feature off)")
     limit.add_argument("--reset", action="store_true", help="drop the override: back to the tier's limit")
+    cnt = sub.add_parser("counters", help="rebuild the Redis counters from their records, or report drift")
+    cnt_sub = cnt.add_subparsers(dest="action", required=True)
+    rebuild = cnt_sub.add_parser("rebuild", help="set every drifting counter to Postgres/ClickHouse's value")
+    drift = cnt_sub.add_parser("drift", help="report counters that differ from their records (exit 1 if any)")
+    drift.add_argument("--all", action="store_true", help="list every counter, not only drifting ones")
+    for action in (rebuild, drift):
+        action.add_argument("--workspace-id", type=int, help="only this workspace (default: every one)")
     serve = sub.add_parser("serve", help="serve the API with granian")
     serve.add_argument("--workers", type=int)
     return p
@@ -111,15 +155,18 @@ def main() -> None:
     if args.command == "serve":
         return run_serve(settings, args)
     command = {"migrate": run_migrate, "create-workspace": run_create_workspace, "create-key": run_create_key,
-               "set-entitlement": run_set_entitlement}
+               "set-entitlement": run_set_entitlement, "counters": run_counters}
     try:
-        asyncio.run(command[args.command](settings, args))
+        code = asyncio.run(command[args.command](settings, args))
     except NotFound as exc:
         raise SystemExit(f"not found: {exc}")
     except Conflict as exc:
         raise SystemExit(f"conflict: {exc}")
+    except Unavailable as exc:
+        raise SystemExit(f"{exc}; is the stack up? try: make up")
     except OSError as exc:
         raise SystemExit(f"cannot reach Postgres at DATABASE_URL ({exc}); is the stack up? try: make up")
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -95,13 +95,17 @@ class Counter:
     expire_at: int  # unix seconds the Redis counter expires; 0 never (stock)
 
 
-def counter_for(workspace_id: int, feature: Feature, plan: Plan, now: datetime) -> Counter:
-    limit = limit_for(feature, plan.tier, plan.overrides)
+def counter_place(workspace_id: int, feature: Feature, now: datetime) -> tuple[str, datetime | None, int]:
+    """Where a feature's counter lives: (Redis key, reset_at, expire_at in unix seconds; 0 never)."""
     if not feature.metered:
-        return Counter(workspace_id, feature, counter_key(workspace_id, feature.key), limit, None, 0)
+        return counter_key(workspace_id, feature.key), None, 0
     period, reset_at = billing_period(now)
-    expire_at = int((reset_at + PERIOD_GRACE).timestamp())
-    return Counter(workspace_id, feature, counter_key(workspace_id, feature.key, period), limit, reset_at, expire_at)
+    return counter_key(workspace_id, feature.key, period), reset_at, int((reset_at + PERIOD_GRACE).timestamp())
+
+
+def counter_for(workspace_id: int, feature: Feature, plan: Plan, now: datetime) -> Counter:
+    key, reset_at, expire_at = counter_place(workspace_id, feature, now)
+    return Counter(workspace_id, feature, key, limit_for(feature, plan.tier, plan.overrides), reset_at, expire_at)
 
 
 async def read_usage(call: Call, ledger: Ledger, counters: list[Counter]) -> list[int]:

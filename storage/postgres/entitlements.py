@@ -30,6 +30,12 @@ ON CONFLICT (workspace_id, feature)
 DO UPDATE SET used = GREATEST(entitlement_usage.used + $3, 0), updated_at = now()
 RETURNING used"""
 SELECT_USAGE = "SELECT feature, used FROM entitlement_usage WHERE workspace_id = $1 AND feature = ANY($2::text[])"
+# Every workspace (or one), each with its stored levels: a workspace without any is listed too.
+SELECT_ALL_USAGE = """
+SELECT w.id, u.feature, u.used
+FROM workspaces w LEFT JOIN entitlement_usage u ON u.workspace_id = w.id
+WHERE $1::bigint IS NULL OR w.id = $1
+ORDER BY w.id"""
 # What a lost connection, a restarting server or a timed-out statement raise.
 UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                asyncpg.CannotConnectNowError)
@@ -77,3 +83,16 @@ async def stock_usage(pool: asyncpg.Pool, workspace_id: int, features: list[str]
     rows = await _call(pool.fetch(SELECT_USAGE, workspace_id, features))
     found = {row["feature"]: row["used"] for row in rows}
     return {feature: found.get(feature, 0) for feature in features}
+
+
+async def stock_levels(pool: asyncpg.Pool, workspace_id: int | None = None) -> dict[int, dict[str, int]]:
+    """Workspace id → stored level of each stock feature it ever used; every workspace, or the one."""
+    rows = await _call(pool.fetch(SELECT_ALL_USAGE, workspace_id))
+    if not rows and workspace_id is not None:
+        raise NotFound(f"workspace {workspace_id}")
+    levels: dict[int, dict[str, int]] = {}
+    for row in rows:
+        found = levels.setdefault(row["id"], {})
+        if row["feature"] is not None:
+            found[row["feature"]] = row["used"]
+    return levels

@@ -69,6 +69,13 @@ class QuotaStore:
             replies = await self._run(pipe.execute())
         return {counter: int(value) for counter, value in zip(counters, replies[1::2])}
 
+    async def overwrite(self, counters: dict[str, tuple[int, int]]) -> None:
+        """Set counters outright: key → (value, unix expiry; 0 never), as `consume` leaves them."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for counter, (value, expire_at) in counters.items():
+                pipe.set(counter, value, exat=expire_at or None)
+            await self._run(pipe.execute())
+
     async def _run(self, pending):
         try:
             return await pending

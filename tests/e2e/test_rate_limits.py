@@ -1,14 +1,12 @@
 """Per-key rate limits over HTTP: headers, 429, concurrency, tier changes, and Redis going away."""
 
 import asyncio
-import os
 import shutil
 import socket
 import subprocess
 import time
 
 import httpx
-import pytest
 
 from tests.conftest import _free_port, running_api
 
