@@ -80,22 +80,18 @@ class Authenticator:
     async def admit(self, request) -> tuple[Principal, Decision, bool]:
         """The caller, the rate-limit decision, and whether Redis made it (False: local fallback)."""
         digest = hash_key(bearer_token(request))
-        record = decision = None
+        record = decision = loaded = None
         if self.health.usable():
-            try:
-                hit = await self.gate.check(digest)
-                if hit is None:
-                    await self.gate.remember(digest, await self._load(digest))
-                    hit = await self.gate.check(digest)
-                self.health.succeeded()
-                if hit is not None:
-                    record, decision = hit
-            except (RedisError, OSError) as exc:
-                self.health.failed(exc)
+            hit = await self._check_cached(digest)
+            if hit is False:  # not cached: Postgres answers, then the same round trip again
+                loaded = await self._load(digest)
+                hit = await self._check_cached(digest, remember=loaded)
+            if hit:
+                record, decision = hit
         shared = record is not None
         if record is None:
             self.health.fallback_requests += 1
-            record = await self._load(digest)
+            record = loaded or await self._load(digest)
             decision = (self.local.allow(digest.hex(), record.limit, record.capacity) if self.local
                         else Decision(True, record.limit, record.capacity, record.capacity, 0.0, 0.0))
         now = time.time()
@@ -104,6 +100,18 @@ class Authenticator:
         self.pending_last_used[record.id] = now
         principal = Principal(record.id, record.workspace_id, record.account_id, frozenset(record.scopes), record.tier)
         return principal, decision, shared
+
+    async def _check_cached(self, digest: bytes, remember: KeyRecord | None = None):
+        """(record, decision) from Redis; False when not cached; None when Redis failed."""
+        try:
+            if remember is not None:
+                await self.gate.remember(digest, remember)
+            hit = await self.gate.check(digest)
+        except (RedisError, OSError) as exc:
+            self.health.failed(exc)
+            return None
+        self.health.succeeded()
+        return hit if hit is not None else False
 
     async def _load(self, digest: bytes) -> KeyRecord:
         row = await api_keys.find_by_hash(self.pool, digest)

@@ -120,6 +120,12 @@ def to_api_error(exc: Exception) -> ApiError | None:
         error = ServiceUnavailable(f"{exc.service} is unavailable; retry shortly.")
         error.headers = [(b"Retry-After", b"5")]
         return error
+    if isinstance(exc, OSError):
+        # Connection refused, reset or timed out on the way to a dependency (Postgres while
+        # it restarts): the request may succeed on retry, so 503 rather than a 500.
+        error = ServiceUnavailable("A service Sluice depends on is unavailable; retry shortly.")
+        error.headers = [(b"Retry-After", b"5")]
+        return error
     return None
 
 
