@@ -17,6 +17,12 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"configuration error: {name} must be an integer, got {raw!r}")
 
 
+def _flag(raw: str | None, default: bool) -> bool:
+    if raw is None or raw == "":
+        return default
+    return raw.lower() not in ("off", "0", "false", "no")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "postgresql://sluice@127.0.0.1:5432/sluice"
@@ -37,6 +43,20 @@ class Settings:
     # How long a workspace's tier and limit overrides are served from memory: a change in
     # Postgres applies within this many seconds, and the hot path skips Postgres meanwhile.
     entitlements_cache_seconds: int = 30
+    # Ingestion (see ingest/settings.py for the consumer's own knobs).
+    kafka_topic_prefix: str = "sluice."
+    kafka_partitions: int = 6
+    kafka_linger_ms: int = 5
+    kafka_batch_bytes: int = 262_144
+    # Past this many ms without Kafka's acknowledgement an event goes to the on-disk spool.
+    kafka_ack_deadline_ms: int = 1500
+    spool_dir: str = str(ROOT / ".services" / "spool")
+    spool_max_bytes: int = 1 << 30
+    trusted_proxies: str = ""
+    pixel_rate_limit: int = 300  # requests per minute per client IP (the spec)
+    pixel_max_batch: int = 100
+    pixel_config_cache_seconds: int = 30
+    pixel_keep_bots: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -59,4 +79,16 @@ class Settings:
             idempotency_ttl_seconds=_int("SLUICE_IDEMPOTENCY_TTL_SECONDS", base.idempotency_ttl_seconds),
             upgrade_url=env.get("SLUICE_UPGRADE_URL", base.upgrade_url),
             entitlements_cache_seconds=_int("SLUICE_ENTITLEMENTS_CACHE_SECONDS", base.entitlements_cache_seconds),
+            kafka_topic_prefix=env.get("SLUICE_KAFKA_TOPIC_PREFIX", base.kafka_topic_prefix),
+            kafka_partitions=_int("SLUICE_KAFKA_PARTITIONS", base.kafka_partitions),
+            kafka_linger_ms=_int("SLUICE_KAFKA_LINGER_MS", base.kafka_linger_ms),
+            kafka_batch_bytes=_int("SLUICE_KAFKA_BATCH_BYTES", base.kafka_batch_bytes),
+            kafka_ack_deadline_ms=_int("SLUICE_KAFKA_ACK_DEADLINE_MS", base.kafka_ack_deadline_ms),
+            spool_dir=env.get("SLUICE_SPOOL_DIR", base.spool_dir),
+            spool_max_bytes=_int("SLUICE_SPOOL_MAX_BYTES", base.spool_max_bytes),
+            trusted_proxies=env.get("SLUICE_TRUSTED_PROXIES", base.trusted_proxies),
+            pixel_rate_limit=_int("SLUICE_PIXEL_RATE_LIMIT", base.pixel_rate_limit),
+            pixel_max_batch=_int("SLUICE_PIXEL_MAX_BATCH", base.pixel_max_batch),
+            pixel_config_cache_seconds=_int("SLUICE_PIXEL_CONFIG_CACHE_SECONDS", base.pixel_config_cache_seconds),
+            pixel_keep_bots=_flag(env.get("SLUICE_PIXEL_KEEP_BOTS"), base.pixel_keep_bots),
         )

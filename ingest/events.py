@@ -1,0 +1,114 @@
+"""The wire formats on Kafka: one JSON object per record, keyed by workspace id.
+
+Each record's keys are exactly the columns of its ClickHouse table, and times are text
+ClickHouse reads as DateTime64(3) in UTC, so the consumer can hand a batch of records to
+ClickHouse (JSONEachRow) without re-encoding them. This module is the contract between the
+API (which encodes) and the consumer (which inserts); change both sides together.
+"""
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import orjson
+
+
+@dataclass(frozen=True)
+class Topics:
+    pixel: str
+    usage: str
+    dropped: str
+    dead_letter: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> "Topics":
+        return cls(prefix + "pixel", prefix + "usage", prefix + "dropped", prefix + "dead-letter")
+
+    def ingested(self) -> tuple[str, ...]:
+        """The topics the consumer reads into ClickHouse."""
+        return self.pixel, self.usage, self.dropped
+
+
+def ch_time(epoch_ms: int) -> str:
+    """Epoch milliseconds → 'YYYY-MM-DD hh:mm:ss.mmm' (UTC), the text DateTime64(3) parses."""
+    seconds, millis = divmod(epoch_ms, 1000)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def event_id(epoch_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562) as text: time-ordered, 74 random bits."""
+    ms = now_ms() if epoch_ms is None else epoch_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | rand & ((1 << 62) - 1)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class PixelEvent:
+    """One tracked event after validation and enrichment (table `events`)."""
+
+    event_id: str  # UUIDv7 given by the API
+    workspace_id: int
+    event: str  # name, e.g. pageview
+    time: str  # ch_time: the client's time clamped into [received_at - MAX_SKEW, received_at]
+    received_at: str  # ch_time: server clock when the request arrived
+    client_time: str | None  # ch_time as the client sent it, None when absent or unreadable
+    url: str
+    host: str
+    path: str
+    referrer: str
+    referrer_host: str
+    utm_source: str
+    utm_medium: str
+    utm_campaign: str
+    utm_term: str
+    utm_content: str
+    properties: str  # JSON text of the validated properties object
+    visitor_id: str  # keyed daily hash of (workspace, IP, user agent); raw IP never kept
+    ip_prefix: str  # anonymised address: IPv4 /24, IPv6 /48, e.g. "203.0.113.0"
+    user_agent: str  # truncated
+    browser: str
+    browser_version: str
+    os: str
+    device: str  # desktop | mobile | tablet | bot | other
+    is_bot: bool
+    source: str  # json | beacon | gif | batch
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Events not accepted, counted by reason (table `dropped_events`)."""
+
+    workspace_id: int  # 0 when the workspace could not be known (unknown domain)
+    reason: str  # invalid | bot | rate_limited | sampled_out | unknown_domain | disabled | spool_full
+    source: str  # json | beacon | gif | batch
+    count: int
+    time: str  # ch_time of the interval the count covers
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+
+def decode(value: bytes) -> dict:
+    """A record's columns; raises ValueError for anything that is not a JSON object."""
+    record = orjson.loads(value)
+    if not isinstance(record, dict):
+        raise ValueError("record is not a JSON object")
+    return record
+
+
+def workspace_key(workspace_id: int) -> bytes:
+    return str(workspace_id).encode()
+
+
+def utc_ms(moment: datetime) -> int:
+    return int(moment.astimezone(timezone.utc).timestamp() * 1000)
