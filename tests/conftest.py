@@ -85,10 +85,21 @@ def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> 
 
 
 @pytest.fixture(scope="session")
-def server_env(database_url):
-    return {**os.environ, "DATABASE_URL": database_url, "SLUICE_LAST_USED_FLUSH_SECONDS": "1",
+def ingest_env(tmp_path_factory):
+    """What the API and the ingest worker of this run share: topics of their own (Kafka outlives
+    the run and may serve another run at once) and a chdb directory of their own."""
+    run = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    return {"SLUICE_KAFKA_TOPIC_PREFIX": f"sluice-test-{run}.", "SLUICE_CONSUMER_GROUP": f"sluice-test-{run}",
+            "SLUICE_KAFKA_PARTITIONS": "2",
+            "CLICKHOUSE_URL": f"chdb://{tmp_path_factory.mktemp('clickhouse')}",
+            "SLUICE_SPOOL_DIR": str(tmp_path_factory.mktemp("spool"))}
+
+
+@pytest.fixture(scope="session")
+def server_env(database_url, ingest_env):
+    return {**os.environ, **ingest_env, "DATABASE_URL": database_url, "SLUICE_LAST_USED_FLUSH_SECONDS": "1",
             "SLUICE_MAX_BODY_BYTES": "65536", "SLUICE_LOG_LEVEL": "warning",
-            "SLUICE_ENTITLEMENTS_CACHE_SECONDS": "1"}
+            "SLUICE_ENTITLEMENTS_CACHE_SECONDS": "1", "SLUICE_PIXEL_CONFIG_CACHE_SECONDS": "1"}
 
 
 @contextlib.contextmanager
