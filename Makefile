@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 run: venv
-	@$(STACK) run -- sh -c '$(PY) -m app migrate && exec $(PY) -m app serve'
+	@$(STACK) run -- $(PY) -m app run
 
 test: venv
 	@$(STACK) run -- $(PY) -m pytest $(PYTEST_ARGS)

@@ -1,12 +1,12 @@
 """Command line: `python -m app migrate | create-workspace | create-key | set-entitlement | counters |
-serve`."""
+serve | run`."""
 
 import argparse
 import asyncio
 import os
 import sys
 
-from app import counters
+from app import counters, supervisor
 from app.features import AMOUNT_MAX, FEATURES
 from app.scopes import KNOWN
 from app.settings import Settings
@@ -105,15 +105,31 @@ def report_drift(checked: list, show_all: bool) -> int:
     return 1 if drifting else 0
 
 
-def run_serve(settings: Settings, args) -> None:
-    workers = args.workers or settings.workers
-    command = [
+def serve_command(settings: Settings, workers: int) -> list[str]:
+    return [
         sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop",
         "--host", settings.host, "--port", str(settings.port), "--workers", str(workers),
         "--log-level", settings.log_level, "--no-ws", "app.main:create_app",
     ]
+
+
+def run_serve(settings: Settings, args) -> None:
+    workers = args.workers or settings.workers
+    command = serve_command(settings, workers)
     print(f"serving on http://{settings.host}:{settings.port} with {workers} worker(s)", file=sys.stderr)
     os.execv(command[0], command)
+
+
+def run_all(settings: Settings, args) -> int:
+    """Migrate, then the API and the ingest worker together until Ctrl-C."""
+    asyncio.run(run_migrate(settings, args))
+    workers = args.workers or settings.workers
+    print(f"[run] API on http://{settings.host}:{settings.port} ({workers} worker(s)) and the ingest worker "
+          "(Kafka → ClickHouse); Ctrl-C stops both", file=sys.stderr)
+    print("[run] query ClickHouse meanwhile with: .venv/bin/python -m ingest query 'SELECT count() FROM events'",
+          file=sys.stderr)
+    return supervisor.run_children({"ingest worker": [sys.executable, "-m", "ingest"],
+                                    "API server": serve_command(settings, workers)})
 
 
 def parser() -> argparse.ArgumentParser:
@@ -146,6 +162,8 @@ def parser() -> argparse.ArgumentParser:
         action.add_argument("--workspace-id", type=int, help="only this workspace (default: every one)")
     serve = sub.add_parser("serve", help="serve the API with granian")
     serve.add_argument("--workers", type=int)
+    run = sub.add_parser("run", help="migrate, then serve the API and run the ingest worker until Ctrl-C")
+    run.add_argument("--workers", type=int)
     return p
 
 
@@ -154,6 +172,8 @@ def main() -> None:
     settings = Settings.from_env()
     if args.command == "serve":
         return run_serve(settings, args)
+    if args.command == "run":
+        sys.exit(run_all(settings, args))
     command = {"migrate": run_migrate, "create-workspace": run_create_workspace, "create-key": run_create_key,
                "set-entitlement": run_set_entitlement, "counters": run_counters}
     try:

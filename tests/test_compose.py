@@ -17,7 +17,20 @@ def published_container_ports(service: str) -> set[int]:
 
 
 def test_every_backing_service_is_defined():
-    assert {"postgres", "redis", "kafka", "clickhouse", "api"} <= set(SERVICES)
+    assert {"postgres", "redis", "kafka", "clickhouse", "api", "ingest"} <= set(SERVICES)
+
+
+def test_ingest_worker_reads_kafka_into_the_same_clickhouse_as_the_api():
+    worker, api = SERVICES["ingest"], SERVICES["api"]
+    assert worker["command"] == ["python", "-m", "ingest"]
+    for var in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL"):
+        assert worker["environment"][var] == api["environment"][var]
+    assert {"kafka", "clickhouse"} <= set(worker["depends_on"])
+
+
+def test_api_spool_is_on_a_volume():
+    spool = SERVICES["api"]["environment"]["SLUICE_SPOOL_DIR"]
+    assert any(str(v).endswith(":" + spool) for v in SERVICES["api"]["volumes"])
 
 
 def test_api_gets_every_connection_variable_and_they_point_at_compose_services():
