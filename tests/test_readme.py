@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_configuration_table_lists_every_environment_variable():
-    code = (ROOT / "app" / "settings.py").read_text()
+    code = (ROOT / "app" / "settings.py").read_text() + (ROOT / "ingest" / "settings.py").read_text()
     variables = set(re.findall(r'(?:env\.get|_int)\("([A-Z_]+)"', code))
     assert {"DATABASE_URL", "SLUICE_PORT"} <= variables
     table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
