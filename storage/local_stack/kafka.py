@@ -94,8 +94,9 @@ def _fetch_jars() -> Path:
     return libs
 
 
-def _write_config(port: int, controller_port: int) -> Path:
-    props = _dir() / "server.properties"
+def _write_config(port: int, controller_port: int, directory: Path | None = None) -> Path:
+    directory = directory or _dir()
+    props = directory / "server.properties"
     props.write_text(
         "# Written by storage/local_stack/kafka.py on every start; edits are lost.\n"
         "process.roles=broker,controller\n"
@@ -105,7 +106,7 @@ def _write_config(port: int, controller_port: int) -> Path:
         f"advertised.listeners=PLAINTEXT://{HOST}:{port}\n"
         "controller.listener.names=CONTROLLER\n"
         "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
-        f"log.dirs={_dir() / 'data'}\n"
+        f"log.dirs={directory / 'data'}\n"
         "# One broker: internal topics cannot be replicated.\n"
         "offsets.topic.replication.factor=1\n"
         "transaction.state.log.replication.factor=1\n"
@@ -129,8 +130,8 @@ def _cluster_id() -> str:
             return cluster_id
 
 
-def _format_storage(libs: Path, props: Path) -> None:
-    data = _dir() / "data"
+def _format_storage(libs: Path, props: Path, directory: Path | None = None) -> None:
+    data = (directory or _dir()) / "data"
     if (data / "meta.properties").exists():
         return
     shutil.rmtree(data, ignore_errors=True)  # an interrupted format leaves a dir without meta.properties
@@ -181,3 +182,57 @@ def stop(quiet: bool = False) -> None:
 def clear_stale() -> None:
     """A live pid that does not answer: stop it so start() begins cleanly (no-op when nothing runs)."""
     stop()
+
+
+class DedicatedBroker:
+    """A broker of its own for a test that stops and starts Kafka (outages), leaving the stack's alone.
+
+    Same jars and settings as the stack's broker; data, log and ports of its own. Its data
+    survives stop() so that start() again brings back the same cluster, as a restart would.
+    """
+
+    def __init__(self, directory: Path, port: int | None = None):
+        self.directory = Path(directory)
+        self.port = port or _free_port()
+        self.controller_port = _free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        libs = _fetch_jars()
+        props = _write_config(self.port, self.controller_port, self.directory)
+        _format_storage(libs, props, self.directory)
+        log = self.directory / "kafka.log"
+        cmd = [_need("java", "openjdk-17-jre-headless"), "-Xms128m", "-Xmx384m", "-cp", f"{libs}/*",
+               f"-Dlog4j.configuration=file:{KAFKA_ASSETS / 'log4j.properties'}", "kafka.Kafka", str(props)]
+        with log.open("a") as out:
+            self.process = subprocess.Popen(cmd, cwd=self.directory, stdin=subprocess.DEVNULL, stdout=out,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until(lambda: _answers(self.port), "kafka (dedicated)", self.port, log, READY_TIMEOUT,
+                       process_alive=lambda: self.process.poll() is None)
+        except StackError:
+            self.stop(kill=True)
+            raise
+
+    def stop(self, kill: bool = False) -> None:
+        """SIGTERM (controlled shutdown), or SIGKILL as in a crash."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if kill:
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT)
+        else:
+            terminate("kafka (dedicated)", self.process.pid, STOP_TIMEOUT)
+            self.process.wait(STOP_TIMEOUT)
+        self.process = None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
