@@ -139,7 +139,7 @@ class DurableProducer:
             return futures, f"no acknowledgement within {self.ack_deadline:g} s"
         except KafkaError as exc:
             return futures, repr(exc)
-        failed = next((f.exception() for f in futures if f.exception() is not None), None)
+        failed = next((_error(f) for f in futures if not _acked(f)), None)
         return futures, None if failed is None else repr(failed)
 
     async def _to_spool(self, topic, records, futures, why: str) -> str:
@@ -147,7 +147,7 @@ class DurableProducer:
         todo = []
         for i, (key, value) in enumerate(records):
             future = futures[i] if i < len(futures) else None
-            if future is None or not future.done() or future.exception() is not None:
+            if not _acked(future):
                 todo.append((key, value, future))
         if not todo:  # every ack came in just past the deadline
             self._counts["sent_kafka"] += len(records)
@@ -174,12 +174,12 @@ class DurableProducer:
         if not future.done():
             self._inflight[position] = future
             future.add_done_callback(functools.partial(self._settled, position))
-        elif future.exception() is None:
+        elif _acked(future):
             self._own.mark_done(position)
 
     def _settled(self, position: Position, future: asyncio.Future) -> None:
         self._inflight.pop(position, None)
-        if not future.cancelled() and future.exception() is None:
+        if _acked(future):
             self._own.mark_done(position)
 
     def _enter_spooling(self, why: str) -> None:
@@ -290,10 +290,10 @@ class DurableProducer:
         futures = [await self._producer.send(r.topic, r.value, key=r.key) for r in todo]
         if futures:
             await asyncio.wait(futures)
-        failed = [f.exception() for f in futures if f.exception() is not None]
+        failed = [_error(f) for f in futures if not _acked(f)]
         if failed:
             for record, future in zip(todo, futures):
-                if future.exception() is None:
+                if _acked(future):
                     spool.mark_done(record.position)
             raise failed[0]
         self._counts["replayed"] += len(todo)
@@ -308,6 +308,10 @@ class DurableProducer:
 
 def _acked(future: asyncio.Future | None) -> bool:
     return future is not None and future.done() and not future.cancelled() and future.exception() is None
+
+
+def _error(future: asyncio.Future) -> BaseException:
+    return KafkaError("acknowledgement cancelled") if future.cancelled() else future.exception()
 
 
 def _retrieve(future: asyncio.Future) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from ingest import producer as producer_module
 from ingest.producer import DurableProducer, SpoolFull
 from ingest.spool import claim
 from storage.local_stack.kafka import DedicatedBroker
@@ -181,6 +182,34 @@ async def test_kafka_lost_mid_run_spools_within_the_deadline_and_nothing_is_doub
     # The sends that timed out were also in the producer's batch when Kafka came back: those
     # acknowledgements cancel the spooled copies, so each record is there once, in order.
     assert by_key(await read_all(broker.bootstrap_servers, topic)) == by_key(records + [(b"ws-0", b"after")])
+
+
+async def test_stop_while_kafka_is_lost_spools_what_is_unacknowledged_for_the_next_process(
+        broker, topic, tmp_path, monkeypatch):
+    monkeypatch.setattr(producer_module, "FLUSH_TIMEOUT", 2.0)
+    if broker.process is None:
+        await asyncio.to_thread(broker.start)
+    records = numbered(30)
+    first = producer_for(broker.bootstrap_servers, tmp_path, topic)
+    await first.start()
+    assert await first.send_many(topic, records[:10]) == "kafka"
+    broker.stop(kill=True)
+    in_flight = [asyncio.ensure_future(first.send(topic, k, v)) for k, v in records[10:]]
+    await asyncio.sleep(0.05)
+    began = time.monotonic()
+    await first.stop()  # SIGTERM during the outage
+    assert time.monotonic() - began < 2.0 + MARGIN
+    assert {task.result() for task in in_flight} == {"spool"}
+    assert first.stats()["spool_records_pending"] == 20
+    await asyncio.to_thread(broker.start)
+    second = producer_for(broker.bootstrap_servers, tmp_path, topic)
+    await second.start()  # adopts the first one's directory
+    try:
+        await wait_for(lambda: not second.stats()["spooling"], 60, "the replay")
+    finally:
+        await second.stop()
+    assert second.stats()["replayed"] == 20
+    assert by_key(await read_all(broker.bootstrap_servers, topic)) == by_key(records)
 
 
 def _dead_port() -> int:

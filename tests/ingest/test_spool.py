@@ -1,7 +1,6 @@
 """The on-disk spool (ingest/spool.py): group commit, ordered replay, torn tails, bounds, sharing."""
 
 import asyncio
-import os
 import subprocess
 import sys
 import tempfile
