@@ -5,6 +5,7 @@ import logging
 import orjson
 from blacksheep import Content, Response
 
+from ingest.producer import SpoolFull
 from storage.errors import Conflict, NotFound, Unavailable
 
 log = logging.getLogger("sluice.errors")
@@ -119,6 +120,10 @@ def to_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, Unavailable):
         error = ServiceUnavailable(f"{exc.service} is unavailable; retry shortly.")
         error.headers = [(b"Retry-After", b"5")]
+        return error
+    if isinstance(exc, SpoolFull):
+        error = ServiceUnavailable("Kafka is unreachable and this server's event spool is full; retry later.")
+        error.headers = [(b"Retry-After", str(exc.retry_after).encode())]
         return error
     if isinstance(exc, OSError):
         # Connection refused, reset or timed out on the way to a dependency (Postgres while
