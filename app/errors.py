@@ -103,6 +103,14 @@ class ServiceUnavailable(ApiError):
     status, code = 503, "service_unavailable"
 
 
+class BadGateway(ApiError):
+    status, code = 502, "bad_gateway"
+
+
+class GatewayTimeout(ApiError):
+    status, code = 504, "gateway_timeout"
+
+
 def json_response(status: int, body, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
     return Response(status, headers, Content(JSON, orjson.dumps(body)))
 

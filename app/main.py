@@ -6,7 +6,7 @@ from blacksheep import Application
 from blacksheep.server.routing import Router
 
 from app import api_keys, entitlements, health, metrics, openapi, workspaces
-from app import seo
+from app import mcp, seo
 from app.auth import Authenticator
 from app.entitlements import Ledger
 from app.rate_limits import LocalLimiter
@@ -22,7 +22,7 @@ from storage.redis.key_gate import KeyGate
 
 def api_routes() -> list[Route]:
     """Every route of the API; tests read this table to check each one's scope."""
-    routes = health.ROUTES + metrics.ROUTES + workspaces.ROUTES + api_keys.ROUTES + entitlements.ROUTES + seo.ROUTES
+    routes = health.ROUTES + metrics.ROUTES + workspaces.ROUTES + api_keys.ROUTES + entitlements.ROUTES + seo.ROUTES + mcp.ROUTES
     return routes + openapi.routes_for(routes)
 
 

@@ -1,0 +1,105 @@
+"""Built-in MCP server `analytics`: read-only questions about the caller's own workspace in
+ClickHouse. Tools take parameters, never SQL (storage/clickhouse/analytics.py holds the queries);
+the workspace id comes from the caller's API key and is not an argument at all.
+"""
+
+import asyncio
+from datetime import date, datetime, timedelta, timezone
+
+from app.errors import ValidationFailed
+from app.mcp_servers.registry import Caller, McpSettings, Tool
+from app.presenters import iso
+from app.validation import parse_datetime
+from storage.clickhouse import analytics
+
+DEFAULT_DAYS = 7
+# A year of daily rows is the widest range worth scanning per call.
+MAX_RANGE = timedelta(days=366)
+DEFAULT_LIMIT = 10
+NAME = {"type": "string", "minLength": 1, "maxLength": 100}
+RANGE = {
+    "start": {"type": "string", "format": "date-time", "description": f"ISO 8601; default {DEFAULT_DAYS} days ago"},
+    "end": {"type": "string", "format": "date-time", "description": "ISO 8601, exclusive; default now"},
+}
+LIMIT = {"type": "integer", "minimum": 1, "maximum": analytics.MAX_ROWS, "default": DEFAULT_LIMIT,
+         "description": "Rows to return"}
+
+
+def _schema(**extra) -> dict:
+    return {"type": "object", "additionalProperties": False, "properties": {**RANGE, **extra}}
+
+
+TOOLS = [
+    Tool("event_counts", "Count events by name over a time range", _schema(
+        event={**NAME, "description": "Only this event name"}, limit=LIMIT)),
+    Tool("top_pages", "Busiest pages (path) over a time range, with their unique visitors", _schema(
+        event={**NAME, "description": "Event to count, default pageview"}, limit=LIMIT)),
+    Tool("unique_visitors", "Unique visitors over a time range, in total and per UTC day", _schema()),
+    Tool("feature_usage", "Metered usage per feature over a time range", _schema(
+        feature={**NAME, "description": "Only this feature"}, limit=LIMIT)),
+]
+
+
+def time_range(arguments: dict) -> tuple[datetime, datetime]:
+    errors: dict[str, list[str]] = {}
+    bounds = {}
+    for name in ("start", "end"):
+        raw = arguments.get(name)
+        if raw is None:
+            continue
+        try:
+            bounds[name] = parse_datetime(raw)
+        except ValueError:
+            errors[f"arguments.{name}"] = [f"The {name} must be an ISO 8601 date-time."]
+    end = bounds.get("end") or datetime.now(timezone.utc)
+    start = bounds.get("start") or end - timedelta(days=DEFAULT_DAYS)
+    if not errors and not start < end:
+        errors["arguments.end"] = ["The end must be after the start."]
+    elif not errors and end - start > MAX_RANGE:
+        errors["arguments.start"] = [f"The range may not exceed {MAX_RANGE.days} days."]
+    if errors:
+        raise ValidationFailed(errors)
+    return start, end
+
+
+def plain(row: dict) -> dict:
+    return {k: v.isoformat() if isinstance(v, date) else v for k, v in row.items()}
+
+
+class AnalyticsServer:
+    kind = "builtin"
+    resource_schemes = ()
+
+    def __init__(self, server_id: str, name: str, description: str, settings: McpSettings, timeout: float):
+        self.id, self.name, self.description = server_id, name, description
+        self.timeout_seconds = timeout
+        self.url = settings.clickhouse_url
+
+    async def list_tools(self) -> list[Tool]:
+        return TOOLS
+
+    async def call_tool(self, caller: Caller, name: str, arguments: dict) -> dict:
+        start, end = time_range(arguments)
+        result = await asyncio.to_thread(self._query, caller.workspace_id, name, arguments, start, end)
+        return {"start": iso(start), "end": iso(end), **result}
+
+    def _query(self, workspace_id: int, name: str, arguments: dict, start: datetime, end: datetime) -> dict:
+        limit = arguments.get("limit", DEFAULT_LIMIT)
+        reader = analytics.open_reader(self.url)
+        try:
+            if name == "event_counts":
+                rows = analytics.event_counts(reader, workspace_id, start, end, arguments.get("event"), limit)
+            elif name == "top_pages":
+                rows = analytics.top_pages(reader, workspace_id, start, end, arguments.get("event", "pageview"),
+                                           limit)
+            elif name == "feature_usage":
+                rows = analytics.feature_usage(reader, workspace_id, start, end, arguments.get("feature"), limit)
+            else:
+                total, by_day = analytics.unique_visitors(reader, workspace_id, start, end)
+                return {"visitors": total, "by_day": [plain(r) for r in by_day]}
+        finally:
+            analytics.close_reader(reader)
+        return {"rows": [plain(r) for r in rows]}
+
+    async def read_resource(self, caller: Caller, uri: str) -> dict:
+        raise NotImplementedError  # no resource schemes, so the registry never routes here

@@ -1,0 +1,197 @@
+"""The MCP gateway's registry: which servers exist (from a JSON config file), their settings, and
+the one path every tool call takes: find the tool, validate its arguments against the tool's input
+schema, run it under a deadline, record the call.
+
+Built-in servers run in process (app/mcp_servers/filesystem.py, analytics.py); external ones are
+reached with the official `mcp` SDK (app/mcp_servers/external.py).
+"""
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+from jsonschema import validators
+
+from app.errors import BadGateway, GatewayTimeout, ResourceNotFound, ValidationFailed
+from storage.errors import Unavailable
+from storage.postgres import mcp_calls
+
+log = logging.getLogger("sluice.mcp")
+ROOT = Path(__file__).resolve().parent.parent.parent
+DEFAULT_CONFIG = ROOT / "mcp_servers.json"
+DEFAULT_FILES_ROOT = ROOT / ".services" / "mcp-files"
+# A tool call holds an HTTP request open; past 30 s a client or proxy gives up anyway.
+DEFAULT_TIMEOUT = 30.0
+MAX_TIMEOUT = 300.0
+# 1 MiB: a source file or a page of notes, small enough to return inside a JSON answer.
+DEFAULT_MAX_FILE_BYTES = 1 << 20
+DEFAULT_MAX_ENTRIES = 1000
+# External tool lists change only when the server is redeployed; a minute keeps lists cheap.
+DEFAULT_TOOLS_CACHE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class McpSettings:
+    config_path: Path = DEFAULT_CONFIG
+    files_root: Path = DEFAULT_FILES_ROOT
+    timeout_seconds: float = DEFAULT_TIMEOUT
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    max_entries: int = DEFAULT_MAX_ENTRIES
+    tools_cache_seconds: float = DEFAULT_TOOLS_CACHE_SECONDS
+    allow_stdio: bool = False
+    clickhouse_url: str = ""
+
+    @classmethod
+    def from_env(cls, env=None, clickhouse_url: str = "") -> "McpSettings":
+        env = os.environ if env is None else env
+        return cls(
+            config_path=Path(env.get("SLUICE_MCP_CONFIG", DEFAULT_CONFIG)),
+            files_root=Path(env.get("SLUICE_MCP_ROOT", DEFAULT_FILES_ROOT)).resolve(),
+            timeout_seconds=float(env.get("SLUICE_MCP_TIMEOUT_SECONDS", DEFAULT_TIMEOUT)),
+            max_file_bytes=int(env.get("SLUICE_MCP_MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES)),
+            max_entries=int(env.get("SLUICE_MCP_MAX_LIST_ENTRIES", DEFAULT_MAX_ENTRIES)),
+            tools_cache_seconds=float(env.get("SLUICE_MCP_TOOLS_CACHE_SECONDS", DEFAULT_TOOLS_CACHE_SECONDS)),
+            allow_stdio=env.get("SLUICE_MCP_ALLOW_STDIO", "") in ("1", "true", "yes"),
+            clickhouse_url=clickhouse_url,
+        )
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    input_schema: dict
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls: built-in servers scope everything to this workspace."""
+
+    workspace_id: int
+    key_id: int
+
+
+class ToolFailed(Exception):
+    """The tool ran and said no (a missing file, an error from the server): answered in the result."""
+
+
+class Server(Protocol):
+    id: str
+    name: str
+    description: str
+    kind: str
+    resource_schemes: tuple[str, ...]
+    timeout_seconds: float
+
+    async def list_tools(self) -> list[Tool]: ...
+
+    async def call_tool(self, caller: Caller, name: str, arguments: dict) -> dict: ...
+
+    async def read_resource(self, caller: Caller, uri: str) -> dict: ...
+
+
+@dataclass
+class Registry:
+    settings: McpSettings
+    servers: dict[str, Server] = field(default_factory=dict)
+
+    def server(self, server_id: str) -> Server:
+        server = self.servers.get(server_id)
+        if server is None:
+            raise ResourceNotFound(f"MCP server {server_id!r} not found.")
+        return server
+
+    async def tool(self, server: Server, name: str) -> Tool:
+        for tool in await server.list_tools():
+            if tool.name == name:
+                return tool
+        raise ResourceNotFound(f"Tool {name!r} not found on MCP server {server.id!r}.")
+
+    def server_for_uri(self, uri: str) -> Server:
+        scheme, sep, _ = uri.partition(":")
+        if sep:
+            for server in self.servers.values():
+                if scheme.lower() in server.resource_schemes:
+                    return server
+        raise ResourceNotFound(f"No MCP server serves resources like {uri[:100]!r}.")
+
+
+def schema_errors(schema: dict, arguments: dict) -> dict[str, list[str]]:
+    """Per-field messages, keyed `arguments.<path>`, from validating against the tool's schema."""
+    validator_class = validators.validator_for(schema)
+    errors: dict[str, list[str]] = {}
+    for error in validator_class(schema).iter_errors(arguments):
+        path = ".".join(str(p) for p in error.absolute_path)
+        names = [path] if path else [""]
+        if error.validator == "required":
+            missing = [p for p in error.validator_value if p not in error.instance]
+            names = [".".join(filter(None, (path, m))) for m in missing]
+        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = set(error.schema.get("properties", {}))
+            names = [".".join(filter(None, (path, k))) for k in error.instance if k not in known]
+        for name in names:
+            key = f"arguments.{name}" if name else "arguments"
+            errors.setdefault(key, []).append(error.message)
+    return errors
+
+
+async def call_tool(registry: Registry, pool, caller: Caller, server_id: str, name: str, arguments: dict) -> dict:
+    """The tool's result; 404, 422, 502 or 504 errors otherwise. Every call to a known tool is recorded."""
+    server = registry.server(server_id)
+    tool = await registry.tool(server, name)
+    started, outcome = time.monotonic(), "error"
+    try:
+        errors = schema_errors(tool.input_schema, arguments)
+        if errors:
+            raise ValidationFailed(errors)
+        result, outcome = await _run(server, caller, name, arguments)
+        return result
+    except ValidationFailed:
+        outcome = "invalid_arguments"
+        raise
+    except GatewayTimeout:
+        outcome = "timeout"
+        raise
+    except (BadGateway, Unavailable):
+        outcome = "unavailable"
+        raise
+    finally:
+        duration_ms = int((time.monotonic() - started) * 1000)
+        await mcp_calls.record_call(pool, caller.workspace_id, caller.key_id, server.id, name, outcome, duration_ms)
+
+
+async def _run(server: Server, caller: Caller, name: str, arguments: dict) -> tuple[dict, str]:
+    try:
+        async with asyncio.timeout(server.timeout_seconds):
+            return await server.call_tool(caller, name, arguments), "ok"
+    except TimeoutError:
+        raise GatewayTimeout(f"MCP server {server.id!r} did not answer within {server.timeout_seconds:g} s.")
+    except ToolFailed as exc:
+        return {"is_error": True, "content": str(exc)}, "tool_error"
+
+
+def read_config(path: Path) -> list[dict]:
+    """The `servers` list of the config file (JSON); ValueError naming the problem otherwise."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"MCP config {path}: {exc}") from exc
+    servers = data.get("servers") if isinstance(data, dict) else None
+    if not isinstance(servers, list) or not all(isinstance(s, dict) and isinstance(s.get("id"), str) for s in servers):
+        raise ValueError(f"MCP config {path}: expected {{\"servers\": [{{\"id\": …}}, …]}}")
+    ids = [s["id"] for s in servers]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"MCP config {path}: server ids must be unique")
+    return servers
+
+
+def server_timeout(entry: dict, settings: McpSettings) -> float:
+    value = entry.get("timeout_seconds", settings.timeout_seconds)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT:
+        raise ValueError(f"MCP server {entry['id']!r}: timeout_seconds must be in (0, {MAX_TIMEOUT:g}]")
+    return float(value)
