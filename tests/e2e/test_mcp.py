@@ -27,8 +27,9 @@ HOSTILE = [
 ]
 
 
-def serve(port: int) -> None:
-    """A small external MCP server over Streamable HTTP (run in a subprocess by the fixture)."""
+def serve(port: int | None) -> None:
+    """A small external MCP server over Streamable HTTP on `port`, or over stdio when None
+    (run in a subprocess by the fixture, or by the gateway for the stdio entry)."""
     from mcp.server.mcpserver import MCPServer
 
     server = MCPServer("test-notes", log_level="WARNING")
@@ -56,7 +57,10 @@ def serve(port: int) -> None:
     def note(name: str) -> str:
         return f"note {name}"
 
-    server.run("streamable-http", host="127.0.0.1", port=port, stateless_http=True, json_response=True)
+    if port is None:
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=port, stateless_http=True, json_response=True)
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +92,8 @@ def mcp_env(tmp_path_factory, server_env, external_mcp):
         {"id": "analytics", "type": "builtin", "name": "Analytics Server", "description": "Events"},
         {"id": "notes", "type": "streamable_http", "url": external_mcp, "name": "Notes", "description": "External",
          "timeout_seconds": 1, "resource_schemes": ["notes"]},
+        {"id": "local", "type": "stdio", "command": sys.executable, "args": ["-m", "tests.e2e.test_mcp", "stdio"],
+         "cwd": str(ROOT), "timeout_seconds": 20},
         {"id": "gone", "type": "streamable_http", "url": f"http://127.0.0.1:{_free_port()}/mcp", "name": "Gone"},
     ]}))
     (base / "secret.txt").write_text(SECRET)
@@ -95,7 +101,7 @@ def mcp_env(tmp_path_factory, server_env, external_mcp):
     (base / "root" / "secret.txt").write_text(SECRET)
     return {"base": base, "root": base / "root", "clickhouse_url": f"chdb://{base}/clickhouse",
             "env": {**server_env, "SLUICE_MCP_CONFIG": str(config), "SLUICE_MCP_ROOT": str(base / "root"),
-                    "SLUICE_MCP_TIMEOUT_SECONDS": "5", "SLUICE_MCP_MAX_FILE_BYTES": "4096",
+                    "SLUICE_MCP_TIMEOUT_SECONDS": "5", "SLUICE_MCP_ALLOW_STDIO": "1", "SLUICE_MCP_MAX_FILE_BYTES": "4096",
                     "CLICKHOUSE_URL": f"chdb://{base}/clickhouse"}}
 
 
@@ -241,6 +247,12 @@ def test_external_tool_is_called_through_the_sdk(mcp, tenant):
     assert r.status_code == 200 and r.json()["result"]["content"] == "hello"
 
 
+def test_stdio_server_is_called_when_allowed(mcp, tenant):
+    _, headers = tenant
+    r = call(mcp, headers, "local", "add", {"a": 1, "b": 2})
+    assert r.status_code == 200 and r.json()["result"] == {"sum": 3}
+
+
 def test_slow_tool_times_out_with_504(mcp, tenant):
     _, headers = tenant
     started = time.monotonic()
@@ -331,4 +343,4 @@ def test_analytics_rejects_bad_time_ranges(mcp, tenant):
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(None if sys.argv[1] == "stdio" else int(sys.argv[1]))
