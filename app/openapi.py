@@ -17,8 +17,12 @@ ERROR_DESCRIPTIONS = {
     413: "Body over the size limit (`payload_too_large`)",
     429: "Over the key's rate limit (`rate_limit_exceeded`, `Retry-After`)",
     422: "Invalid input (`validation_failed`, per-field `errors`)",
+    502: "An upstream (MCP) server failed or is unreachable (`bad_gateway`)",
     503: "A dependency is unavailable",
+    504: "An upstream (MCP) call passed its deadline (`gateway_timeout`)",
 }
+# Path parameters are numeric ids except under these prefixes (MCP server ids, resource URIs).
+STRING_PARAMETER_PATHS = ("/api/v1/mcp/",)
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error", "message"],
@@ -33,7 +37,8 @@ ERROR_SCHEMA = {
 
 def _operation(route: Route) -> dict:
     op = {"summary": route.summary, "tags": [route.tag], "operationId": route.handler.__name__}
-    params = [{"name": n[1:-1], "in": "path", "required": True, "schema": {"type": "integer"}}
+    kind = "string" if route.path.startswith(STRING_PARAMETER_PATHS) else "integer"
+    params = [{"name": _parameter_name(n), "in": "path", "required": True, "schema": {"type": kind}}
               for n in _path_names(route.path)]
     params += [{"name": q, "in": "query", "schema": {"type": "string"}} for q in route.query]
     mutating = route.scope and route.method in ("POST", "PUT", "PATCH", "DELETE")
@@ -67,10 +72,19 @@ def _path_names(path: str) -> list[str]:
     return [part for part in path.split("/") if part.startswith("{")]
 
 
+def _parameter_name(part: str) -> str:
+    """`{id}` → id; BlackSheep's typed `{path:uri}` → uri."""
+    return part[1:-1].rpartition(":")[2]
+
+
+def _document_path(path: str) -> str:
+    return "/".join("{" + _parameter_name(p) + "}" if p.startswith("{") else p for p in path.split("/"))
+
+
 def build_document(routes: list[Route]) -> dict:
     paths: dict = {}
     for route in routes:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+        paths.setdefault(_document_path(route.path), {})[route.method.lower()] = _operation(route)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Sluice API", "version": "1.0.0"},

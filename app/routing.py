@@ -95,7 +95,9 @@ def rate_limited(decision) -> RateLimited:
 
 
 def path_pattern(path: str) -> re.Pattern:
-    return re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$")
+    # BlackSheep's `{path:name}` spans slashes; any other parameter is one segment.
+    pattern = re.sub(r"\{path:[^}]+\}", ".+", path)
+    return re.compile("^" + re.sub(r"\{[^}:]+\}", "[^/]+", pattern) + "$")
 
 
 def fallback(routes: list[Route]):
