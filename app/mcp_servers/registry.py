@@ -56,7 +56,7 @@ class McpSettings:
             max_file_bytes=int(env.get("SLUICE_MCP_MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES)),
             max_entries=int(env.get("SLUICE_MCP_MAX_LIST_ENTRIES", DEFAULT_MAX_ENTRIES)),
             tools_cache_seconds=float(env.get("SLUICE_MCP_TOOLS_CACHE_SECONDS", DEFAULT_TOOLS_CACHE_SECONDS)),
-            allow_stdio=env.get("SLUICE_MCP_ALLOW_STDIO", "") in ("1", "true", "yes"),
+            allow_stdio=env.get("SLUICE_MCP_ALLOW_STDIO", "").lower() in ("1", "true", "yes", "on"),
             clickhouse_url=clickhouse_url,
         )
 
