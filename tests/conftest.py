@@ -189,3 +189,41 @@ def tenant(tenants):
     """A fresh workspace with an all-scopes key: (workspace, auth headers)."""
     ws = tenants.workspace()
     return ws, {"Authorization": f"Bearer {tenants.key(ws['id'])}"}
+
+
+@pytest.fixture(scope="session")
+def ingest_worker(ingest_env, tmp_path_factory):
+    """`python -m ingest` for this run's topics and chdb directory, consuming until the session ends.
+    Yields {"process", "log"}; the log holds the worker's output."""
+    log_path = tmp_path_factory.mktemp("ingest") / "worker.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env={**os.environ, **ingest_env},
+                                   stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while "partitions assigned" not in log_path.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"ingest worker did not start consuming; log:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield {"process": process, "log": log_path}
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_query(ingest_worker, ingest_env):
+    """sql (and parameters) → list of row tuples, through open_reader: the worker's query gateway,
+    as `python -m ingest query` does (the worker holds the chdb directory)."""
+    from storage.clickhouse.client import open_reader
+
+    def run(sql: str, parameters: dict | None = None) -> list[tuple]:
+        reader = open_reader(ingest_env["CLICKHOUSE_URL"])
+        try:
+            return reader.query(sql, parameters=parameters).result_rows
+        finally:
+            reader.close()
+
+    return run

@@ -1,0 +1,89 @@
+"""Ingest stage "batch": Kafka records gathered between two inserts, grouped for one INSERT per table.
+
+Pure bookkeeping (no I/O), so the consumer's loop stays short and this part is unit-tested on
+its own. A batch is due when it holds `max_rows` records or its first record is `max_ms` old,
+whichever comes first.
+"""
+
+import time
+from dataclasses import dataclass
+
+from aiokafka import TopicPartition
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What the consumer needs of a Kafka record (aiokafka's ConsumerRecord has the same fields)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple = ()
+
+
+class Batch:
+    def __init__(self, max_rows: int, max_ms: int):
+        self.max_rows, self.max_seconds = max_rows, max_ms / 1000
+        self.records: dict[TopicPartition, list] = {}
+        self.ends: dict[TopicPartition, int] = {}  # one past the last offset seen, per partition
+        self.rows = 0
+        self.started: float | None = None  # monotonic time of the first record
+
+    def add(self, fetched: dict[TopicPartition, list]) -> None:
+        for tp, records in fetched.items():
+            if records:
+                self.records.setdefault(tp, []).extend(records)
+                self.ends[tp] = records[-1].offset + 1
+                self.rows += len(records)
+        if self.rows and self.started is None:
+            self.started = time.monotonic()
+
+    def room(self) -> int:
+        return max(self.max_rows - self.rows, 1)
+
+    def seconds_left(self) -> float:
+        """Until the batch is due by age; the full interval while it is empty."""
+        if self.started is None:
+            return self.max_seconds
+        return max(self.started + self.max_seconds - time.monotonic(), 0.0)
+
+    def due(self) -> bool:
+        return self.rows >= self.max_rows or (self.rows > 0 and self.seconds_left() == 0.0)
+
+    def by_topic(self) -> dict[str, list]:
+        """Each topic's records, partition by partition, each partition in offset order."""
+        topics: dict[str, list] = {}
+        for tp in sorted(self.records, key=lambda tp: (tp.topic, tp.partition)):
+            topics.setdefault(tp.topic, []).extend(self.records[tp])
+        return topics
+
+    def next_offsets(self) -> dict[TopicPartition, int]:
+        """The offsets to commit once the batch is in: one past each partition's last record."""
+        return dict(self.ends)
+
+    def keep(self, assigned) -> None:
+        """Forget partitions this consumer no longer owns: their new owner reads them again."""
+        for tp in [tp for tp in self.records if tp not in assigned]:
+            self.rows -= len(self.records.pop(tp))
+            del self.ends[tp]
+
+    def skip_stored(self, stored: dict[tuple[str, int], int]) -> int:
+        """Drop records at or below the offset ClickHouse already holds for their partition; how many."""
+        skipped = 0
+        for tp, records in self.records.items():
+            high = stored.get((tp.topic, tp.partition))
+            if high is not None and records and records[0].offset <= high:
+                kept = [r for r in records if r.offset > high]
+                skipped += len(records) - len(kept)
+                self.records[tp] = kept
+        self.rows -= skipped
+        return skipped
+
+    def take(self) -> "Batch":
+        """This batch's records in a new Batch; this one starts empty."""
+        taken = Batch(self.max_rows, int(self.max_seconds * 1000))
+        taken.records, taken.ends, taken.rows, taken.started = self.records, self.ends, self.rows, self.started
+        self.records, self.ends, self.rows, self.started = {}, {}, 0, None
+        return taken
