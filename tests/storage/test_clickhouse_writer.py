@@ -1,0 +1,49 @@
+"""Row splicing and schema statement splitting: the pure parts of the ClickHouse writer."""
+
+import orjson
+from hypothesis import given, strategies as st
+
+from storage.clickhouse import client
+from storage.clickhouse.writer import DATA_ERRORS, Rejected, _translate, source_row
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+                           max_leaves=10)
+
+
+@given(st.dictionaries(st.text().filter(lambda k: not k.startswith("_")), json_values, min_size=1),
+       st.text(min_size=1), st.integers(0, 1000), st.integers(0, 2**62), st.sampled_from([b"", b"\n", b"  "]))
+def test_a_spliced_row_is_the_record_plus_its_kafka_coordinates(record, topic, partition, offset, trailing):
+    row = source_row(orjson.dumps(record) + trailing, orjson.dumps(topic), partition, offset)
+    assert orjson.loads(row) == {**record, "_topic": topic, "_partition": partition, "_offset": offset}
+
+
+@given(st.sampled_from([b"", b"not json", b"[1, 2]", b"{}", b'"text"', b"12"]))
+def test_a_value_that_is_no_object_with_keys_never_splices_into_valid_json(value):
+    row = source_row(value, b'"t"', 0, 0)
+    try:
+        parsed = orjson.loads(row)
+    except orjson.JSONDecodeError:
+        return
+    raise AssertionError(f"{value!r} became {parsed!r}")
+
+
+def test_schema_files_split_into_single_statements_without_comment_chunks():
+    text = "-- about\nCREATE TABLE a (x String DEFAULT ';')\n;\n\n-- next one\nCREATE VIEW b AS SELECT 1;\n-- trailing\n"
+    assert client.statements(text) == ["-- about\nCREATE TABLE a (x String DEFAULT ';')", "-- next one\nCREATE VIEW b AS SELECT 1"]
+
+
+def test_every_schema_file_holds_only_idempotent_statements():
+    for path in sorted(client.SCHEMA.glob("*.sql")):
+        for statement in client.statements(path.read_text()):
+            body = "\n".join(l for l in statement.splitlines() if not l.strip().startswith("--"))
+            assert "IF NOT EXISTS" in body, (path.name, body[:80])
+
+
+def test_data_errors_are_rejections_and_the_rest_is_unavailability():
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    assert isinstance(_translate(DatabaseError("Code: 27. DB::Exception: Cannot parse input")), Rejected)
+    assert 469 in DATA_ERRORS
+    assert not isinstance(_translate(DatabaseError("Code: 60. Table default.x does not exist")), Rejected)
+    assert not isinstance(_translate(OperationalError("Code: 27. connection reset")), Rejected)
