@@ -73,13 +73,23 @@ async def run_set_entitlement(settings: Settings, args) -> None:
     print(f"applies within SLUICE_ENTITLEMENTS_CACHE_SECONDS ({settings.entitlements_cache_seconds} s)")
 
 
+def open_clickhouse(url: str):
+    """Read through the ingest worker when it holds the embedded directory (`make run`); else
+    open ClickHouse here, creating the tables first, as the worker may never have run."""
+    reader = clickhouse.open_reader(url)
+    if not isinstance(reader, clickhouse.DirectReader):
+        return reader
+    reader.close()
+    client = clickhouse.connect(url)
+    clickhouse.apply_schema(client)
+    return client
+
+
 async def run_counters(settings: Settings, args) -> int:
     """Rebuild or check the counters; exit code 1 when `drift` finds any."""
-    ch = await asyncio.to_thread(clickhouse.connect, settings.clickhouse_url)
+    ch = await asyncio.to_thread(open_clickhouse, settings.clickhouse_url)
     pool, redis = await create_pool(settings.database_url, 2), create_client(settings.redis_url)
     try:
-        # usage_events may not exist before the consumer's first run: create it, so it reads as empty.
-        await asyncio.to_thread(clickhouse.apply_schema, ch)
         if args.action == "rebuild":
             return report_rebuild(await counters.rebuild(pool, QuotaStore(redis), ch, args.workspace_id))
         return report_drift(await counters.drift(pool, QuotaStore(redis), ch, args.workspace_id), args.all)

@@ -25,6 +25,7 @@ from app.features import AMOUNT_MAX, FEATURES, Feature, billing_period, limit_fo
 from app.presenters import iso
 from app.routing import Call, Route
 from app.validation import Checker, present
+from ingest.events import ch_time, utc_ms, workspace_key
 from storage.errors import Unavailable
 from storage.postgres import entitlements
 from storage.postgres.entitlements import Plan
@@ -217,23 +218,24 @@ def record_id(counter: Counter, event_id: str | None, now: datetime) -> str:
 
 
 def usage_event(call: Call, counter: Counter, usage: Usage, applied: int, now: datetime) -> dict:
+    """The usage record in its wire form (ingest/events.py): the columns of ClickHouse's usage_events."""
     key = call.request.get_first_header(b"idempotency-key")
     return {
         "event_id": record_id(counter, usage.event_id, now),
         "workspace_id": counter.workspace_id,
         "feature": counter.feature.key,
         "quantity": applied,
-        "metadata": usage.metadata,
-        "idempotency_key": None if key is None else key.decode("ascii", "replace"),
-        "occurred_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "metadata": "" if usage.metadata is None else orjson.dumps(usage.metadata).decode(),
+        "idempotency_key": "" if key is None else key.decode("ascii", "replace"),
+        "occurred_at": ch_time(utc_ms(now)),
     }
 
 
 async def publish(call: Call, event: dict) -> None:
-    try:
-        await call.services.usage_log.publish(event)
-    except Exception as exc:  # noqa: BLE001 - any failure (Kafka away, timeout) means not durable
-        raise Unavailable("Kafka", str(exc)) from exc
+    """Durable once this returns: acknowledged by Kafka or fsync'd to the spool (ingest/producer.py)."""
+    # SpoolFull (Kafka away and the spool full) leaves as a 503 through app/errors.py.
+    topic = call.services.topics.usage
+    await call.services.producer.send(topic, workspace_key(event["workspace_id"]), orjson.dumps(event))
 
 
 async def make_durable(call: Call, ledger: Ledger, counter: Counter, marker: str | None, event: dict) -> None:

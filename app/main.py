@@ -6,14 +6,16 @@ from blacksheep import Application
 from blacksheep.server.routing import Router
 
 from app import api_keys, entitlements, health, metrics, openapi, workspaces
-from app import mcp, seo
+from app import domains, mcp, pixel, seo
 from app.auth import Authenticator
 from app.entitlements import Ledger
+from app.pixel import Pixel
 from app.rate_limits import LocalLimiter
 from app.middleware import request_middleware
 from app.routing import Route, Services, endpoint, fallback
 from app.settings import Settings
-from ingest.usage_log import UsageLog
+from ingest.events import Topics
+from ingest.producer import DurableProducer
 from storage.postgres.pool import create_pool
 from storage.redis.client import close_client, create_client
 from storage.redis.idempotency import IdempotencyStore
@@ -23,6 +25,7 @@ from storage.redis.key_gate import KeyGate
 def api_routes() -> list[Route]:
     """Every route of the API; tests read this table to check each one's scope."""
     routes = health.ROUTES + metrics.ROUTES + workspaces.ROUTES + api_keys.ROUTES + entitlements.ROUTES + seo.ROUTES + mcp.ROUTES
+    routes += pixel.ROUTES + domains.ROUTES
     return routes + openapi.routes_for(routes)
 
 
@@ -32,6 +35,14 @@ def configure_routes(router: Router, services: Services) -> list[Route]:
         router.add(route.method, route.path, endpoint(route, services))
     router.fallback = fallback(routes)
     return routes
+
+
+def create_producer(settings: Settings, topics: Topics) -> DurableProducer:
+    return DurableProducer(
+        settings.kafka_bootstrap_servers, settings.spool_dir, linger_ms=settings.kafka_linger_ms,
+        batch_bytes=settings.kafka_batch_bytes, ack_deadline_ms=settings.kafka_ack_deadline_ms,
+        spool_max_bytes=settings.spool_max_bytes, partitions=settings.kafka_partitions,
+        topics=(topics.pixel, topics.usage, topics.dropped, topics.dead_letter))
 
 
 def configure_lifespan(app: Application, services: Services) -> None:
@@ -46,13 +57,17 @@ def configure_lifespan(app: Application, services: Services) -> None:
             services.pool, KeyGate(services.redis, settings.rate_limits), local, settings.last_used_flush_seconds
         )
         services.authenticator.start()
-        services.usage_log = UsageLog(settings.kafka_bootstrap_servers)
+        services.producer = create_producer(settings, services.topics)
+        await services.producer.start()  # never waits long for Kafka: it spools meanwhile
         services.idempotency = IdempotencyStore(services.redis)
         services.entitlements = Ledger(services)
+        services.pixel = Pixel(settings, services.pool, services.redis, services.producer)
+        services.pixel.start()
         try:
             yield
         finally:
-            await services.usage_log.stop()
+            await services.pixel.stop()  # its last drop counts go out with the producer's flush
+            await services.producer.stop()  # flushes to Kafka, or leaves the rest in the spool
             await services.authenticator.stop()
             await close_client(services.redis)
             await services.pool.close()
@@ -61,7 +76,7 @@ def configure_lifespan(app: Application, services: Services) -> None:
 def create_app(settings: Settings | None = None) -> Application:
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    services = Services(settings)
+    services = Services(settings, topics=Topics.with_prefix(settings.kafka_topic_prefix))
     router = Router()
     app = Application(router=router)
     configure_routes(router, services)

@@ -26,9 +26,11 @@ class Services:
     pool: object = None
     redis: object = None
     authenticator: object = None
-    usage_log: object = None
+    producer: object = None  # ingest.producer.DurableProducer
+    topics: object = None  # ingest.events.Topics
     idempotency: object = None  # storage.redis.idempotency.IdempotencyStore
     entitlements: object = None  # app.entitlements.Ledger
+    pixel: object = None  # app.pixel.Pixel
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer
 
+from ingest.events import Topics
+
 from storage.postgres import entitlements
 from tests.conftest import _free_port, running_api
 
@@ -197,22 +199,23 @@ def test_refused_event_id_is_not_remembered(client, tenants):
     assert use(client, headers, "webhooks", 1, event_id="hook-a").json()["current_usage"] == 1
 
 
-async def test_accepted_usage_is_published_to_the_usage_log(client, tenants):
+async def test_accepted_usage_is_published_to_the_usage_log(client, tenants, ingest_env):
     ws, headers = workspace(tenants, "pro")
     key = str(uuid.uuid4())
     r = client.post("/entitlements/usage", json={"feature": "storage", "quantity": 4096, "metadata": {"file": "a.png"}},
                     headers={**headers, "Idempotency-Key": key})
     assert r.status_code == 200
-    event = await find_usage_event(ws["id"])
+    event = await find_usage_event(ingest_env, ws["id"])
     assert event.pop("event_id").startswith("use_")
-    occurred_at = event.pop("occurred_at")
-    assert occurred_at.endswith("Z") and len(occurred_at) == len("2026-01-15T10:30:00.123Z")
+    occurred_at = event.pop("occurred_at")  # ClickHouse's DateTime64(3) text, UTC
+    assert datetime.strptime(occurred_at, "%Y-%m-%d %H:%M:%S.%f")
     assert event == {"workspace_id": ws["id"], "feature": "storage", "quantity": 4096,
-                     "metadata": {"file": "a.png"}, "idempotency_key": key}
+                     "metadata": '{"file":"a.png"}', "idempotency_key": key}
 
 
-async def find_usage_event(workspace_id: int, timeout: float = 20) -> dict:
-    consumer = AIOKafkaConsumer("sluice.usage", bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+async def find_usage_event(ingest_env: dict, workspace_id: int, timeout: float = 20) -> dict:
+    topic = Topics.with_prefix(ingest_env["SLUICE_KAFKA_TOPIC_PREFIX"]).usage
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
                                 auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
@@ -223,7 +226,7 @@ async def find_usage_event(workspace_id: int, timeout: float = 20) -> dict:
                     event = orjson.loads(record.value)
                     if event["workspace_id"] == workspace_id:
                         return event
-        raise AssertionError(f"no usage record of workspace {workspace_id} in sluice.usage")
+        raise AssertionError(f"no usage record of workspace {workspace_id} in {topic}")
     finally:
         await consumer.stop()
 
@@ -394,11 +397,24 @@ def test_redis_away_answers_503_and_never_grants(server_env, tenants, tmp_path):
     assert stored_usage(tenants, ws["id"], "posts") is None
 
 
-def test_kafka_away_answers_503_and_takes_the_usage_back(server_env, tenants, tmp_path, client):
-    """A server whose Kafka is a closed port: the count is released in Redis and in Postgres."""
+def test_kafka_away_spools_the_usage_and_answers_200(server_env, tenants, tmp_path):
+    """Kafka a closed port: the record is durable in the spool, so the usage counts."""
+    ws, headers = workspace(tenants, "free")
+    env = {**server_env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+           "SLUICE_SPOOL_DIR": str(tmp_path / "spool")}
+    with running_api(env, tmp_path) as url, httpx.Client(base_url=url + "/api/v1", timeout=30) as c:
+        r = use(c, headers, "posts", 3)
+        assert r.status_code == 200, r.text
+        assert r.json()["current_usage"] == 3
+    assert any((tmp_path / "spool").rglob("*")), "the spool holds the record for the next start"
+
+
+def test_kafka_away_and_spool_full_answers_503_and_takes_the_usage_back(server_env, tenants, tmp_path, client):
+    """Kafka a closed port and no room in the spool: the count is released in Redis and in Postgres."""
     ws, headers = workspace(tenants, "free")
     assert use(client, headers, "posts", 4).status_code == 200  # through the healthy server
-    env = {**server_env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}"}
+    env = {**server_env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+           "SLUICE_SPOOL_DIR": str(tmp_path / "spool"), "SLUICE_SPOOL_MAX_BYTES": "16"}
     with running_api(env, tmp_path) as url, httpx.Client(base_url=url + "/api/v1", timeout=30) as c:
         for feature, quantity in (("posts", 3), ("posts", -2), ("api_calls", 5)):
             r = c.post("/entitlements/usage", json={"feature": feature, "quantity": quantity, "event_id": "k1"},
