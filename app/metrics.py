@@ -5,6 +5,18 @@ from blacksheep import Content, Response
 from app.routing import Call, Route
 
 
+GAUGES = ("_down", "_bytes", "_pending", "_spooling")
+PRODUCER_HELP = {
+    "sent_kafka": "Records acknowledged by Kafka within the deadline",
+    "sent_spool": "Records made durable in the on-disk spool instead",
+    "replayed": "Spooled records replayed to Kafka",
+    "spool_full_refusals": "Sends refused because the spool was full (answered 503)",
+    "spool_bytes": "Bytes in this process's spool",
+    "spool_records_pending": "Spooled records not yet replayed",
+    "spooling": "1 while new records go to the spool (Kafka away or replay catching up)",
+}
+
+
 def render(services) -> bytes:
     health = services.authenticator.health
     counters = {
@@ -13,9 +25,12 @@ def render(services) -> bytes:
                                                  health.fallback_requests),
         "sluice_redis_down": ("1 while this process considers Redis unreachable", int(health.down_since is not None)),
     }
+    producer = services.producer.stats() if services.producer is not None else {}
+    for key, value in producer.items():
+        counters[f"sluice_producer_{key}"] = (PRODUCER_HELP.get(key, key.replace("_", " ")), value)
     lines = []
     for name, (help_text, value) in counters.items():
-        kind = "gauge" if name.endswith("_down") else "counter"
+        kind = "gauge" if name.endswith(GAUGES) else "counter"
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
     return ("\n".join(lines) + "\n").encode()
 
