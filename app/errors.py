@@ -81,6 +81,18 @@ class MethodNotAllowed(ApiError):
         self.headers = [(b"Allow", ", ".join(allowed).encode())]
 
 
+class OriginNotAllowed(ApiError):
+    status, code = 403, "origin_not_allowed"
+
+
+class UnknownDomain(ApiError):
+    status, code = 422, "unknown_domain"
+
+    def __init__(self, host: str):
+        super().__init__(f"The host {host!r} is not registered for pixel tracking; "
+                         "register it with POST /api/v1/pixel/domains.", host=host)
+
+
 class ConflictError(ApiError):
     status, code = 409, "conflict"
 

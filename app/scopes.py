@@ -1,6 +1,6 @@
 """The scope catalogue and the one function that decides whether scopes grant another."""
 
-RESOURCES = ("workspaces", "api-keys", "webhooks", "entitlements", "seo", "mcp")
+RESOURCES = ("workspaces", "api-keys", "webhooks", "entitlements", "seo", "mcp", "pixel")
 ACTIONS = {
     "workspaces": ("read", "write", "delete"),
     "api-keys": ("read", "write", "delete"),
@@ -8,6 +8,7 @@ ACTIONS = {
     "entitlements": ("read", "write"),
     "seo": ("read", "write"),
     "mcp": ("read", "write"),
+    "pixel": ("read", "write", "delete"),  # the pixel's registered domains
 }
 ALL_SCOPES = tuple(f"{r}:{a}" for r in RESOURCES for a in ACTIONS[r])
 WILDCARDS = ("*",) + tuple(f"{r}:*" for r in RESOURCES)

@@ -1,0 +1,92 @@
+"""Pixel domains over HTTP: register, list, change, remove; one workspace per host; scopes."""
+
+import uuid
+
+import pytest
+
+
+def unique_host() -> str:
+    return f"site-{uuid.uuid4().hex[:10]}.example.com"
+
+
+@pytest.fixture
+def headers(tenant):
+    return tenant[1]
+
+
+def test_register_a_host_returns_it_with_default_config(client, tenant):
+    ws, headers = tenant
+    host = unique_host()
+    r = client.post("/pixel/domains", headers=headers, json={"host": host.upper() + "."})
+    assert r.status_code == 201, r.text
+    data = r.json()["data"]
+    assert data["host"] == host and data["workspace_id"] == ws["id"]
+    assert data["enabled"] is True and data["sample_rate"] == 1.0
+    assert data["features"] == {"pageviews": True, "events": True, "sessions": True}
+    assert client.get(f"/pixel/domains/{data['id']}", headers=headers).json()["data"] == data
+
+
+def test_list_shows_only_the_callers_workspace(client, tenants, headers):
+    mine = client.post("/pixel/domains", headers=headers, json={"host": unique_host()}).json()["data"]
+    other = tenants.workspace()
+    other_headers = {"Authorization": f"Bearer {tenants.key(other['id'])}"}
+    client.post("/pixel/domains", headers=other_headers, json={"host": unique_host()})
+    body = client.get("/pixel/domains", headers=headers).json()
+    assert [d["id"] for d in body["data"]] == [mine["id"]]
+    assert body["meta"]["total"] == 1
+    assert client.get(f"/pixel/domains/{mine['id']}", headers=other_headers).status_code == 404
+
+
+def test_a_host_taken_by_another_workspace_is_a_conflict(client, tenants, headers):
+    host = unique_host()
+    assert client.post("/pixel/domains", headers=headers, json={"host": host}).status_code == 201
+    other = tenants.workspace()
+    r = client.post("/pixel/domains", headers={"Authorization": f"Bearer {tenants.key(other['id'])}"},
+                    json={"host": host})
+    assert r.status_code == 409
+    assert r.json() == {"error": "conflict", "message": f"The host {host} is registered by another workspace."}
+    again = client.post("/pixel/domains", headers=headers, json={"host": host})
+    assert again.status_code == 409 and "this workspace" in again.json()["message"]
+
+
+@pytest.mark.parametrize("host", ["https://example.com", "example.com/path", "example.com:8080", "-bad-.com",
+                                  "a..b", "", " ", 7])
+def test_a_url_or_anything_not_a_host_name_is_refused(client, headers, host):
+    r = client.post("/pixel/domains", headers=headers, json={"host": host})
+    assert r.status_code == 422
+    assert "host" in r.json()["errors"]
+
+
+def test_config_fields_are_validated_one_by_one(client, headers):
+    r = client.post("/pixel/domains", headers=headers, json={
+        "host": unique_host(), "enabled": "yes", "sample_rate": 1.5, "features": {"pageviews": 1, "clicks": True}})
+    assert r.status_code == 422
+    assert set(r.json()["errors"]) == {"enabled", "sample_rate", "features.pageviews", "features.clicks"}
+
+
+def test_patch_changes_config_but_not_the_host_and_delete_frees_the_host(client, tenants, headers):
+    host = unique_host()
+    domain = client.post("/pixel/domains", headers=headers, json={"host": host}).json()["data"]
+    r = client.patch(f"/pixel/domains/{domain['id']}", headers=headers,
+                     json={"sample_rate": 0.25, "features": {"sessions": False}})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["sample_rate"] == 0.25
+    assert data["features"] == {"pageviews": True, "events": True, "sessions": False}
+    assert client.patch(f"/pixel/domains/{domain['id']}", headers=headers, json={"host": "x.com"}).status_code == 422
+    assert client.delete(f"/pixel/domains/{domain['id']}", headers=headers).status_code == 204
+    assert client.get(f"/pixel/domains/{domain['id']}", headers=headers).status_code == 404
+    other = tenants.workspace()
+    r = client.post("/pixel/domains", headers={"Authorization": f"Bearer {tenants.key(other['id'])}"},
+                    json={"host": host})
+    assert r.status_code == 201
+
+
+def test_domain_routes_need_pixel_scopes(client, tenants):
+    ws = tenants.workspace()
+    reader = {"Authorization": f"Bearer {tenants.key(ws['id'], scopes=['pixel:read'])}"}
+    assert client.get("/pixel/domains", headers=reader).status_code == 200
+    r = client.post("/pixel/domains", headers=reader, json={"host": unique_host()})
+    assert r.status_code == 403
+    assert r.json()["message"] == "Insufficient permissions. Required scope: pixel:write"
+    assert client.get("/pixel/domains").status_code == 401
