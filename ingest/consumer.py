@@ -73,6 +73,7 @@ class Consumer:
         self.assigned = asyncio.Event()
         self.counts = {"rows": 0, "batches": 0, "skipped_replayed": 0}
         self._lock = asyncio.Lock()  # one flush at a time: the loop's or the rebalance's
+        self._inflight: asyncio.Task | None = None  # the batch being inserted and committed
 
     async def start(self) -> None:
         await self.dead_letters.start()
@@ -88,7 +89,7 @@ class Consumer:
             if self.batch.due():
                 await self.flush()
             self.lag.update(self.kafka, self.committed, self.stats())
-        await self.flush()
+        await self.flush(wait=True)
 
     async def stop(self) -> None:
         try:
@@ -100,18 +101,32 @@ class Consumer:
         """For metrics: rows and batches inserted, dead letters, lag per topic."""
         return {**self.counts, "dead_letters": self.dead_letters.sent, "lag": dict(self.lag.last)}
 
-    async def flush(self) -> None:
+    async def flush(self, wait: bool = False) -> None:
+        """Start inserting the open batch once the previous one is in and committed.
+
+        One batch is in flight at a time, so offsets are committed in order; while it is inserted
+        (chdb releases the GIL) the loop fetches the next one. `wait`: return once it is committed.
+        """
         async with self._lock:
+            await self._settle()
             self.batch.keep(self.kafka.assignment())
-            if not self.batch.ends:
-                return
-            batch = self.batch.take()
-            started = time.perf_counter()
-            rows = await self._insert(batch)
-            await self._commit(batch.next_offsets())
-            self.counts["rows"] += rows
-            self.counts["batches"] += 1
-            log.debug("batch: %d rows in %.3f s", rows, time.perf_counter() - started)
+            if self.batch.ends:
+                self._inflight = asyncio.create_task(self._land(self.batch.take()))
+            if wait:
+                await self._settle()
+
+    async def _settle(self) -> None:
+        if self._inflight is not None:
+            task, self._inflight = self._inflight, None
+            await task
+
+    async def _land(self, batch: Batch) -> None:
+        started = time.perf_counter()
+        rows = await self._insert(batch)
+        await self._commit(batch.next_offsets())
+        self.counts["rows"] += rows
+        self.counts["batches"] += 1
+        log.debug("batch: %d rows in %.3f s", rows, time.perf_counter() - started)
 
     async def _insert(self, batch: Batch) -> int:
         """Insert the batch, retrying while ClickHouse or Kafka is away; never twice the same row."""
@@ -199,7 +214,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked) -> None:
         if revoked:
-            await self.consumer.flush()
+            await self.consumer.flush(wait=True)
 
     async def on_partitions_assigned(self, assigned) -> None:
         await self.consumer.resume_from_stored(assigned)
