@@ -80,9 +80,9 @@ async def run_consumer(consumer: Consumer, group: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    await consumer.start()
-    log.info("consuming %s as group %s", ", ".join(consumer.tables), group)
     try:
+        await consumer.start()
+        log.info("consuming %s as group %s", ", ".join(consumer.tables), group)
         running = asyncio.create_task(consumer.run(stopping))
         await asyncio.wait({running, asyncio.create_task(stopping.wait())}, return_when=asyncio.FIRST_COMPLETED)
         if not running.done():
