@@ -50,6 +50,7 @@ def configure_lifespan(app: Application, services: Services) -> None:
 
     @app.lifespan
     async def resources():
+        services.mcp = mcp.create_registry(settings)  # first: a bad registry file stops the start cleanly
         services.pool = await create_pool(settings.database_url, settings.pg_pool_size)
         services.redis = create_client(settings.redis_url)
         local = LocalLimiter(settings.workers) if settings.rate_limits else None

@@ -1,6 +1,6 @@
 """HTTP: /api/v1/mcp — the gateway to MCP servers: list servers and tools, call a tool, read a resource.
 
-The registry (app/mcp_servers/) is built from SLUICE_MCP_CONFIG on first use and kept on Services.
+The registry (app/mcp_servers/) is built from SLUICE_MCP_CONFIG at start and kept on Services.
 """
 
 import asyncio
@@ -19,13 +19,13 @@ TOOL_MAX = 200
 URI_MAX = 2048
 
 
+def create_registry(settings) -> Registry:
+    """Built once in the app's lifespan, so a bad registry file stops the start with its reason."""
+    return build_registry(McpSettings.from_env(clickhouse_url=settings.clickhouse_url))
+
+
 def registry(call: Call) -> Registry:
-    # TODO(lead): build this in the lifespan (Services.mcp) so a bad config fails at start-up.
-    found = getattr(call.services, "mcp", None)
-    if found is None:
-        found = build_registry(McpSettings.from_env(clickhouse_url=call.settings.clickhouse_url))
-        call.services.mcp = found
-    return found
+    return call.services.mcp
 
 
 def caller(call: Call) -> Caller:

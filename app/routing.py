@@ -28,6 +28,7 @@ class Services:
     authenticator: object = None
     producer: object = None  # ingest.producer.DurableProducer
     topics: object = None  # ingest.events.Topics
+    mcp: object = None  # app.mcp_servers.registry.Registry
     idempotency: object = None  # storage.redis.idempotency.IdempotencyStore
     entitlements: object = None  # app.entitlements.Ledger
     pixel: object = None  # app.pixel.Pixel
