@@ -270,3 +270,29 @@ def _need_worker(request):
     """The tests on the shared pipeline need the session's ingest worker."""
     if {"clickhouse_query"} & set(request.fixturenames):
         request.getfixturevalue("ingest_worker")
+
+
+def test_analytics_tools_count_tracked_events_of_the_callers_workspace_only(client, tenants, clickhouse_query):
+    """Events tracked over HTTP, read back through the MCP analytics server of the shared API
+    server, which reaches the worker's embedded ClickHouse through its query socket."""
+    ws, host = site(tenants)
+    other, other_host = site(tenants)
+    ua = {"User-Agent": CHROME}
+    mine = [event(host, n % 2) for n in range(6)] + [event(host, 7, name="signup")]
+    assert client.post("/pixel/track", json=mine, headers=ua).status_code == 200
+    assert client.post("/pixel/track", json=[event(other_host, 1)] * 4, headers=ua).status_code == 200
+    assert wait_for_count(lambda: rows_of(clickhouse_query, ws["id"], True), 7) == (7, 7)
+    assert wait_for_count(lambda: rows_of(clickhouse_query, other["id"], True), 4) == (4, 4)
+    headers = {"Authorization": f"Bearer {tenants.key(ws['id'])}"}
+
+    def tool(name, **arguments):
+        r = client.post("/mcp/tools/call", json={"server": "analytics", "tool": name, "arguments": arguments},
+                        headers=headers)
+        assert r.status_code == 200, r.text
+        return r.json()["result"]
+
+    counts = {row["event"]: row["events"] for row in tool("event_counts")["rows"]}
+    assert counts == {"pageview": 6, "signup": 1}
+    pages = {row["path"]: row["events"] for row in tool("top_pages")["rows"]}
+    assert pages == {"/page/0": 3, "/page/1": 3}  # the other workspace's /page/1 views are not here
+    assert tool("unique_visitors")["visitors"] == 1  # one address and user agent: one visitor
