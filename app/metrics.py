@@ -25,6 +25,9 @@ def render(services) -> bytes:
                                                  health.fallback_requests),
         "sluice_redis_down": ("1 while this process considers Redis unreachable", int(health.down_since is not None)),
     }
+    if services.pixel is not None:
+        counters["sluice_pixel_events_accepted_total"] = ("Pixel events made durable (answered 2xx)",
+                                                          services.pixel.accepted)
     producer = services.producer.stats() if services.producer is not None else {}
     for key, value in producer.items():
         counters[f"sluice_producer_{key}"] = (PRODUCER_HELP.get(key, key.replace("_", " ")), value)

@@ -77,6 +77,7 @@ class Pixel:
         self.trusted = parse_networks(settings.trusted_proxies)
         self.drops = DropCounter(producer, self.topics.dropped)
         self._day = (-1, "")
+        self.accepted = 0  # events made durable and answered 2xx, for /metrics
 
     def start(self) -> None:
         self.drops.start()
@@ -148,6 +149,7 @@ class Pixel:
             for event in events:
                 self.drops.add(event.workspace_id, "spool_full", source)
             raise
+        self.accepted += len(events)
 
     def count(self, outcomes: list[Outcome], source: str) -> None:
         for outcome in outcomes:

@@ -157,7 +157,10 @@ def main() -> None:
     p.add_argument("--batch-ms", type=int, default=shipped.batch_ms)
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--skip-plain", action="store_true", help="only the consumer")
+    p.add_argument("--quick", action="store_true", help="100,000 rows instead of --rows (make bench QUICK=1)")
     args = p.parse_args()
+    if args.quick:
+        args.rows = 100_000
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or sys.exit("KAFKA_BOOTSTRAP_SERVERS not set: run under "
                                                                        "python -m storage.local_stack run -- ...")
     run = f"bench-{uuid.uuid4().hex[:8]}"
