@@ -69,6 +69,10 @@ class Consumer:
             max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES)
         self.dead_letters = DeadLetters(settings.kafka_bootstrap_servers, topics.dead_letter)
         self.committed: dict = {}  # TopicPartition → next offset to read, as last committed
+        # (topic, partition) → highest offset known to be in ClickHouse. The seek on assignment
+        # should keep those records away, but a fetch aiokafka started from the committed offset
+        # can still deliver them (seen in tests, timing-dependent): they are dropped here too.
+        self.floor: dict[tuple[str, int], int] = {}
         self.lag = LagReporter()
         self.assigned = asyncio.Event()
         self.counts = {"rows": 0, "batches": 0, "skipped_replayed": 0}
@@ -86,6 +90,7 @@ class Consumer:
             timeout = min(self.batch.seconds_left(), POLL_SECONDS)
             fetched = await self.kafka.getmany(timeout_ms=int(timeout * 1000), max_records=self.batch.room())
             self.batch.add(fetched)
+            self.counts["skipped_replayed"] += self.batch.skip_stored(self.floor)
             if self.batch.due():
                 await self.flush()
             self.lag.update(self.kafka, self.committed, self.stats())
@@ -123,7 +128,10 @@ class Consumer:
     async def _land(self, batch: Batch) -> None:
         started = time.perf_counter()
         rows = await self._insert(batch)
-        await self._commit(batch.next_offsets())
+        offsets = batch.next_offsets()
+        for tp, next_offset in offsets.items():
+            self.floor[(tp.topic, tp.partition)] = max(self.floor.get((tp.topic, tp.partition), -1), next_offset - 1)
+        await self._commit(offsets)
         self.counts["rows"] += rows
         self.counts["batches"] += 1
         log.debug("batch: %d rows in %.3f s", rows, time.perf_counter() - started)
@@ -174,6 +182,8 @@ class Consumer:
         """Seek each newly assigned partition past what ClickHouse already holds."""
         stored = await self._until_answered(self._stored)
         for tp in assigned:
+            if (tp.topic, tp.partition) in stored:
+                self.floor[(tp.topic, tp.partition)] = stored[(tp.topic, tp.partition)]
             committed = await self.kafka.committed(tp)
             high = stored.get((tp.topic, tp.partition))
             if high is not None and (committed is None or committed <= high):

@@ -21,6 +21,9 @@ from storage.clickhouse.writer import Rejected
 log = logging.getLogger(__name__)
 
 
+LOGGED_IN_FULL = 20
+
+
 class DeadLetters:
     def __init__(self, bootstrap_servers: str, topic: str):
         self.topic = topic
@@ -40,8 +43,11 @@ class DeadLetters:
             ("sluice-partition", str(record.partition).encode()), ("sluice-offset", str(record.offset).encode())]
         await self._producer.send_and_wait(self.topic, record.value or b"", key=record.key, headers=headers)
         self.sent += 1
-        log.warning("dead letter: %s[%d]@%d to %s: %s", record.topic, record.partition, record.offset,
-                    self.topic, reason)
+        # A flood of bad records (an old producer, a wrong topic) must not flood the log: the first
+        # few in full, then every 1000th; the lag line carries the running total.
+        if self.sent <= LOGGED_IN_FULL or self.sent % 1000 == 0:
+            log.warning("dead letter #%d: %s[%d]@%d to %s: %s", self.sent, record.topic, record.partition,
+                        record.offset, self.topic, reason[:300])
 
 
 def decode_problem(value: bytes | None) -> str | None:
