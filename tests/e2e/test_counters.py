@@ -4,6 +4,7 @@ usage recorded over HTTP, Redis keys deleted, `python -m app counters drift | re
 import os
 import subprocess
 import sys
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -139,3 +140,27 @@ def test_drift_reports_a_counter_ahead_of_the_usage_log(client, tenants, counter
 def test_counters_of_an_unknown_workspace_is_an_error(counters_cli):
     result = counters_cli("drift", "--workspace-id", "1")
     assert result.returncode != 0 and "not found: workspace 1" in result.stderr
+
+
+def test_metered_counters_rebuild_from_the_usage_the_consumer_stored(client, tenants, database_url, ingest_env,
+                                                                     clickhouse_query):
+    """The whole loop: usage over HTTP → Kafka → ingest worker → usage_events; Redis loses the
+    counters; `counters rebuild` reads ClickHouse through the worker's query socket."""
+    ws_id, headers = enterprise_workspace(tenants)
+    record(client, headers, {"api_calls": 4, "seo_reports": 3})
+    record(client, headers, {"api_calls": 2})
+    count = "SELECT count() FROM usage_events WHERE workspace_id = {ws:UInt64}"
+    deadline = time.monotonic() + 60
+    while clickhouse_query(count, {"ws": ws_id})[0][0] < 3:
+        assert time.monotonic() < deadline, "the usage records did not reach ClickHouse"
+        time.sleep(0.3)
+    period = period_bounds(datetime.now(timezone.utc))[0]
+    with redis.Redis.from_url(os.environ["REDIS_URL"]) as r:
+        assert r.delete(*(counter_key(ws_id, f, period) for f in METERED)) == 2
+    assert summary_used(client, headers)["api_calls"] == 0  # what Redis lost
+    env = {**os.environ, "DATABASE_URL": database_url, "CLICKHOUSE_URL": ingest_env["CLICKHOUSE_URL"]}
+    rebuilt = subprocess.run([sys.executable, "-m", "app", "counters", "rebuild", "--workspace-id", str(ws_id)],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    used = summary_used(client, headers)
+    assert (used["api_calls"], used["seo_reports"]) == (6, 3)
