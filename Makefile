@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STACK := $(PY) -m storage.local_stack
 PYTEST_ARGS ?=
 
-.PHONY: run test up down status env venv bench bench-asgi clean
+.PHONY: run test up down status env venv bench bench-check bench-asgi clean
 
 $(VENV)/.installed: pyproject.toml
 	@echo "[make] creating the virtualenv in $(VENV) and installing dependencies (first run takes a few minutes)"
@@ -43,7 +43,15 @@ BENCHES := redis_scripts workspace_get pixel_e2e consumer
 
 bench: venv
 	@command -v wrk >/dev/null || (echo "[make] installing wrk (apt-get)"; apt-get install -y -qq wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk))
+	@$(PY) -c 'import matplotlib' 2>/dev/null || (echo "[make] installing matplotlib for the charts"; $(PY) -m pip install --quiet -e '.[dev,bench]')
 	@$(STACK) run -- sh -c 'rc=0; for b in $(BENCHES); do echo "[make] bench/$$b.py $(if $(QUICK),--quick,)"; $(PY) bench/$$b.py $(if $(QUICK),--quick,); s=$$?; [ $$s -ge 128 ] && exit $$s; [ $$s -ne 0 ] && rc=$$s; echo; done; exit $$rc'
+	@echo "[make] all results, newest per benchmark (charts in bench/results/*.png):"
+	@$(PY) bench/report.py --charts
+
+# For humans, not CI: run the benchmarks, then flag any ratio more than 20% below the
+# committed results (timed assertions in CI would be flaky on shared machines).
+bench-check: bench
+	@$(PY) bench/report.py --check
 
 bench-asgi: venv
 	@$(PY) bench/asgi_servers.py $(if $(QUICK),--quick,)
