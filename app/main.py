@@ -6,7 +6,7 @@ from blacksheep import Application
 from blacksheep.server.routing import Router
 
 from app import api_keys, entitlements, health, metrics, openapi, workspaces
-from app import domains, mcp, pixel, seo
+from app import domains, mcp, pixel, seo, webhooks
 from app.auth import Authenticator
 from app.entitlements import Ledger
 from app.pixel import Pixel
@@ -25,7 +25,7 @@ from storage.redis.key_gate import KeyGate
 def api_routes() -> list[Route]:
     """Every route of the API; tests read this table to check each one's scope."""
     routes = health.ROUTES + metrics.ROUTES + workspaces.ROUTES + api_keys.ROUTES + entitlements.ROUTES + seo.ROUTES + mcp.ROUTES
-    routes += pixel.ROUTES + domains.ROUTES
+    routes += pixel.ROUTES + domains.ROUTES + webhooks.ROUTES
     return routes + openapi.routes_for(routes)
 
 

@@ -5,6 +5,7 @@ from datetime import datetime
 import asyncpg
 
 from storage.errors import Conflict, NotFound
+from storage.postgres import domain_events, outbox
 from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
 
 COLUMNS = (
@@ -26,10 +27,10 @@ MARK_ROTATED = """
 UPDATE api_keys SET revoked_at = now() + make_interval(hours => $2), rotated_to_id = $3,
     updated_at = now()
 WHERE id = $1 RETURNING revoked_at, key_hash"""
-REVOKE_KEY = """
+REVOKE_KEY = f"""
 UPDATE api_keys SET revoked_at = now(), updated_at = now()
 WHERE workspace_id = $1 AND id = $2 AND (revoked_at IS NULL OR revoked_at > now())
-RETURNING key_hash"""
+RETURNING {COLUMNS}, key_hash"""
 SELECT_WORKSPACE_HASHES = "SELECT key_hash FROM api_keys WHERE workspace_id = $1"
 KEY_EXISTS = "SELECT 1 FROM api_keys WHERE workspace_id = $1 AND id = $2"
 TOUCH_LAST_USED = """
@@ -60,7 +61,24 @@ LISTING = ListingSpec(
 
 
 async def create_key(
-    pool: asyncpg.Pool | asyncpg.Connection,
+    pool: asyncpg.Pool,
+    workspace_id: int,
+    name: str,
+    prefix: str,
+    key_hash: bytes,
+    scopes: list[str],
+    rate_limit_tier: str | None,
+    expires_at: datetime | None,
+) -> dict:
+    """Insert a key; an api_key.created event goes to the outbox in the same transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await _insert_key(conn, workspace_id, name, prefix, key_hash, scopes, rate_limit_tier, expires_at)
+        await outbox.emit(conn, "api_key.created", workspace_id, domain_events.api_key_payload(row))
+    return row
+
+
+async def _insert_key(
+    pool: asyncpg.Connection,
     workspace_id: int,
     name: str,
     prefix: str,
@@ -106,11 +124,13 @@ async def rotate_key(
             raise NotFound(f"api key {key_id}")
         if old["rotated_to_id"] is not None or old["revoked_at"] is not None:
             raise Conflict("This key was already rotated or revoked; rotate its successor instead.")
-        new = await create_key(
+        new = await _insert_key(
             conn, workspace_id, old["name"], prefix, key_hash, old["scopes"],
             old["rate_limit_tier"], old["expires_at"],
         )
         marked = await conn.fetchrow(MARK_ROTATED, key_id, grace_hours, new["id"])
+        await outbox.emit(conn, "api_key.rotated", workspace_id,
+                          domain_events.api_key_rotated_payload(key_id, new, marked["revoked_at"]))
     return new, marked["revoked_at"], bytes(marked["key_hash"])
 
 
@@ -118,10 +138,13 @@ async def revoke_key(pool: asyncpg.Pool, workspace_id: int, key_id: int) -> byte
     """Revoke at once (also cutting a rotation grace period short); revoking twice is fine.
 
     Returns the key's hash when this call revoked it."""
-    key_hash = await pool.fetchval(REVOKE_KEY, workspace_id, key_id)
-    if key_hash is None and await pool.fetchval(KEY_EXISTS, workspace_id, key_id) is None:
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(REVOKE_KEY, workspace_id, key_id)
+        if row is not None:
+            await outbox.emit(conn, "api_key.revoked", workspace_id, domain_events.api_key_revoked_payload(row))
+    if row is None and await pool.fetchval(KEY_EXISTS, workspace_id, key_id) is None:
         raise NotFound(f"api key {key_id}")
-    return None if key_hash is None else bytes(key_hash)
+    return None if row is None else bytes(row["key_hash"])
 
 
 async def workspace_key_hashes(pool: asyncpg.Pool, workspace_id: int) -> list[bytes]:

@@ -3,6 +3,7 @@
 import asyncpg
 
 from storage.errors import Conflict, NotFound
+from storage.postgres import domain_events, outbox
 from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
 
 COLUMNS = "id, account_id, name, slug, tier, settings, created_at, updated_at"
@@ -23,7 +24,7 @@ UPDATE workspaces SET
     settings = jsonb_strip_nulls(settings || $5::jsonb),
     updated_at = now()
 WHERE id = $1 RETURNING {COLUMNS}"""
-DELETE_WORKSPACE = "DELETE FROM workspaces WHERE id = $1"
+DELETE_WORKSPACE = f"DELETE FROM workspaces WHERE id = $1 RETURNING {COLUMNS}, now() AS deleted_at"
 
 LISTING = ListingSpec(
     from_sql="workspaces",
@@ -58,11 +59,16 @@ async def _free_slug(conn: asyncpg.Connection, base: str) -> str:
 async def create_workspace(
     pool: asyncpg.Pool, account_id: int, name: str, slug: str | None, base_slug: str, tier: str, settings: dict
 ) -> dict:
-    """Insert a workspace; with no slug given, the first free variant of base_slug is taken."""
+    """Insert a workspace; with no slug given, the first free variant of base_slug is taken.
+
+    A workspace.created event is written to the outbox in the same transaction."""
     for _ in range(5):  # a concurrent insert can take the free slug between check and insert
         chosen = slug or await _free_slug(pool, base_slug)
         try:
-            return dict(await pool.fetchrow(INSERT_WORKSPACE, account_id, name, chosen, tier, settings))
+            async with pool.acquire() as conn, conn.transaction():
+                row = dict(await conn.fetchrow(INSERT_WORKSPACE, account_id, name, chosen, tier, settings))
+                await _emit(conn, "workspace.created", row, domain_events.workspace_payload(row))
+                return row
         except asyncpg.UniqueViolationError:
             if slug:
                 raise Conflict("The slug has already been taken.", field="slug")
@@ -86,16 +92,28 @@ async def update_workspace(
     pool: asyncpg.Pool, workspace_id: int, name: str | None, slug: str | None, tier: str | None, settings: dict
 ) -> dict:
     try:
-        row = await pool.fetchrow(UPDATE_WORKSPACE, workspace_id, name, slug, tier, settings)
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(UPDATE_WORKSPACE, workspace_id, name, slug, tier, settings)
+            if row is None:
+                raise NotFound(f"workspace {workspace_id}")
+            row = dict(row)
+            await _emit(conn, "workspace.updated", row, domain_events.workspace_payload(row))
     except asyncpg.UniqueViolationError:
         raise Conflict("The slug has already been taken.", field="slug")
-    if row is None:
-        raise NotFound(f"workspace {workspace_id}")
-    return dict(row)
+    return row
 
 
 async def delete_workspace(pool: asyncpg.Pool, workspace_id: int) -> None:
-    """Delete a workspace; its API keys go with it (ON DELETE CASCADE) and stop working at once."""
-    status = await pool.execute(DELETE_WORKSPACE, workspace_id)
-    if status == "DELETE 0":
-        raise NotFound(f"workspace {workspace_id}")
+    """Delete a workspace; its API keys go with it (ON DELETE CASCADE) and stop working at once.
+
+    The account's other workspaces hear of it (workspace.deleted); its own endpoints are gone."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(DELETE_WORKSPACE, workspace_id)
+        if row is None:
+            raise NotFound(f"workspace {workspace_id}")
+        row = dict(row)
+        await _emit(conn, "workspace.deleted", row, domain_events.workspace_deleted_payload(row, row["deleted_at"]))
+
+
+async def _emit(conn: asyncpg.Connection, event_type: str, row: dict, payload: dict) -> None:
+    await outbox.emit(conn, event_type, row["id"], payload, account_id=row["account_id"])
