@@ -1,0 +1,238 @@
+"""Webhooks over HTTP: endpoint CRUD in the spec's shapes, the test send (success, failure,
+timeout), deliveries listed and retried by hand, secret rotation, all against a real local
+HTTPS receiver whose CA this run trusts; the allow-list admits 127.0.0.0/8 for this module only."""
+
+import ipaddress
+import random
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import orjson
+import pytest
+from standardwebhooks import Webhook
+
+from ingest import delivery
+from ingest.dispatcher import Dispatcher
+from ingest.retry_schedule import MAX_ATTEMPTS
+from ingest.webhook_settings import WebhookSettings
+from storage.postgres.pool import create_pool
+from tests.conftest import running_api
+from tests.ingest.test_dispatcher import Clock
+from tests.webhook_receiver import Answer, https_receiver  # noqa: F401 (a fixture)
+
+TEST_TIMEOUT_SECONDS = 1
+
+
+@pytest.fixture(scope="module")
+def hooks_api(server_env, https_receiver, tmp_path_factory):
+    env = {**server_env, "SLUICE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+           "SLUICE_WEBHOOK_CA_BUNDLE": https_receiver.ca_path,
+           "SLUICE_WEBHOOK_TIMEOUT_SECONDS": str(TEST_TIMEOUT_SECONDS)}
+    with running_api(env, tmp_path_factory.mktemp("webhooks-api")) as url:
+        with httpx.Client(base_url=url + "/api/v1", timeout=10) as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+async def pool(database_url):
+    pool = await create_pool(database_url, 4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def dispatch(pool, https_receiver):
+    settings = WebhookSettings(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+                               verify=https_receiver.ca_path, timeout_seconds=5)
+    clock = Clock()
+    async with delivery.create_client(settings) as client:
+        yield Dispatcher(pool, settings, client, clock, random.Random(3)), clock
+
+
+def path(name: str) -> str:
+    return f"/{uuid.uuid4().hex[:12]}/{name}"
+
+
+def create(client, headers, receiver, where, events=("api_key.created",), **extra) -> dict:
+    r = client.post("/webhooks", json={"url": receiver.url(where), "events": list(events), **extra}, headers=headers)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_create_returns_the_spec_shape_with_a_generated_secret_shown_once(hooks_api, tenant, https_receiver):
+    _, headers = tenant
+    body = create(hooks_api, headers, https_receiver, path("a"), events=["api_key.*", "workspace.updated"])
+    assert body["message"] == "Webhook endpoint created successfully."
+    data = body["data"]
+    assert set(data) == {"id", "url", "events", "secret", "is_active", "created_at"}
+    assert data["secret"].startswith("whsec_") and data["is_active"] is True
+    got = hooks_api.get(f"/webhooks/{data['id']}", headers=headers).json()["data"]
+    assert set(got) == {"id", "url", "events", "is_active", "success_count", "failure_count",
+                        "consecutive_failures", "last_delivery_at", "created_at"}
+    assert (got["events"], got["success_count"], got["consecutive_failures"]) == (
+        ["api_key.*", "workspace.updated"], 0, 0)
+    listed = hooks_api.get("/webhooks", headers=headers).json()
+    assert [w["id"] for w in listed["data"]] == [data["id"]] and "secret" not in listed["data"][0]
+    assert "consecutive_failures" not in listed["data"][0] and listed["meta"]["total"] == 1
+
+
+def test_a_given_secret_is_kept(hooks_api, tenant, https_receiver):
+    _, headers = tenant
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    assert create(hooks_api, headers, https_receiver, path("s"), secret=secret)["data"]["secret"] == secret
+
+
+@pytest.mark.parametrize("body, fields", [
+    ({}, {"url", "events"}),
+    ({"url": "http://example.com/hook", "events": ["*"]}, {"url"}),
+    ({"url": "https://example.com/hook", "events": []}, {"events"}),
+    ({"url": "https://example.com/hook", "events": ["post.created"]}, {"events"}),
+    ({"url": "https://example.com/hook", "events": ["*"], "secret": "whsec_abc123def456..."}, {"secret"}),
+    ({"url": "https://example.com/hook", "events": ["*"], "extra": 1}, {"extra"}),
+    ({"url": "https://10.0.0.1/hook", "events": ["*"]}, {"url"}),
+    ({"url": "https://169.254.169.254/latest", "events": ["*"]}, {"url"}),
+    ({"url": "https://[::ffff:a9fe:a9fe]/", "events": ["*"]}, {"url"}),
+])
+def test_invalid_endpoints_are_refused_field_by_field(hooks_api, tenant, body, fields):
+    _, headers = tenant
+    r = hooks_api.post("/webhooks", json=body, headers=headers)
+    assert r.status_code == 422, r.text
+    assert set(r.json()["errors"]) == fields
+
+
+def test_wildcards_of_future_families_are_accepted(hooks_api, tenant):
+    _, headers = tenant
+    r = hooks_api.post("/webhooks", json={"url": "https://example.com/h", "events": ["post.*", "*", "seo.*"]},
+                       headers=headers)
+    assert r.status_code == 201, r.text
+
+
+def test_update_and_delete(hooks_api, tenant, https_receiver):
+    _, headers = tenant
+    hook = create(hooks_api, headers, https_receiver, path("u"))["data"]
+    r = hooks_api.patch(f"/webhooks/{hook['id']}", json={"events": ["seo.*"], "is_active": False}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert (r.json()["data"]["events"], r.json()["data"]["is_active"]) == (["seo.*"], False)
+    assert hooks_api.patch(f"/webhooks/{hook['id']}", json={"is_active": "yes"}, headers=headers).status_code == 422
+    assert hooks_api.delete(f"/webhooks/{hook['id']}", headers=headers).status_code == 204
+    assert hooks_api.get(f"/webhooks/{hook['id']}", headers=headers).status_code == 404
+
+
+def test_another_workspaces_endpoint_is_not_found_and_scopes_are_enforced(hooks_api, tenants, tenant, https_receiver):
+    _, headers = tenant
+    hook = create(hooks_api, headers, https_receiver, path("x"))["data"]
+    other = tenants.workspace()
+    stranger = {"Authorization": f"Bearer {tenants.key(other['id'])}"}
+    assert hooks_api.get(f"/webhooks/{hook['id']}", headers=stranger).status_code == 404
+    reader = {"Authorization": f"Bearer {tenants.key(other['id'], scopes=('webhooks:read',))}"}
+    assert hooks_api.post("/webhooks", json={"url": "https://example.com/", "events": ["*"]},
+                          headers=reader).status_code == 403
+    assert hooks_api.delete(f"/webhooks/{hook['id']}", headers=reader).status_code == 403
+
+
+def test_test_send_reports_success_with_a_verifiable_signature(hooks_api, tenant, https_receiver):
+    _, headers = tenant
+    where = path("test-ok")
+    hook = create(hooks_api, headers, https_receiver, where)["data"]
+    r = hooks_api.post(f"/webhooks/{hook['id']}/test", headers=headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"success", "status_code", "response_time_ms", "response_body"}
+    assert (body["success"], body["status_code"], body["response_body"]) == (True, 200, '{"received": true}')
+    [got] = https_receiver.at(where)
+    event = Webhook(hook["secret"]).verify(got.body, got.headers)
+    assert event["type"] == "webhook.test" and event["data"]["webhook_id"] == hook["id"]
+
+
+def test_test_send_reports_a_failing_status(hooks_api, tenant, https_receiver):
+    _, headers = tenant
+    where = path("test-500")
+    https_receiver.script(where, Answer(500, body=b"x" * 10_000))
+    hook = create(hooks_api, headers, https_receiver, where)["data"]
+    body = hooks_api.post(f"/webhooks/{hook['id']}/test", headers=headers).json()
+    assert (body["success"], body["status_code"], body["error"]) == (False, 500, "HTTP 500")
+
+
+def test_test_send_reports_a_timeout_with_the_elapsed_time(hooks_api, tenant, https_receiver):
+    _, headers = tenant
+    where = path("test-slow")
+    https_receiver.script(where, Answer(200, delay=TEST_TIMEOUT_SECONDS + 2))
+    hook = create(hooks_api, headers, https_receiver, where)["data"]
+    body = hooks_api.post(f"/webhooks/{hook['id']}/test", headers=headers).json()
+    assert (body["success"], body["status_code"], body["error"]) == (False, None, "Connection timeout")
+    assert TEST_TIMEOUT_SECONDS * 1000 <= body["response_time_ms"] < TEST_TIMEOUT_SECONDS * 1000 + 1000
+
+
+async def test_an_api_change_is_delivered_listed_and_retried_by_hand(hooks_api, tenant, https_receiver, dispatch):
+    dispatcher, clock = dispatch
+    _, headers = tenant
+    where = path("manual")
+    https_receiver.script(where, Answer(500))
+    hook = create(hooks_api, headers, https_receiver, where)["data"]
+    assert hooks_api.post("/api-keys", json={"name": "deploy"}, headers=headers).status_code == 201
+    await dispatcher.run_once()
+    listed = hooks_api.get(f"/webhooks/{hook['id']}/deliveries?status=retrying", headers=headers).json()["data"]
+    assert [(d["status"], d["attempt"], d["response_code"]) for d in listed] == [("retrying", 1, 500)]
+    assert listed[0]["next_retry_at"] and listed[0]["event_id"].startswith("evt_")
+    for _ in range(MAX_ATTEMPTS - 1):  # let the automatic retries run out
+        clock.at(clock.now + timedelta(hours=12))
+        await dispatcher.run_once()
+    [failed] = hooks_api.get(f"/webhooks/{hook['id']}/deliveries?status=failed", headers=headers).json()["data"]
+    assert failed["attempt"] == MAX_ATTEMPTS and "next_retry_at" not in failed
+    https_receiver.script(where, Answer(200))
+    r = hooks_api.post(f"/webhooks/{hook['id']}/deliveries/{failed['id']}/retry", headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"message": "Delivery queued for retry.",
+                        "data": {"id": failed["id"], "status": "pending", "attempt": MAX_ATTEMPTS + 1}}
+    clock.at(datetime.now(timezone.utc))  # back to real time, which the verifier checks the signature's against
+    await dispatcher.run_once()
+    [done] = hooks_api.get(f"/webhooks/{hook['id']}/deliveries", headers=headers).json()["data"]
+    assert (done["status"], done["attempt"], done["response_code"]) == ("success", MAX_ATTEMPTS + 1, 200)
+    assert done["delivered_at"]
+    event = Webhook(hook["secret"]).verify(https_receiver.at(where)[-1].body, https_receiver.at(where)[-1].headers)
+    assert event["id"] == done["event_id"] and event["data"]["name"] == "deploy"
+    again = hooks_api.post(f"/webhooks/{hook['id']}/deliveries/{failed['id']}/retry", headers=headers)
+    assert again.status_code == 400 and again.json()["error"] == "cannot_retry"
+    health = hooks_api.get(f"/webhooks/{hook['id']}", headers=headers).json()["data"]
+    assert (health["success_count"], health["failure_count"], health["consecutive_failures"]) == (
+        1, MAX_ATTEMPTS, 0)
+
+
+async def test_rotating_the_secret_signs_with_both_during_the_grace_period(
+        hooks_api, tenant, https_receiver, dispatch):
+    dispatcher, _ = dispatch
+    ws, headers = tenant
+    where = path("rotate")
+    hook = create(hooks_api, headers, https_receiver, where, events=["workspace.updated"])["data"]
+    r = hooks_api.post(f"/webhooks/{hook['id']}/rotate-secret", json={"grace_period_hours": 2}, headers=headers)
+    assert r.status_code == 200, r.text
+    rotated = r.json()["data"]
+    assert rotated["secret"] != hook["secret"] and rotated["previous_secret_expires_at"]
+    assert hooks_api.patch(f"/workspaces/{ws['id']}", json={"name": "Renamed"}, headers=headers).status_code == 200
+    await dispatcher.run_once()
+    [got] = https_receiver.at(where)
+    for secret in (hook["secret"], rotated["secret"]):
+        event = Webhook(secret).verify(got.body, got.headers)
+    assert event["type"] == "workspace.updated" and event["data"]["name"] == "Renamed"
+
+
+async def test_deleting_an_endpoint_cancels_its_pending_deliveries(hooks_api, tenant, https_receiver, dispatch, pool):
+    dispatcher, _ = dispatch
+    _, headers = tenant
+    where = path("deleted")
+    hook = create(hooks_api, headers, https_receiver, where)["data"]
+    assert hooks_api.post("/api-keys", json={"name": "x"}, headers=headers).status_code == 201
+    await dispatcher.fan_out()
+    assert await pool.fetchval("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1", hook["id"]) == 1
+    assert hooks_api.delete(f"/webhooks/{hook['id']}", headers=headers).status_code == 204
+    await dispatcher.run_once()
+    assert https_receiver.at(where) == []
+    assert await pool.fetchval("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1", hook["id"]) == 0
+
+
+def test_listing_deliveries_refuses_an_unknown_status(hooks_api, tenant, https_receiver):
+    _, headers = tenant
+    hook = create(hooks_api, headers, https_receiver, path("l"))["data"]
+    r = hooks_api.get(f"/webhooks/{hook['id']}/deliveries?status=lost", headers=headers)
+    assert r.status_code == 422 and "status" in r.json()["errors"]
