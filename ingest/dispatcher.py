@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import httpx
+import uvloop
 
 from ingest import delivery
 from ingest.retry_schedule import RETRY_AFTER_STATUSES, next_attempt_at, parse_retry_after
@@ -158,7 +159,7 @@ async def serve(settings: WebhookSettings) -> None:
 def main() -> None:
     settings = WebhookSettings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(settings))
+    uvloop.run(serve(settings))
 
 
 if __name__ == "__main__":

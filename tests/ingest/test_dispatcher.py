@@ -5,7 +5,11 @@ worker that dies after claiming losing nothing."""
 
 import asyncio
 import ipaddress
+import os
 import random
+import signal
+import subprocess
+import sys
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -311,3 +315,51 @@ async def test_a_slow_endpoint_does_not_hold_up_the_others(pool, settings, works
         await task
     assert len(https_receiver.at(fast)) == 6 and elapsed < 2
     assert in_flight_slow <= 1  # one at a time to the slow endpoint
+
+
+def start_worker(database_url, receiver, log_path):
+    env = {**os.environ, "DATABASE_URL": database_url, "SLUICE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+           "SLUICE_WEBHOOK_CA_BUNDLE": receiver.ca_path, "SLUICE_WEBHOOK_LEASE_SECONDS": "2",
+           "SLUICE_WEBHOOK_POLL_SECONDS": "0.1"}
+    with open(log_path, "a") as log:
+        return subprocess.Popen([sys.executable, "-m", "ingest.dispatcher"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
+async def wait_for(predicate, seconds=15):
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_worker_killed_mid_send_is_replaced_and_the_event_delivered(
+        pool, database_url, workspace, https_receiver, tmp_path):
+    path = unique_path("killed")
+    https_receiver.script(path, Answer(200, delay=30), Answer(200))  # the first send never gets its answer
+    hook = await endpoint(pool, workspace, https_receiver, path, events=["api_key.created"])
+    await make_key(pool, workspace)
+    worker = start_worker(database_url, https_receiver, tmp_path / "worker.log")
+    try:
+        async def sending():
+            return len(https_receiver.at(path)) == 1
+        await wait_for(sending)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    [row] = await deliveries(pool, hook["id"])
+    assert (row["status"], row["attempt"]) == ("pending", 0)
+    worker = start_worker(database_url, https_receiver, tmp_path / "worker.log")
+    try:
+        async def delivered():
+            [row] = await deliveries(pool, hook["id"])
+            return row["status"] == "success"
+        await wait_for(delivered)
+    finally:
+        worker.terminate()
+        assert worker.wait(15) == 0, (tmp_path / "worker.log").read_text()
+    sent = https_receiver.at(path)
+    assert len(sent) == 2 and sent[0].body == sent[1].body  # at least once: the unanswered send, then one more
+    assert sent[0].headers["webhook-id"] == sent[1].headers["webhook-id"]
+    [row] = await deliveries(pool, hook["id"])
+    assert row["attempt"] == 1
