@@ -242,3 +242,26 @@ ROUTES = [
     Route("POST", BASE + "/{webhook_id}/deliveries/{delivery_id}/retry", retry_webhook_delivery, "webhooks:write",
           "Queue another attempt of a delivery that has not succeeded", TAG, errors=(400, 404, 409)),
 ]
+
+
+def openapi_webhooks() -> dict:
+    """OpenAPI 3.1's top-level `webhooks`: one POST per event type, its envelope and an example."""
+    headers = {name: {"required": True, "schema": {"type": "string"}, "description": text} for name, text in (
+        ("webhook-id", "The event id (evt_…), the same on every retry: deduplicate on it"),
+        ("webhook-timestamp", "Unix seconds of this attempt"),
+        ("webhook-signature", "v1,<base64 HMAC-SHA256 of id.timestamp.body>; space-separated during a rotation"),
+    )}
+    documented = {}
+    for event in CATALOGUE.values():
+        example = envelope("evt_4f1c2a9b8e7d6c5b4a3f2e1d0c9b8a7f", event.name, 12,
+                           datetime(2026, 1, 15, 10, 30, tzinfo=timezone.utc), event.example)
+        schema = {"type": "object", "required": ["id", "type", "timestamp", "workspace_id", "data"], "properties": {
+            "id": {"type": "string"}, "type": {"type": "string", "const": event.name},
+            "timestamp": {"type": "string", "format": "date-time"}, "workspace_id": {"type": "integer"},
+            "data": {"type": "object"}}}
+        documented[event.name] = {"post": {
+            "summary": event.description, "tags": [TAG],
+            "parameters": [{"in": "header", "name": name, **spec} for name, spec in headers.items()],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema, "example": example}}},
+            "responses": {"2XX": {"description": "Received; any other answer (3xx too) is retried"}}}}
+    return documented

@@ -90,3 +90,19 @@ async def fan_out(pool: asyncpg.Pool, now: datetime, limit: int) -> tuple[int, i
 async def prune(pool: asyncpg.Pool, keep_days: int) -> None:
     """Forget events fanned out more than keep_days ago; their deliveries keep their bodies."""
     await pool.execute(DELETE_DISPATCHED, keep_days)
+
+
+async def emit_seo_report_created(conn: asyncpg.Connection, report: dict) -> None:
+    """seo_reports.create_report's on_created: the event commits with the report."""
+    await emit(conn, "seo.report.created", report["workspace_id"], domain_events.seo_report_payload(report))
+
+
+async def emit_limit_reached(
+    pool: asyncpg.Pool, workspace_id: int, feature: str, used: int, limit: int, period: str,
+    reset_at: datetime | None,
+) -> str | None:
+    """entitlement.limit_reached, at most once per workspace, feature and billing period."""
+    payload = domain_events.limit_reached_payload(feature, used, limit, period, reset_at)
+    async with pool.acquire() as conn:
+        return await emit(conn, "entitlement.limit_reached", workspace_id, payload,
+                          dedupe_key=f"limit_reached:{workspace_id}:{feature}:{period}")

@@ -363,3 +363,21 @@ async def test_a_worker_killed_mid_send_is_replaced_and_the_event_delivered(
     assert sent[0].headers["webhook-id"] == sent[1].headers["webhook-id"]
     [row] = await deliveries(pool, hook["id"])
     assert row["attempt"] == 1
+
+
+async def test_seo_and_limit_events_are_delivered_and_the_limit_only_once_a_period(
+        pool, dispatch, workspace, https_receiver):
+    from storage.postgres import outbox, seo_reports
+    dispatcher, _ = dispatch
+    path = unique_path("seo-limit")
+    await endpoint(pool, workspace, https_receiver, path, events=["seo.*", "entitlement.*"])
+    scores = {"performance": 85, "accessibility": 92, "best_practices": 88, "seo": 95}
+    report = await seo_reports.create_report(pool, workspace["id"], "https://example.com/", scores, [],
+                                             on_created=outbox.emit_seo_report_created)
+    for _ in range(3):
+        await outbox.emit_limit_reached(pool, workspace["id"], "api_calls", 1000, 1000, "2026-11", None)
+    await dispatcher.run_once()
+    events = [orjson.loads(r.body) for r in https_receiver.at(path)]
+    assert sorted(e["type"] for e in events) == ["entitlement.limit_reached", "seo.report.created"]
+    seo = next(e for e in events if e["type"] == "seo.report.created")
+    assert seo["data"]["id"] == report["id"] and seo["data"]["scores"] == scores
