@@ -14,6 +14,7 @@ import signal
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+import asyncpg
 import httpx
 import uvloop
 
@@ -118,11 +119,12 @@ class Dispatcher:
     async def run(self, stopping: asyncio.Event) -> None:
         idle = 0
         while not stopping.is_set():
-            await self.fan_out()
-            free = self.settings.concurrency - len(self.tasks)
-            claimed = await self.claim(free) if free > 0 else []
-            for item in claimed:
-                self.start_send(item)
+            try:
+                claimed = await self._step()
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+                # Postgres away (a restart): nothing is lost, the outbox and leases wait for us.
+                log.warning("webhook dispatcher cannot reach Postgres (%s); retrying", exc)
+                claimed = 0
             if not claimed:
                 idle += 1
                 if idle % PRUNE_EVERY_POLLS == 0:
@@ -130,6 +132,14 @@ class Dispatcher:
                 await self._pause(stopping)
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=STOP_DEADLINE_SECONDS)
+
+    async def _step(self) -> int:
+        await self.fan_out()
+        free = self.settings.concurrency - len(self.tasks)
+        claimed = await self.claim(free) if free > 0 else []
+        for item in claimed:
+            self.start_send(item)
+        return len(claimed)
 
     async def _pause(self, stopping: asyncio.Event) -> None:
         wake = [asyncio.ensure_future(stopping.wait())]

@@ -201,6 +201,8 @@ async def test_410_gone_disables_the_endpoint_at_once_and_stops_its_deliveries(
     announced = await pool.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'webhook.disabled' "
                                     "AND payload->>'id' = $1", str(hook["id"]))
     assert announced == 1
+    enabled = await webhooks.update_endpoint(pool, workspace["id"], hook["id"], None, None, True)
+    assert (enabled["is_active"], enabled["disabled_reason"], enabled["consecutive_failures"]) == (True, None, 0)
 
 
 async def test_continuous_failures_past_the_threshold_disable_and_another_endpoint_hears_it(
