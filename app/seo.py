@@ -11,7 +11,7 @@ from app.listing import page_body, parse_list_query
 from app.presenters import iso
 from app.routing import Call, Route, path_id
 from app.validation import Checker, parse_datetime, present
-from storage.postgres import seo_reports
+from storage.postgres import outbox, seo_reports
 from storage.postgres.seo_reports import MAX_HISTORY, SCORES
 
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -108,8 +108,9 @@ async def submit_seo_report(call: Call) -> Response:
     checker = Checker(data, allowed=("url", "scores", "issues"))
     url, scores, issues = check_url(checker), check_scores(checker), check_issues(checker)
     checker.done()
-    # TODO(lead): pass the outbox writer as on_created to emit `seo.report.created` in this transaction.
-    row = await seo_reports.create_report(call.pool, call.principal.workspace_id, url, scores, issues)
+    # seo.report.created commits with the report (transactional outbox, storage/postgres/outbox.py).
+    row = await seo_reports.create_report(call.pool, call.principal.workspace_id, url, scores, issues,
+                                          on_created=outbox.emit_seo_report_created)
     return json_response(201, {"message": "SEO report stored.", "data": report_view(row)})
 
 

@@ -33,6 +33,23 @@ def test_submitted_report_is_stored_with_its_issues(client, tenant):
     assert got == data
 
 
+def test_a_submitted_report_emits_seo_report_created_in_the_outbox(client, tenant, tenants):
+    ws, headers = tenant
+    data = submit(client, headers)
+    row = tenants.run(lambda pool: pool.fetchrow(
+        "SELECT event_id, payload FROM outbox WHERE event_type = 'seo.report.created' AND workspace_id = $1",
+        ws["id"]))
+    assert row is not None and row["event_id"].startswith("evt_")
+    assert str(data["id"]) in str(row["payload"])
+
+
+def test_an_invalid_report_emits_no_event(client, tenant, tenants):
+    ws, headers = tenant
+    assert client.post("/seo/report", json={"url": "ftp://x/"}, headers=headers).status_code == 422
+    assert tenants.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'seo.report.created' "
+                            "AND workspace_id = $1", ws["id"]) == 0
+
+
 @pytest.mark.parametrize("body, fields", [
     ({}, {"url", "scores"}),
     ({"url": "ftp://example.com/", "scores": SCORES}, {"url"}),
