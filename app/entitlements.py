@@ -27,7 +27,7 @@ from app.routing import Call, Route
 from app.validation import Checker, present
 from ingest.events import ch_time, utc_ms, workspace_key
 from storage.errors import Unavailable
-from storage.postgres import entitlements
+from storage.postgres import entitlements, outbox
 from storage.postgres.entitlements import Plan
 from storage.redis.quota import ACCEPTED, MISSING, REFUSED, Outcome, QuotaStore, counter_key, marker_key
 
@@ -82,6 +82,9 @@ class Ledger:
         self.redis = services.redis
         self.quota = QuotaStore(services.redis)
         self.plans = PlanCache(services.pool, services.settings.entitlements_cache_seconds)
+        # (workspace, feature, month) already announced as limit_reached: a client hammering its
+        # limit costs no Postgres write per refusal (the outbox deduplicates across processes).
+        self.announced: set[tuple[int, str, str]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +280,23 @@ def usage_view(counter: Counter, outcome: Outcome) -> dict:
     return body
 
 
+async def announce_limit_reached(call: Call, counter: Counter, used: int, now: datetime) -> None:
+    """entitlement.limit_reached for webhooks, at most once per workspace, feature and calendar
+    month (stock features too, so a workspace at its limit is not told on every refusal). The
+    refusal stands even if the event cannot be written: it is logged, not raised."""
+    period = billing_period(now)[0]
+    seen, mark = call.services.entitlements.announced, (counter.workspace_id, counter.feature.key, period)
+    if mark in seen:
+        return
+    try:
+        await outbox.emit_limit_reached(call.pool, counter.workspace_id, counter.feature.key, used, counter.limit,
+                                        period, counter.reset_at)
+        seen.add(mark)
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the refusal is the answer
+        log.error("could not record entitlement.limit_reached for workspace %d, %s: %s", counter.workspace_id,
+                  counter.feature.key, exc)
+
+
 async def record_usage(call: Call) -> Response:
     usage = parse_usage(await read_json_object(call.request, call.settings.max_body_bytes))
     ledger = call.services.entitlements
@@ -285,7 +305,7 @@ async def record_usage(call: Call) -> Response:
     marker = None if usage.event_id is None else marker_key(workspace_id, usage.feature.key, usage.event_id)
     outcome = await consume(call, ledger, counter, usage.quantity, marker)
     if outcome.status == REFUSED:
-        # The entitlement.limit_reached webhook is emitted here once webhooks exist.
+        await announce_limit_reached(call, counter, outcome.used, now)
         raise FeatureLimitReached(usage.feature.key, call.settings.upgrade_url)
     if outcome.status == ACCEPTED:
         await make_durable(call, ledger, counter, marker, usage_event(call, counter, usage, outcome.applied, now))

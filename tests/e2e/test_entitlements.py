@@ -427,3 +427,15 @@ def test_kafka_away_and_spool_full_answers_503_and_takes_the_usage_back(server_e
     # The event id was forgotten with the count: a retry once Kafka is back counts.
     assert use(client, headers, "posts", 3, event_id="k1").json() == {
         "recorded": True, "feature": "posts", "current_usage": 7, "limit": 10}
+
+
+def test_reaching_a_limit_emits_limit_reached_once_per_feature_and_month(client, tenants):
+    ws, headers = workspace(tenants, "free")
+    limit = use(client, headers, "posts", 1).json()["limit"]
+    assert use(client, headers, "posts", limit - 1).status_code == 200
+    for _ in range(3):
+        assert use(client, headers, "posts", 1).status_code == 403
+    rows = tenants.run(lambda pool: pool.fetch(
+        "SELECT payload FROM outbox WHERE event_type = 'entitlement.limit_reached' AND workspace_id = $1", ws["id"]))
+    assert len(rows) == 1
+    assert "posts" in str(rows[0]["payload"])
