@@ -39,7 +39,7 @@ env: venv
 
 # The benchmarks that need the stack, run one after the other under one `run`; each writes
 # bench/results/. Ctrl-C stops the sequence; a failed one does not, but makes `make` fail.
-BENCHES := redis_scripts workspace_get pixel_e2e consumer
+BENCHES := redis_scripts workspace_get pixel_e2e consumer webhooks
 
 bench: venv
 	@command -v wrk >/dev/null || (echo "[make] installing wrk (apt-get)"; apt-get install -y -qq wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk))

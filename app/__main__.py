@@ -131,14 +131,15 @@ def run_serve(settings: Settings, args) -> None:
 
 
 def run_all(settings: Settings, args) -> int:
-    """Migrate, then the API and the ingest worker together until Ctrl-C."""
+    """Migrate, then the API, the ingest worker and the webhook dispatcher together until Ctrl-C."""
     asyncio.run(run_migrate(settings, args))
     workers = args.workers or settings.workers
-    print(f"[run] API on http://{settings.host}:{settings.port} ({workers} worker(s)) and the ingest worker "
-          "(Kafka → ClickHouse); Ctrl-C stops both", file=sys.stderr)
+    print(f"[run] API on http://{settings.host}:{settings.port} ({workers} worker(s)), the ingest worker "
+          "(Kafka → ClickHouse) and the webhook dispatcher; Ctrl-C stops them all", file=sys.stderr)
     print("[run] query ClickHouse meanwhile with: .venv/bin/python -m ingest query 'SELECT count() FROM events'",
           file=sys.stderr)
     return supervisor.run_children({"ingest worker": [sys.executable, "-m", "ingest"],
+                                    "webhook dispatcher": [sys.executable, "-m", "ingest.dispatcher"],
                                     "API server": serve_command(settings, workers)})
 
 

@@ -6,6 +6,7 @@ import orjson
 
 from blacksheep import Content, Response
 
+from app import webhooks
 from app.routing import Call, Route
 
 ERROR_DESCRIPTIONS = {
@@ -90,6 +91,7 @@ def build_document(routes: list[Route]) -> dict:
         "info": {"title": "Sluice API", "version": "1.0.0"},
         "servers": [{"url": "/"}],
         "paths": paths,
+        "webhooks": webhooks.openapi_webhooks(),  # the domain events Sluice POSTs to endpoints
         "components": {
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "sk_live_… API key"}},
             "schemas": {"Error": ERROR_SCHEMA},

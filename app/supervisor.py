@@ -1,4 +1,4 @@
-"""`python -m app run`: the API server and the ingest worker as child processes of one command.
+"""`python -m app run`: the API server and the workers as child processes of one command.
 
 `make run` uses it so that one Ctrl-C stops everything, and so a child that dies takes the
 others down with a message naming it instead of leaving a half-running system. Production

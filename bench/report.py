@@ -67,13 +67,16 @@ def figures_of(benchmark: str, doc: dict) -> list[Figure]:
                    None, None, batch["p50_ms"], batch["p90_ms"], batch["p99_ms"]),
             Figure("last request → last row", doc["counts"]["drain_seconds"], "s", None, None),
         ]
+    if benchmark == "webhooks":
+        sent, raw = doc["dispatcher"]["deliveries_per_s"], doc["raw_posts"]["posts_per_s"]
+        return [Figure("webhook deliveries / raw httpx POST", sent, "deliv/s", raw, sent / raw)]
     if benchmark == "consumer":
         consumer, plain = doc["consumer"]["rows_per_s"], doc["plain_insert"]["rows_per_s_insert_only"]
         return [Figure("consumer / plain insert", consumer, "rows/s", plain, consumer / plain)]
     return []
 
 
-BENCHMARKS = ("workspace_get", "redis_scripts", "pixel_e2e", "consumer")
+BENCHMARKS = ("workspace_get", "redis_scripts", "pixel_e2e", "consumer", "webhooks")
 
 
 def load_all(directory: Path = RESULTS) -> dict[str, list[Figure]]:

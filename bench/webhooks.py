@@ -190,7 +190,10 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=WebhookSettings.concurrency)
     parser.add_argument("--per-endpoint", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="1,000 events instead of --events (make bench QUICK=1)")
     args = parser.parse_args()
+    if args.quick:
+        args.events = 1000
     with tempfile.TemporaryDirectory() as workdir:
         receiver, port, ca = start_receiver(Path(workdir))
         try:

@@ -17,7 +17,13 @@ def published_container_ports(service: str) -> set[int]:
 
 
 def test_every_backing_service_is_defined():
-    assert {"postgres", "redis", "kafka", "clickhouse", "api", "ingest"} <= set(SERVICES)
+    assert {"postgres", "redis", "kafka", "clickhouse", "api", "ingest", "webhooks"} <= set(SERVICES)
+
+
+def test_webhook_dispatcher_reads_the_api_s_database():
+    dispatcher = SERVICES["webhooks"]
+    assert dispatcher["command"] == ["python", "-m", "ingest.dispatcher"]
+    assert dispatcher["environment"]["DATABASE_URL"] == SERVICES["api"]["environment"]["DATABASE_URL"]
 
 
 def test_ingest_worker_reads_kafka_into_the_same_clickhouse_as_the_api():
