@@ -4,17 +4,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.settings import env_int
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"configuration error: {name} must be an integer, got {raw!r}")
 
 
 def _flag(raw: str | None, default: bool) -> bool:
@@ -68,27 +60,27 @@ class Settings:
             kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", base.kafka_bootstrap_servers),
             clickhouse_url=env.get("CLICKHOUSE_URL", base.clickhouse_url),
             host=env.get("SLUICE_HOST", base.host),
-            port=_int("SLUICE_PORT", base.port),
-            workers=_int("SLUICE_WORKERS", base.workers),
+            port=env_int("SLUICE_PORT", base.port),
+            workers=env_int("SLUICE_WORKERS", base.workers),
             public_url=env.get("SLUICE_PUBLIC_URL", base.public_url).rstrip("/"),
-            max_body_bytes=_int("SLUICE_MAX_BODY_BYTES", base.max_body_bytes),
-            last_used_flush_seconds=_int("SLUICE_LAST_USED_FLUSH_SECONDS", base.last_used_flush_seconds),
-            pg_pool_size=_int("SLUICE_PG_POOL_SIZE", base.pg_pool_size),
+            max_body_bytes=env_int("SLUICE_MAX_BODY_BYTES", base.max_body_bytes),
+            last_used_flush_seconds=env_int("SLUICE_LAST_USED_FLUSH_SECONDS", base.last_used_flush_seconds),
+            pg_pool_size=env_int("SLUICE_PG_POOL_SIZE", base.pg_pool_size),
             log_level=env.get("SLUICE_LOG_LEVEL", base.log_level),
             rate_limits=env.get("SLUICE_RATE_LIMITS", "on").lower() not in ("off", "0", "false", "no"),
-            idempotency_ttl_seconds=_int("SLUICE_IDEMPOTENCY_TTL_SECONDS", base.idempotency_ttl_seconds),
+            idempotency_ttl_seconds=env_int("SLUICE_IDEMPOTENCY_TTL_SECONDS", base.idempotency_ttl_seconds),
             upgrade_url=env.get("SLUICE_UPGRADE_URL", base.upgrade_url),
-            entitlements_cache_seconds=_int("SLUICE_ENTITLEMENTS_CACHE_SECONDS", base.entitlements_cache_seconds),
+            entitlements_cache_seconds=env_int("SLUICE_ENTITLEMENTS_CACHE_SECONDS", base.entitlements_cache_seconds),
             kafka_topic_prefix=env.get("SLUICE_KAFKA_TOPIC_PREFIX", base.kafka_topic_prefix),
-            kafka_partitions=_int("SLUICE_KAFKA_PARTITIONS", base.kafka_partitions),
-            kafka_linger_ms=_int("SLUICE_KAFKA_LINGER_MS", base.kafka_linger_ms),
-            kafka_batch_bytes=_int("SLUICE_KAFKA_BATCH_BYTES", base.kafka_batch_bytes),
-            kafka_ack_deadline_ms=_int("SLUICE_KAFKA_ACK_DEADLINE_MS", base.kafka_ack_deadline_ms),
+            kafka_partitions=env_int("SLUICE_KAFKA_PARTITIONS", base.kafka_partitions),
+            kafka_linger_ms=env_int("SLUICE_KAFKA_LINGER_MS", base.kafka_linger_ms),
+            kafka_batch_bytes=env_int("SLUICE_KAFKA_BATCH_BYTES", base.kafka_batch_bytes),
+            kafka_ack_deadline_ms=env_int("SLUICE_KAFKA_ACK_DEADLINE_MS", base.kafka_ack_deadline_ms),
             spool_dir=env.get("SLUICE_SPOOL_DIR", base.spool_dir),
-            spool_max_bytes=_int("SLUICE_SPOOL_MAX_BYTES", base.spool_max_bytes),
+            spool_max_bytes=env_int("SLUICE_SPOOL_MAX_BYTES", base.spool_max_bytes),
             trusted_proxies=env.get("SLUICE_TRUSTED_PROXIES", base.trusted_proxies),
-            pixel_rate_limit=_int("SLUICE_PIXEL_RATE_LIMIT", base.pixel_rate_limit),
-            pixel_max_batch=_int("SLUICE_PIXEL_MAX_BATCH", base.pixel_max_batch),
-            pixel_config_cache_seconds=_int("SLUICE_PIXEL_CONFIG_CACHE_SECONDS", base.pixel_config_cache_seconds),
+            pixel_rate_limit=env_int("SLUICE_PIXEL_RATE_LIMIT", base.pixel_rate_limit),
+            pixel_max_batch=env_int("SLUICE_PIXEL_MAX_BATCH", base.pixel_max_batch),
+            pixel_config_cache_seconds=env_int("SLUICE_PIXEL_CONFIG_CACHE_SECONDS", base.pixel_config_cache_seconds),
             pixel_keep_bots=_flag(env.get("SLUICE_PIXEL_KEEP_BOTS"), base.pixel_keep_bots),
         )

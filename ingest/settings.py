@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -38,10 +38,10 @@ class WorkerSettings:
             kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", base.kafka_bootstrap_servers),
             clickhouse_url=env.get("CLICKHOUSE_URL", base.clickhouse_url),
             kafka_topic_prefix=env.get("SLUICE_KAFKA_TOPIC_PREFIX", base.kafka_topic_prefix),
-            kafka_partitions=_int("SLUICE_KAFKA_PARTITIONS", base.kafka_partitions),
+            kafka_partitions=env_int("SLUICE_KAFKA_PARTITIONS", base.kafka_partitions),
             consumer_group=env.get("SLUICE_CONSUMER_GROUP", base.consumer_group),
-            batch_rows=_int("SLUICE_CONSUMER_BATCH_ROWS", base.batch_rows),
-            batch_ms=_int("SLUICE_CONSUMER_BATCH_MS", base.batch_ms),
-            events_ttl_days=_int("SLUICE_EVENTS_TTL_DAYS", base.events_ttl_days),
+            batch_rows=env_int("SLUICE_CONSUMER_BATCH_ROWS", base.batch_rows),
+            batch_ms=env_int("SLUICE_CONSUMER_BATCH_MS", base.batch_ms),
+            events_ttl_days=env_int("SLUICE_EVENTS_TTL_DAYS", base.events_ttl_days),
             log_level=env.get("SLUICE_LOG_LEVEL", base.log_level),
         )

@@ -5,7 +5,7 @@ import ipaddress
 import os
 from dataclasses import dataclass
 
-from ingest.settings import _int
+from ingest.settings import env_int
 
 DEFAULT_DATABASE_URL = "postgresql://sluice@127.0.0.1:5432/sluice"
 
@@ -53,14 +53,14 @@ class WebhookSettings:
         return cls(
             database_url=env.get("DATABASE_URL", base.database_url),
             timeout_seconds=float(env.get("SLUICE_WEBHOOK_TIMEOUT_SECONDS", base.timeout_seconds)),
-            concurrency=_int("SLUICE_WEBHOOK_CONCURRENCY", base.concurrency),
-            per_endpoint_concurrency=_int("SLUICE_WEBHOOK_PER_ENDPOINT_CONCURRENCY", base.per_endpoint_concurrency),
+            concurrency=env_int("SLUICE_WEBHOOK_CONCURRENCY", base.concurrency),
+            per_endpoint_concurrency=env_int("SLUICE_WEBHOOK_PER_ENDPOINT_CONCURRENCY", base.per_endpoint_concurrency),
             allowed_networks=_networks(env.get("SLUICE_WEBHOOK_ALLOWED_NETWORKS", "")),
             verify=_verify(env.get("SLUICE_WEBHOOK_CA_BUNDLE", "")),
-            lease_seconds=_int("SLUICE_WEBHOOK_LEASE_SECONDS", base.lease_seconds),
+            lease_seconds=env_int("SLUICE_WEBHOOK_LEASE_SECONDS", base.lease_seconds),
             poll_seconds=float(env.get("SLUICE_WEBHOOK_POLL_SECONDS", base.poll_seconds)),
-            disable_after_failures=_int("SLUICE_WEBHOOK_DISABLE_AFTER_FAILURES", base.disable_after_failures),
+            disable_after_failures=env_int("SLUICE_WEBHOOK_DISABLE_AFTER_FAILURES", base.disable_after_failures),
             disable_after_hours=float(env.get("SLUICE_WEBHOOK_DISABLE_AFTER_HOURS", base.disable_after_hours)),
-            outbox_keep_days=_int("SLUICE_WEBHOOK_OUTBOX_KEEP_DAYS", base.outbox_keep_days),
+            outbox_keep_days=env_int("SLUICE_WEBHOOK_OUTBOX_KEEP_DAYS", base.outbox_keep_days),
             log_level=env.get("SLUICE_LOG_LEVEL", base.log_level),
         )
