@@ -51,7 +51,8 @@ from harness import BENCH_DIR, CLIENT_CORE, CONNECTIONS, ROOT, SERVER_CORE, THRE
 
 sys.path.insert(0, str(ROOT))
 
-from storage.clickhouse.client import open_reader  # noqa: E402
+from storage.clickhouse import gateway  # noqa: E402
+from storage.clickhouse.client import chdb_directory  # noqa: E402
 from storage.postgres import domains, workspaces  # noqa: E402
 from storage.postgres.pool import create_pool  # noqa: E402
 
@@ -182,17 +183,16 @@ def start_worker(run: Run, dsn: str) -> None:
 
 
 def count_rows(run: Run, workspace_id: int) -> tuple[int, int]:
-    """(rows, distinct event ids) of the workspace in ClickHouse, read through the worker."""
-    reader = open_reader(run.clickhouse_url)
-    try:
-        result = reader.query("SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = {ws:UInt64}",
-                              parameters={"ws": workspace_id})
-        rows, distinct = result.result_rows[0]
-        return int(rows), int(distinct)
-    finally:
-        close = getattr(reader, "close", None)
-        if close:
-            close()
+    """(rows, distinct event ids) of the workspace in ClickHouse, read through the worker.
+
+    Only through the worker's query socket: opening the chdb directory here (open_reader's
+    fallback while the socket is not up yet) would lock the worker out of its own data.
+    """
+    reader = gateway.Reader(gateway.socket_path(chdb_directory(run.clickhouse_url)))
+    result = reader.query("SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = {ws:UInt64}",
+                          parameters={"ws": workspace_id})
+    rows, distinct = result.result_rows[0]
+    return int(rows), int(distinct)
 
 
 # --- measuring --------------------------------------------------------------
