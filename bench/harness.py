@@ -8,9 +8,9 @@
 * ``run_wrk`` runs ``wrk --latency`` pinned to core 1, with optional ``-H``
   headers and ``-s`` Lua script, and parses req/s, latency percentiles
   (p50/p90/p99, max), request count, socket errors and non-2xx responses.
-* ``machine_info`` describes the machine: CPU model, cores, Python, packages.
-* ``round_args`` / ``check_round_args``: the shared ``--rounds/--duration/--quick``
-  options; ``results_path`` / ``write_json``: where and how results are written.
+* ``round_args`` / ``check_round_args`` / ``out_arg``: the shared ``--rounds/--duration/
+  --quick/--out`` options; ``results_path`` / ``write_json``: where and how results are written.
+* ``machine_info`` / ``print_machine`` (from ``bench/machine.py``): what the run ran on.
 
 Stdlib only.
 """
@@ -22,7 +22,6 @@ import datetime
 import http.client
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -33,19 +32,23 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+from machine import CLIENT_CORE, SERVER_CORE, machine_info, print_machine  # noqa: F401 - re-exported
+
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-SERVER_CORE = "0"
-CLIENT_CORE = "1"
 CONNECTIONS = 64
 THREADS = 1
 STARTUP_TIMEOUT = 30.0
+# Every HTTP server of the benchmarks, hello-world and the app alike, runs with these flags.
+GRANIAN_FLAGS = [
+    "--interface", "asgi", "--loop", "uvloop", "--http", "1", "--no-ws",
+    "--workers", "1", "--log-level", "warning",
+]
 RESULTS_DIR = BENCH_DIR / "results"
-QUICK_SECONDS = 3
+QUICK_SECONDS = 2  # make bench QUICK=1 must stay under 3 minutes in all
 
 # (status, content-type, body) -> None when the answer is right, else what is wrong.
 ReadyCheck = Callable[[int, str, bytes], "str | None"]
@@ -120,6 +123,12 @@ def with_pythonpath(env: dict[str, str], *dirs: Path) -> dict[str, str]:
 
 
 # --- server processes -------------------------------------------------------
+
+
+def granian_argv(target: str, port: int, factory: bool) -> list[str]:
+    argv = [sys.executable, "-m", "granian", *GRANIAN_FLAGS, "--host", "127.0.0.1", "--port", str(port)]
+    return argv + (["--factory", target] if factory else [target])
+
 
 
 def start(server: Server) -> None:
@@ -276,13 +285,16 @@ def parse_wrk(out: str) -> Sample:
     )
 
 
-def run_wrk(
+def start_wrk(
     url: str, duration: int, headers: dict[str, str] | None = None,
     script: str | Path | None = None, connections: int = CONNECTIONS, threads: int = THREADS,
-) -> tuple[Sample, str]:
-    """Run wrk on core 1 against url; return the parsed sample and raw output."""
+) -> subprocess.Popen:
+    """Start wrk on core 1 against url; `finish_wrk` waits for it and parses its output."""
     argv = wrk_argv(url, duration, headers, script, connections, threads)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_wrk(proc: subprocess.Popen) -> tuple[Sample, str]:
     try:
         out, err = proc.communicate()
     except BaseException:  # Ctrl-C / SIGTERM: leave no wrk (nor zombie) behind
@@ -295,6 +307,14 @@ def run_wrk(
         return parse_wrk(out), out
     except ValueError as exc:
         raise RuntimeError(f"could not parse wrk output ({exc}):\n{out}\n{err}") from None
+
+
+def run_wrk(
+    url: str, duration: int, headers: dict[str, str] | None = None,
+    script: str | Path | None = None, connections: int = CONNECTIONS, threads: int = THREADS,
+) -> tuple[Sample, str]:
+    """Run wrk on core 1 against url; return the parsed sample and raw output."""
+    return finish_wrk(start_wrk(url, duration, headers, script, connections, threads))
 
 
 # --- command line and results -----------------------------------------------
@@ -314,6 +334,12 @@ def check_round_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> a
     if args.duration < 1:
         ap.error("--duration must be >= 1")
     return args
+
+
+def out_arg(ap: argparse.ArgumentParser, benchmark: str) -> None:
+    """--out: where the results JSON goes (the suite collects each benchmark's into one file)."""
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"results file (default bench/results/<date>-<host>-{benchmark}.json)")
 
 
 def results_path(benchmark: str) -> Path:
@@ -347,49 +373,3 @@ def summarize(samples: list[Sample]) -> dict[str, float]:
         "p90_ms": statistics.median(s.p90_ms for s in samples),
         "p99_ms": statistics.median(s.p99_ms for s in samples),
     }
-
-
-def version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def wrk_version() -> str:
-    try:
-        res = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
-    except OSError:
-        return "not found"
-    first = (res.stdout or res.stderr).splitlines()
-    return first[0].split(" Copyright")[0] if first else "unknown"
-
-
-def machine_info(packages: list[str]) -> dict:
-    return {
-        "hostname": socket.gethostname(),
-        "cpu_model": cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "python_executable": sys.executable,
-        "wrk": wrk_version(),
-        "packages": {name: version(name) for name in packages},
-    }
-
-
-def print_machine(info: dict) -> None:
-    pkgs = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
-    print(f"CPU:        {info['cpu_model']} ({info['logical_cores']} logical cores)")
-    print(f"Python:     {info['python']} ({info['python_executable']})")
-    print(f"Versions:   {pkgs}; {info['wrk']}")

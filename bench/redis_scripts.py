@@ -309,7 +309,7 @@ def redacted(url: str) -> str:
 
 def write_results(machine: dict, args: argparse.Namespace, server: dict, affinity: str, loop: str,
                   ops: list[Op], ratios: dict[str, float]) -> Path:
-    path = harness.results_path(BENCHMARK)
+    path = args.out or harness.results_path(BENCHMARK)
     harness.write_json(path, {
         "benchmark": BENCHMARK,
         "finished_at": harness.utc_now(),
@@ -342,6 +342,7 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     harness.round_args(ap, "operation per round")
     ap.add_argument("--tasks", type=int, default=TASKS, help=f"concurrent tasks (default {TASKS})")
+    harness.out_arg(ap, BENCHMARK)
     args = harness.check_round_args(ap, ap.parse_args())
     if not 1 <= args.tasks <= MAX_CONNECTIONS:
         ap.error(f"--tasks must be between 1 and {MAX_CONNECTIONS} (the pool's size)")

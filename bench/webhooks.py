@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 import asyncpg  # noqa: E402
 import uvloop  # noqa: E402
 
-from bench.harness import machine_info, results_path, utc_now, write_json  # noqa: E402
+from harness import machine_info, out_arg, results_path, utc_now, write_json  # noqa: E402
 from ingest import delivery  # noqa: E402
 from ingest.dispatcher import Dispatcher  # noqa: E402
 from ingest.signing import generate_secret  # noqa: E402
@@ -190,10 +190,11 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=WebhookSettings.concurrency)
     parser.add_argument("--per-endpoint", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="1,000 events instead of --events (make bench QUICK=1)")
+    parser.add_argument("--quick", action="store_true", help="500 events instead of --events (make bench QUICK=1)")
+    out_arg(parser, "webhooks")
     args = parser.parse_args()
     if args.quick:
-        args.events = 1000
+        args.events = 500
     with tempfile.TemporaryDirectory() as workdir:
         receiver, port, ca = start_receiver(Path(workdir))
         try:
@@ -207,9 +208,9 @@ def main() -> None:
     print(f"dispatcher:      {d['deliveries_per_s']:>10,.0f} deliveries/s ({d['deliveries']} in {d['seconds']} s; "
           f"ratio {d['deliveries_per_s'] / figures['raw_posts']['posts_per_s']:.2f}); "
           f"attempt p50 {d['attempt_p50_ms']} ms, p99 {d['attempt_p99_ms']} ms")
-    doc = {"benchmark": "webhooks", "when": utc_now(), "parameters": vars(args), **figures,
+    doc = {"benchmark": "webhooks", "when": utc_now(), "parameters": {**vars(args), "out": str(args.out)}, **figures,
            "machine": machine_info(["httpx", "httpcore", "asyncpg"])}
-    path = results_path("webhooks")
+    path = args.out or results_path("webhooks")
     write_json(path, doc)
     print(f"results: {path}", file=sys.stderr)
 
