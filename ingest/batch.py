@@ -3,6 +3,10 @@
 Pure bookkeeping (no I/O), so the consumer's loop stays short and this part is unit-tested on
 its own. A batch is due when it holds `max_rows` records or its first record is `max_ms` old,
 whichever comes first.
+
+`encode` turns each partition's records into the bytes of its INSERT ahead of time (`encode()`),
+so the consumer can do that on its event loop while the previous batch is still being inserted;
+the result is kept per partition and forgotten when that partition's records change.
 """
 
 import time
@@ -27,6 +31,7 @@ class Batch:
     def __init__(self, max_rows: int, max_ms: int):
         self.max_rows, self.max_seconds = max_rows, max_ms / 1000
         self.records: dict[TopicPartition, list] = {}
+        self.encoded: dict[TopicPartition, bytes] = {}  # encode(tp, records), while records are unchanged
         self.ends: dict[TopicPartition, int] = {}  # one past the last offset seen, per partition
         self.rows = 0
         self.started: float | None = None  # monotonic time of the first record
@@ -35,6 +40,7 @@ class Batch:
         for tp, records in fetched.items():
             if records:
                 self.records.setdefault(tp, []).extend(records)
+                self.encoded.pop(tp, None)
                 self.ends[tp] = records[-1].offset + 1
                 self.rows += len(records)
         if self.rows and self.started is None:
@@ -59,6 +65,21 @@ class Batch:
             topics.setdefault(tp.topic, []).extend(self.records[tp])
         return topics
 
+    def encode(self, encode) -> None:
+        """Encode every partition not encoded yet: `encode(tp, records) -> bytes`."""
+        for tp, records in self.records.items():
+            if tp not in self.encoded and records:
+                self.encoded[tp] = encode(tp, records)
+
+    def encoded_by_topic(self, encode) -> dict[str, list[bytes]]:
+        """Each topic's encoded partitions in `by_topic` order, encoding what is not yet."""
+        self.encode(encode)
+        topics: dict[str, list[bytes]] = {}
+        for tp in sorted(self.records, key=lambda tp: (tp.topic, tp.partition)):
+            if self.records[tp]:
+                topics.setdefault(tp.topic, []).append(self.encoded[tp])
+        return topics
+
     def next_offsets(self) -> dict[TopicPartition, int]:
         """The offsets to commit once the batch is in: one past each partition's last record."""
         return dict(self.ends)
@@ -67,6 +88,7 @@ class Batch:
         """Forget partitions this consumer no longer owns: their new owner reads them again."""
         for tp in [tp for tp in self.records if tp not in assigned]:
             self.rows -= len(self.records.pop(tp))
+            self.encoded.pop(tp, None)
             del self.ends[tp]
 
     def skip_stored(self, stored: dict[tuple[str, int], int]) -> int:
@@ -78,12 +100,14 @@ class Batch:
                 kept = [r for r in records if r.offset > high]
                 skipped += len(records) - len(kept)
                 self.records[tp] = kept
+                self.encoded.pop(tp, None)
         self.rows -= skipped
         return skipped
 
     def take(self) -> "Batch":
         """This batch's records in a new Batch; this one starts empty."""
         taken = Batch(self.max_rows, int(self.max_seconds * 1000))
-        taken.records, taken.ends, taken.rows, taken.started = self.records, self.ends, self.rows, self.started
-        self.records, self.ends, self.rows, self.started = {}, {}, 0, None
+        taken.records, taken.encoded, taken.ends = self.records, self.encoded, self.ends
+        taken.rows, taken.started = self.rows, self.started
+        self.records, self.encoded, self.ends, self.rows, self.started = {}, {}, {}, 0, None
         return taken

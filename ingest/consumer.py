@@ -18,9 +18,12 @@ How a record is counted once:
   the producer sent twice (its rare crash window) collapses under FINAL. Rollups count it twice;
   they agree with the raw table whenever no such duplicate was produced.
 
-Speed: record values are spliced into JSONEachRow with their coordinates (writer.source_row) and
-never decoded in Python; ClickHouse parses them. A refused batch is sorted out by
-ingest/dead_letter.py. All ClickHouse calls run on the one ClickHouse thread.
+Speed: record values are spliced into JSONEachRow with their coordinates (writer.source_rows) and
+never decoded in Python; ClickHouse parses them. The splicing runs on the event loop while the
+previous batch is inserted, so the one ClickHouse thread does nothing but INSERTs (chdb releases
+the GIL); the loop yields after each getmany, which otherwise returns buffered records without
+ever yielding, so that a batch's INSERT starts and its commit goes out as soon as they can.
+A refused batch is sorted out by ingest/dead_letter.py.
 """
 
 import asyncio
@@ -61,6 +64,7 @@ class Consumer:
     def __init__(self, settings: WorkerSettings, thread: writer.ClickHouseThread, client):
         topics = Topics.with_prefix(settings.kafka_topic_prefix)
         self.tables = tables(topics)
+        self._topic_json = {topic: orjson.dumps(topic) for topic in self.tables}
         self.thread, self.client = thread, client
         self.batch = Batch(settings.batch_rows, settings.batch_ms)
         self.kafka = AIOKafkaConsumer(
@@ -93,6 +97,9 @@ class Consumer:
             self.counts["skipped_replayed"] += self.batch.skip_stored(self.floor)
             if self.batch.due():
                 await self.flush()
+            elif fetched:
+                # getmany returns buffered records without yielding: let the batch in flight commit
+                await asyncio.sleep(0)
             self.lag.update(self.kafka, self.committed, self.stats())
         await self.flush(wait=True)
 
@@ -113,10 +120,13 @@ class Consumer:
         (chdb releases the GIL) the loop fetches the next one. `wait`: return once it is committed.
         """
         async with self._lock:
+            self.batch.keep(self.kafka.assignment())
+            self.batch.encode(self._encode)  # on the loop, while the previous batch is inserted
             await self._settle()
             self.batch.keep(self.kafka.assignment())
             if self.batch.ends:
                 self._inflight = asyncio.create_task(self._land(self.batch.take()))
+                await asyncio.sleep(0)  # let it hand its INSERT to the ClickHouse thread now
             if wait:
                 await self._settle()
 
@@ -150,16 +160,20 @@ class Consumer:
                 await asyncio.sleep(delay)
                 delay, retry = min(delay * 2, RETRY_MAX), True
 
+    def _encode(self, tp, records: list) -> bytes:
+        return writer.source_rows(records, self._topic_json[tp.topic])
+
     async def _insert_once(self, batch: Batch) -> int:
         rows = 0
+        blocks = batch.encoded_by_topic(self._encode)
         for topic, records in batch.by_topic().items():
             if not records:
                 continue
 
-            async def insert(part, table=self.tables[topic], topic=orjson.dumps(topic)):
-                return await self.thread.call(_write, self.client, table, topic, part)
+            async def insert(part, table=self.tables[topic], topic=self._topic_json[topic]):
+                return await self.thread.call(_write, self.client, table, writer.source_rows(part, topic))
             try:
-                rows += await insert(records)
+                rows += await self.thread.call(_write, self.client, self.tables[topic], blocks[topic])
             except Rejected as exc:
                 log.warning("%s refused a batch of %d (%s); sorting out the bad records", self.tables[topic],
                             len(records), exc)
@@ -210,9 +224,8 @@ class Consumer:
                 delay = min(delay * 2, RETRY_MAX)
 
 
-def _write(client, table: str, topic: bytes, records: list) -> int:
-    """On the ClickHouse thread: build the JSONEachRow block and insert it."""
-    rows = b"\n".join([writer.source_row(r.value or b"", topic, r.partition, r.offset) for r in records])
+def _write(client, table: str, rows: bytes | list[bytes]) -> int:
+    """On the ClickHouse thread: insert a JSONEachRow block (or its parts, one per partition)."""
     return writer.insert_rows(client, table, rows)
 
 

@@ -325,3 +325,20 @@ def test_batch_skip_stored_keeps_exactly_the_records_above_the_stored_offset(par
     assert kept == sorted((tp.topic, tp.partition, r.offset) for tp, rs in fetched.items() for r in rs
                           if r.offset > stored.get((tp.topic, tp.partition), -1))
     assert batch.rows == len(kept) and batch.next_offsets() == ends
+
+
+def test_batch_encodes_each_partition_once_and_again_after_its_records_change():
+    calls = []
+
+    def encode(tp, rs):
+        calls.append(tp.partition)
+        return b"".join(b"%d\n" % r.offset for r in rs)
+    batch = Batch(100, 1000)
+    a, b = TopicPartition("t", 0), TopicPartition("t", 1)
+    batch.add({a: records("t", 0, [0, 1]), b: records("t", 1, [5])})
+    batch.encode(encode)
+    assert batch.encoded_by_topic(encode) == {"t": [b"0\n1\n", b"5\n"]} and sorted(calls) == [0, 1]
+    batch.add({a: records("t", 0, [2])})
+    batch.skip_stored({("t", 1): 5})
+    assert batch.encoded_by_topic(encode) == {"t": [b"0\n1\n2\n"]} and sorted(calls) == [0, 0, 1]
+    assert batch.take().encoded_by_topic(encode) == {"t": [b"0\n1\n2\n"]} and batch.encoded == {}

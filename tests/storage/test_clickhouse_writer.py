@@ -4,7 +4,7 @@ import orjson
 from hypothesis import given, strategies as st
 
 from storage.clickhouse import client
-from storage.clickhouse.writer import DATA_ERRORS, Rejected, _translate, source_row
+from storage.clickhouse.writer import DATA_ERRORS, Rejected, _translate, source_row, source_rows
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
@@ -16,6 +16,17 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53
 def test_a_spliced_row_is_the_record_plus_its_kafka_coordinates(record, topic, partition, offset, trailing):
     row = source_row(orjson.dumps(record) + trailing, orjson.dumps(topic), partition, offset)
     assert orjson.loads(row) == {**record, "_topic": topic, "_partition": partition, "_offset": offset}
+
+
+@given(st.lists(st.tuples(st.dictionaries(st.text().filter(lambda k: not k.startswith("_")), json_values, min_size=1),
+                          st.integers(0, 5), st.integers(0, 2**62)), max_size=8))
+def test_a_block_of_rows_is_each_spliced_row_on_its_own_line(records):
+    class Record:
+        def __init__(self, value, partition, offset):
+            self.value, self.partition, self.offset = value, partition, offset
+    rs = [Record(orjson.dumps(value), partition, offset) for value, partition, offset in records]
+    block = source_rows(rs, b'"t"')
+    assert block == b"".join(source_row(r.value, b'"t"', r.partition, r.offset) + b"\n" for r in rs)
 
 
 @given(st.sampled_from([b"", b"not json", b"[1, 2]", b"{}", b'"text"', b"12"]))
