@@ -16,7 +16,8 @@ What it measures, on the real stack (Postgres, Redis, Kafka), each endpoint with
    on core 0; rounds interleaved A B C D E A B C D E; medians; ratio = endpoint / hello.
 2. Latency at a fixed offered load: vegeta (open loop, bench/openloop.py) at 50% and 80% of
    each endpoint's measured median, p50/p90/p99/max from the schedule (coordinated omission
-   corrected). hello is not offered one: 80% of it is past what vegeta sends from one core.
+   corrected), after 3 s idle each (quick: 1 s). hello is not offered one: 80% of it is past what vegeta
+   sends from one core.
 
 A run with any non-2xx answer for an endpoint is reported as refused and not counted. No
 ingest worker runs (the events wait in this run's Kafka topics, deleted at the end): that
@@ -37,6 +38,7 @@ import json
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +58,10 @@ PACKAGES = ["blacksheep", "granian", "uvloop", "orjson", "asyncpg", "redis", "ai
 LABELS = ("hello", "pixel", "pixel-batch50", "workspace", "usage")
 LOADS = (0.5, 0.8)
 WARMUP_SECONDS = 1
+# Idle time before each latency run: pixel batches leave the app slow for a few seconds (p99
+# of GET workspace right after 8 s of batches: 152 ms, after 10 s idle: 11 ms, at 3,700 req/s),
+# which would be charged to the next endpoint.
+SETTLE_SECONDS, QUICK_SETTLE_SECONDS = 3, 1
 HOST = "bench.example"
 BATCH = 50
 USAGE_BODY = '{"feature":"api_calls","quantity":1}'
@@ -189,13 +195,14 @@ def run_rounds(endpoints: list[Endpoint], rounds: int, duration: int) -> None:
                   f"p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms", flush=True)
 
 
-def run_latency(endpoints: list[Endpoint], duration: int, workdir: Path) -> None:
+def run_latency(endpoints: list[Endpoint], duration: int, settle: int, workdir: Path) -> None:
     for load in LOADS:
         for ep in endpoints:
             if ep.label == "hello" or ep.refused or not ep.samples:
                 continue
             rate = max(1, int(load * harness.summarize(ep.samples)["median_rps"]))
             harness.ensure_alive(ep.server)
+            time.sleep(settle)
             s = openloop.attack(ep.targets, rate, duration, workdir)
             key = f"{load:.0%}"
             ep.latency[key] = s
@@ -235,7 +242,7 @@ def result_doc(args, machine: dict, endpoints: list[Endpoint], ratios: dict[str,
     return {
         "benchmark": BENCHMARK, "finished_at": harness.utc_now(), "machine": machine,
         "config": {"rounds": args.rounds, "duration_s": args.duration, "latency_duration_s": args.latency_duration,
-                   "loads": list(LOADS), "warmup_s": WARMUP_SECONDS,
+                   "loads": list(LOADS), "warmup_s": WARMUP_SECONDS, "settle_before_latency_s": args.settle,
                    "wrk": f"taskset -c {CLIENT_CORE} wrk -t{THREADS} -c{CONNECTIONS} --latency",
                    "vegeta": " ".join(openloop.attack_argv(Path("vegeta"), Path("T"), 0, 0, Path("O"))[3:]),
                    "granian_flags": " ".join(harness.GRANIAN_FLAGS), "tier": TIER, "keys": KEYS,
@@ -259,14 +266,15 @@ def parse_args() -> argparse.Namespace:
     harness.round_args(ap)
     harness.out_arg(ap, BENCHMARK)
     ap.add_argument("--only", default=",".join(LABELS[1:]), help="endpoints besides hello (default: all)")
-    ap.add_argument("--latency-duration", type=int, default=None, help="seconds per vegeta run (default 10; quick 3)")
+    ap.add_argument("--latency-duration", type=int, default=None, help="seconds per vegeta run (default 10; quick 2)")
     ap.add_argument("--no-latency", action="store_true", help="skip the fixed-load latency runs")
     args = harness.check_round_args(ap, ap.parse_args())
     args.only = {x.strip() for x in args.only.split(",") if x.strip()}
     if args.only - set(LABELS):
         ap.error(f"--only: unknown endpoint(s) {', '.join(sorted(args.only - set(LABELS)))}; known: {', '.join(LABELS)}")
     if args.latency_duration is None:
-        args.latency_duration = 3 if args.quick else 10
+        args.latency_duration = 2 if args.quick else 10
+    args.settle = QUICK_SETTLE_SECONDS if args.quick else SETTLE_SECONDS
     return args
 
 
@@ -283,7 +291,7 @@ def execute(args, scratch: Scratch, endpoints: list[Endpoint]) -> dict[str, floa
         openloop.ensure_vegeta()
         print(f"\nlatency at fixed offered load ({', '.join(f'{x:.0%}' for x in LOADS)} of each median), "
               f"vegeta {args.latency_duration}s each, open loop", flush=True)
-        run_latency(endpoints, args.latency_duration, scratch.workdir)
+        run_latency(endpoints, args.latency_duration, args.settle, scratch.workdir)
     return print_table(endpoints)
 
 
