@@ -4,8 +4,9 @@ Requirements, in order: an event the API answered 2xx for is never lost; the API
 Kafka is away (events wait in the on-disk spool, ingest/spool.py, and are replayed in order when
 Kafka returns); concurrent requests share one producer batch instead of queuing behind each other.
 
-One AIOKafkaProducer per process (acks=all, idempotent, lz4). A send waits for the acknowledgement
-up to ack_deadline_ms, then spools whatever is unacknowledged. Once anything is spooled, later
+One AIOKafkaProducer per process (acks=all, idempotent, lz4), fed through per-partition batch
+builders (ingest/kafka_batches.py). A send waits for the acknowledgement up to ack_deadline_ms,
+then spools whatever is unacknowledged. Once anything is spooled, later
 sends go to the spool too until the replay has caught up, which keeps each key's order.
 """
 
@@ -18,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from ingest import spool as spools
+from ingest.kafka_batches import LATE, Lanes, use_fast_lz4
 from ingest.spool import Chunk, Position, Spool, SpoolFull
 from ingest.topics import ensure_topics
 
@@ -45,6 +47,7 @@ class DurableProducer:
         self.ack_deadline = ack_deadline_ms / 1000
         self.spool_max_bytes, self.partitions, self.topics = spool_max_bytes, partitions, tuple(topics)
         self._producer: AIOKafkaProducer | None = None  # set while connected
+        self._lanes: Lanes | None = None  # the connected producer's batch builders
         self._own: Spool | None = None
         self._adopted: list[Spool] = []
         self._spooling = False  # new sends go to the spool until the replay catches up
@@ -126,7 +129,25 @@ class DurableProducer:
             self._active -= 1
 
     async def _to_kafka(self, producer, topic, records) -> tuple[list[asyncio.Future], str | None]:
-        """Enqueue into the shared producer batch and wait for acks up to the deadline."""
+        """Append to the partitions' open batches and wait for their acks up to the deadline."""
+        lanes = self._lanes
+        if lanes is None or not lanes.knows(topic):
+            return await self._to_kafka_one_by_one(producer, topic, records)
+        try:
+            batches = [lanes.append(topic, key, value) for key, value in records]
+        except KafkaError as exc:  # closing: nothing of this call was appended after the failure
+            return [], repr(exc)
+        acked = [batch.acked for batch in batches]
+        try:
+            for decided in {batch.decided for batch in batches}:  # mostly one batch per request
+                if await decided == LATE:
+                    return acked, f"no acknowledgement within {self.ack_deadline:g} s"
+        except KafkaError as exc:
+            return acked, repr(exc)
+        return acked, None
+
+    async def _to_kafka_one_by_one(self, producer, topic, records) -> tuple[list[asyncio.Future], str | None]:
+        """aiokafka's own send(): learns the topic's partitions the first time."""
         futures = []
         try:
             async with asyncio.timeout(self.ack_deadline):
@@ -210,6 +231,7 @@ class DurableProducer:
         while not self._closing:
             try:
                 self._producer = await self._connect()
+                self._lanes = Lanes(self._producer, self.ack_deadline)
                 self._connected.set()
                 delay = RETRY_MIN
                 await self._replay_forever()
@@ -220,6 +242,7 @@ class DurableProducer:
                 delay = min(delay * 2, RETRY_MAX)
 
     async def _connect(self) -> AIOKafkaProducer:
+        use_fast_lz4()
         if self.topics:
             await ensure_topics(self.bootstrap_servers, self.topics, self.partitions)
         producer = AIOKafkaProducer(
@@ -236,13 +259,20 @@ class DurableProducer:
     async def _close_producer(self, timeout: float) -> None:
         """Flush for up to timeout; what is still unacknowledged fails (it is in the spool)."""
         producer, self._producer = self._producer, None
+        lanes, self._lanes = self._lanes, None
         if producer is None:
             return
         try:
-            await asyncio.wait_for(producer.flush(), timeout)
+            async with asyncio.timeout(timeout):
+                while lanes is not None and not lanes.idle():  # batches still to hand to aiokafka
+                    await asyncio.sleep(0.005)
+                await producer.flush()
         except (TimeoutError, KafkaError):
             # Idempotent batches are retried forever; failing them is the only way to close now.
-            producer._message_accumulator.fail_all(KafkaError("producer closed before Kafka acknowledged"))
+            error = KafkaError("producer closed before Kafka acknowledged")
+            if lanes is not None:
+                lanes.fail_all(error)
+            producer._message_accumulator.fail_all(error)
         with contextlib.suppress(Exception):
             await producer.stop()
 
