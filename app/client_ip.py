@@ -7,8 +7,9 @@ limiter keys use.
 """
 
 import hashlib
-import hmac
 import ipaddress
+import socket
+from functools import lru_cache
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -24,17 +25,44 @@ def parse_networks(text: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def _address(text: str):
+def _dotted_quad(text: str) -> int | None:
+    """A plain IPv4 address ("203.0.113.7"; inet_pton refuses leading zeros and short forms) as an
+    int: the common case, in C; anything else is None and goes through the ipaddress module."""
     try:
-        address = ipaddress.ip_address(text.strip().strip("[]"))
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except OSError:
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _parsed(text: str):
+    try:
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     # An IPv4 client seen through an IPv6 socket is the same client.
     return address.ipv4_mapped or address if address.version == 6 else address
 
 
-def _trusted(address, trusted: tuple[Network, ...]) -> bool:
-    return any(address in network for network in trusted)
+def _address(text: str) -> tuple[str, object] | None:
+    """(canonical text, a value to test against networks), None for what is not an address."""
+    text = text.strip().strip("[]")
+    number = _dotted_quad(text)
+    if number is not None:
+        return text, number
+    address = _parsed(text)
+    return None if address is None else (str(address), address)
+
+
+@lru_cache(maxsize=64)
+def _ipv4_ranges(trusted: tuple[Network, ...]) -> tuple[tuple[int, int], ...]:
+    return tuple((int(n.network_address), int(n.broadcast_address)) for n in trusted if n.version == 4)
+
+
+def _trusted(value, trusted: tuple[Network, ...]) -> bool:
+    if isinstance(value, int):
+        return any(low <= value <= high for low, high in _ipv4_ranges(trusted))
+    return any(value in network for network in trusted)
 
 
 def client_address(peer: str, forwarded_for: list[str], trusted: tuple[Network, ...]) -> str:
@@ -42,17 +70,17 @@ def client_address(peer: str, forwarded_for: list[str], trusted: tuple[Network, 
     address = _address(peer)
     if address is None:
         return peer
-    if not _trusted(address, trusted):
-        return str(address)
+    if not _trusted(address[1], trusted):
+        return address[0]
     hops = [h for header in forwarded_for for h in header.split(",")]
     for hop in reversed(hops):
         hop_address = _address(hop)
         if hop_address is None:
             break  # garbage in the chain: stop at the last address we could trust
         address = hop_address
-        if not _trusted(address, trusted):
+        if not _trusted(address[1], trusted):
             break
-    return str(address)
+    return address[0]
 
 
 def request_client_address(request, trusted: tuple[Network, ...]) -> str:
@@ -62,4 +90,4 @@ def request_client_address(request, trusted: tuple[Network, ...]) -> str:
 
 def ip_digest(address: str, secret: bytes) -> str:
     """A keyed hash of the address: stable for limiting, useless for recovering the address."""
-    return hmac.new(secret, address.encode(), hashlib.sha256).hexdigest()[:32]
+    return hashlib.blake2b(address.encode(), key=secret, digest_size=16).hexdigest()

@@ -6,8 +6,8 @@ and a keyed hash that changes every day (the visitor id) do.
 """
 
 import hashlib
-import hmac
 import ipaddress
+import socket
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlsplit
@@ -22,6 +22,7 @@ MAX_AGE_MS = 24 * 3600 * 1000
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 UTM_MAX = 255  # longer values are tracking junk, not campaign names
 IPV4_PREFIX, IPV6_PREFIX = 24, 48
+NO_UTM: dict[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +45,11 @@ def clamp_time(client_ms: int | None, received_ms: int) -> int:
 
 def ip_prefix(address: str) -> str:
     """IPv4 → its /24 network address, IPv6 → its /48; "" for anything unparseable."""
-    octets = address.split(".")
-    if len(octets) == 4 and all(o.isdigit() and len(o) <= 3 and int(o) < 256 for o in octets):
-        return f"{int(octets[0])}.{int(octets[1])}.{int(octets[2])}.0"  # the common case, 10× faster
-    return _network_prefix(address)
+    try:
+        a, b, c, _ = socket.inet_pton(socket.AF_INET, address)  # the common case, in C
+        return f"{a}.{b}.{c}.0"
+    except OSError:
+        return _network_prefix(address)
 
 
 @lru_cache(maxsize=4096)
@@ -63,9 +65,12 @@ def _network_prefix(address: str) -> str:
 
 
 def visitor_id(salt: bytes, workspace_id: int, address: str, user_agent: str) -> str:
-    """Same visitor, same site, same day → same id; the next day's salt unlinks it."""
+    """Same visitor, same site, same day → same id; the next day's salt unlinks it.
+
+    Keyed BLAKE2b (a MAC by design, RFC 7693) rather than HMAC-SHA256: 0.6 µs against 2 µs.
+    """
     message = f"{workspace_id}\x00{address}\x00{user_agent}".encode()
-    return hmac.new(salt, message, hashlib.sha256).hexdigest()[:32]
+    return hashlib.blake2b(message, key=salt, digest_size=16).hexdigest()
 
 
 def sample_point(visitor: str) -> float:
@@ -73,8 +78,12 @@ def sample_point(visitor: str) -> float:
     return int(visitor[:8], 16) / 2**32
 
 
+@lru_cache(maxsize=4096)
 def url_host(url: str) -> str:
-    """The lowercased host of an http(s) URL, without port; "" if it has none."""
+    """The lowercased host of an http(s) URL, without port; "" if it has none.
+
+    Cached: referrers repeat (search engines, the site itself) and urlsplit costs ~2 µs.
+    """
     try:
         parts = urlsplit(url)
         return (parts.hostname or "") if parts.scheme in ("http", "https") else ""
@@ -83,8 +92,15 @@ def url_host(url: str) -> str:
 
 
 def utm_params(query: str) -> dict[str, str]:
+    """The utm_* parameters of a query string (first of each, truncated); do not modify the result."""
     if "utm_" not in query:
-        return {}
+        return NO_UTM
+    return _utm_params(query)
+
+
+@lru_cache(maxsize=4096)
+def _utm_params(query: str) -> dict[str, str]:
+    # Cached: campaign landing URLs repeat, and parse_qsl costs ~2.5 µs.
     found = {}
     for name, value in parse_qsl(query, keep_blank_values=False):
         if name in UTM_FIELDS and name not in found:

@@ -24,7 +24,7 @@ from app.pixel_validation import (USER_AGENT_MAX, TrackedInput, body_source, che
                                   query_event)
 from app.rate_limits import LocalLimiter, RedisHealth, rate_limit_headers
 from app.routing import Call, Route, rate_limited
-from app.sites import Site, SiteCache
+from app.sites import MISSING, Site, SiteCache
 from ingest.drops import DropCounter
 from ingest.events import PixelEvent, Topics, now_ms, workspace_key
 from ingest.producer import SpoolFull
@@ -44,7 +44,7 @@ PREFLIGHT_MAX_AGE = b"86400"
 TRACKED = orjson.dumps({"tracked": True})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs ~1.5 µs more per event
 class Outcome:
     """What became of one event: accepted (event set), dropped or rejected (error set)."""
 
@@ -90,7 +90,9 @@ class Pixel:
         header = request.get_first_header(b"user-agent") or b""
         user_agent = header.decode("latin-1")[:USER_AGENT_MAX]
         address = request_client_address(request, self.trusted)
-        return Arrival(received, address, user_agent, source, await self.salts.for_day(self._day_text(received)))
+        day = self._day_text(received)
+        salt = self.salts.cached(day)  # a Redis round trip once a day, not a coroutine per request
+        return Arrival(received, address, user_agent, source, salt if salt is not None else await self.salts.for_day(day))
 
     def _day_text(self, received_ms: int) -> str:
         day = received_ms // DAY_MS
@@ -118,7 +120,9 @@ class Pixel:
         checked = check_event(data)
         if not isinstance(checked, TrackedInput):
             return Outcome("rejected", "invalid", self.known_workspace(data), error=ValidationFailed(checked))
-        site = await self.sites.find(checked.host)
+        site = self.sites.fresh(checked.host)
+        if site is MISSING:
+            site = await self.sites.find(checked.host)
         if site is None:
             return Outcome("rejected", "unknown_domain", error=UnknownDomain(checked.host))
         if not site.enabled or not wanted(site, checked.event):

@@ -30,7 +30,7 @@ SCALARS = (str, int, float, bool, type(None))
 JSON_TYPES = (b"application/json", b"text/plain", b"")  # text/plain: what sendBeacon sends
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs ~1.5 µs more per event
 class TrackedInput:
     """One event as the client sent it, every field checked."""
 

@@ -14,6 +14,7 @@ from storage.postgres import domains
 
 # Hosts are picked by clients (Origin, event URLs): bound what they can make us remember.
 MAX_ENTRIES = 50_000
+MISSING = object()  # fresh(): nothing cached, ask find()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,19 @@ class SiteCache:
         """A fresh cached answer without any I/O (None also when not cached)."""
         entry = self.entries.get(host)
         return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+
+    def fresh(self, host: str):
+        """find()'s answer when every name it would look up is cached and fresh, else MISSING.
+
+        The hot path's case, answered without a coroutine."""
+        now = time.monotonic()
+        for name in candidates(host):
+            entry = self.entries.get(name)
+            if entry is None or entry[0] <= now:
+                return MISSING
+            if entry[1] is not None:
+                return entry[1]
+        return None
 
     async def find(self, host: str) -> Site | None:
         """The site registered for host (or its www-less form), None when none is."""
