@@ -187,7 +187,7 @@ def draw_charts(doc: dict) -> list[Path]:
     right.axvline(1.0, color="black", linewidth=1)
     for i, s in enumerate(share):
         right.text(s, i, f" {s:.2f}", va="center", fontsize=8)
-    right.set_title("share of the target (1 = met): green met, red missed, grey not shown", fontsize=10)
+    right.set_title("share of the target (1 = met; red missed, grey too short to show)", fontsize=10)
     right.invert_yaxis()
     fig.suptitle(chart_title(doc), fontsize=9)
     fig.tight_layout()
