@@ -13,7 +13,7 @@ from app.scopes import DEFAULT_KEY_SCOPES, KNOWN, can_grant, grants
 from app.tokens import generate_key
 from app.validation import Checker, present
 from app.workspaces import TIERS
-from storage.postgres import api_keys, workspaces
+from storage.postgres import api_keys
 
 DEFAULT_GRACE_HOURS = 24
 # A rotation window longer than a month means two live keys for too long.
@@ -41,7 +41,7 @@ async def list_api_keys(call: Call) -> Response:
     rows, total = await api_keys.list_keys(call.pool, call.principal.workspace_id, query)
     items = [view(call, row) for row in rows]
     if "workspace" in query.include:
-        workspace = workspace_view(await workspaces.get_workspace(call.pool, call.principal.workspace_id))
+        workspace = workspace_view(await call.services.workspaces.get(call.principal.workspace_id))
         for item in items:
             item["workspace"] = workspace
     return json_response(200, page_body(call.request, call.settings.public_url, query, items, total))

@@ -18,6 +18,7 @@ from app.settings import Settings
 from ingest.events import Topics
 from ingest.producer import DurableProducer
 from storage.postgres.pool import create_pool
+from storage.postgres.workspace_cache import WorkspaceCache
 from storage.redis.client import close_client, create_client
 from storage.redis.idempotency import IdempotencyStore
 from storage.redis.key_gate import KeyGate
@@ -53,6 +54,8 @@ def configure_lifespan(app: Application, services: Services) -> None:
     async def resources():
         services.mcp = mcp.create_registry(settings)  # first: a bad registry file stops the start cleanly
         services.pool = await create_pool(settings.database_url, settings.pg_pool_size)
+        services.workspaces = WorkspaceCache(services.pool, settings.database_url, settings.workspace_cache_seconds)
+        await services.workspaces.start()
         services.redis = create_client(settings.redis_url)
         local = LocalLimiter(settings.workers) if settings.rate_limits else None
         services.authenticator = Authenticator(
@@ -72,6 +75,7 @@ def configure_lifespan(app: Application, services: Services) -> None:
             await services.pixel.stop()  # its last drop counts go out with the producer's flush
             await services.producer.stop()  # flushes to Kafka, or leaves the rest in the spool
             await services.authenticator.stop()
+            await services.workspaces.stop()
             await close_client(services.redis)
             await services.pool.close()
 

@@ -32,6 +32,7 @@ class Services:
     idempotency: object = None  # storage.redis.idempotency.IdempotencyStore
     entitlements: object = None  # app.entitlements.Ledger
     pixel: object = None  # app.pixel.Pixel
+    workspaces: object = None  # storage.postgres.workspace_cache.WorkspaceCache
 
 
 @dataclass(frozen=True, slots=True)

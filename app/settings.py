@@ -35,6 +35,9 @@ class Settings:
     # How long a workspace's tier and limit overrides are served from memory: a change in
     # Postgres applies within this many seconds, and the hot path skips Postgres meanwhile.
     entitlements_cache_seconds: int = 30
+    # Workspace rows kept in memory, dropped on Postgres' change notification (migration 0007);
+    # this bounds how long a missed notification could go unnoticed. 0: no cache.
+    workspace_cache_seconds: int = 30
     # Ingestion (see ingest/settings.py for the consumer's own knobs).
     kafka_topic_prefix: str = "sluice."
     kafka_partitions: int = 6
@@ -71,6 +74,7 @@ class Settings:
             idempotency_ttl_seconds=env_int("SLUICE_IDEMPOTENCY_TTL_SECONDS", base.idempotency_ttl_seconds),
             upgrade_url=env.get("SLUICE_UPGRADE_URL", base.upgrade_url),
             entitlements_cache_seconds=env_int("SLUICE_ENTITLEMENTS_CACHE_SECONDS", base.entitlements_cache_seconds),
+            workspace_cache_seconds=env_int("SLUICE_WORKSPACE_CACHE_SECONDS", base.workspace_cache_seconds),
             kafka_topic_prefix=env.get("SLUICE_KAFKA_TOPIC_PREFIX", base.kafka_topic_prefix),
             kafka_partitions=env_int("SLUICE_KAFKA_PARTITIONS", base.kafka_partitions),
             kafka_linger_ms=env_int("SLUICE_KAFKA_LINGER_MS", base.kafka_linger_ms),

@@ -51,7 +51,7 @@ def check_settings(checker: Checker) -> dict:
 
 
 async def load_accessible(call: Call) -> dict:
-    workspace = await workspaces.get_workspace(call.pool, path_id(call))
+    workspace = await call.services.workspaces.get(path_id(call))
     if workspace["account_id"] != call.principal.account_id:
         raise AccessDenied(f"This API key cannot act on workspace {workspace['id']}.")
     return workspace
@@ -110,6 +110,7 @@ async def update_workspace(call: Call) -> Response:
         tier if present(tier) else None,
         settings,
     )
+    call.services.workspaces.forget(row["id"])  # this process reads its own write at once
     if present(tier):  # cached key records carry the tier's rate limit
         await call.services.authenticator.forget(await api_keys.workspace_key_hashes(call.pool, row["id"]))
     return json_response(200, {"message": "Workspace updated successfully.", "data": workspace_view(row)})
@@ -119,6 +120,7 @@ async def delete_workspace(call: Call) -> Response:
     workspace = await load_accessible(call)
     hashes = await api_keys.workspace_key_hashes(call.pool, workspace["id"])
     await workspaces.delete_workspace(call.pool, workspace["id"])
+    call.services.workspaces.forget(workspace["id"])
     await call.services.authenticator.forget(hashes)
     return Response(204)
 
