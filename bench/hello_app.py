@@ -1,4 +1,4 @@
-"""Bare BlackSheep hello-world app used by ``bench/asgi_servers.py`` and ``bench/workspace_get.py``.
+"""Bare BlackSheep hello-world app: the ceiling of `bench/http_api.py` and `bench/asgi_servers.py`.
 
 ``GET /hello`` returns ``{"hello": "world"}`` encoded with orjson, with
 content-type ``application/json``. Serve it as ``hello_app:app`` from the
