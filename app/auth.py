@@ -23,6 +23,7 @@ from storage.redis.key_gate import KeyGate, KeyRecord
 from storage.redis.rate_limit import Decision
 
 log = logging.getLogger("sluice.auth")
+PRINCIPALS_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class Authenticator:
         self.flush_seconds = flush_seconds
         self.pending_last_used: dict[int, float] = {}
         self.pending_forget: set[bytes] = set()
+        self._principals: dict[KeyRecord, Principal] = {}  # one per cached record, not per request
         self._task: asyncio.Task | None = None
 
     async def admit(self, request) -> tuple[Principal, Decision, bool]:
@@ -98,8 +100,16 @@ class Authenticator:
         if not is_live(record, now):
             raise Unauthorized("API key expired or revoked.")
         self.pending_last_used[record.id] = now
-        principal = Principal(record.id, record.workspace_id, record.account_id, frozenset(record.scopes), record.tier)
-        return principal, decision, shared
+        return self._principal(record), decision, shared
+
+    def _principal(self, record: KeyRecord) -> Principal:
+        principal = self._principals.get(record)
+        if principal is None:
+            if len(self._principals) >= PRINCIPALS_MAX:
+                self._principals.clear()
+            principal = self._principals[record] = Principal(
+                record.id, record.workspace_id, record.account_id, frozenset(record.scopes), record.tier)
+        return principal
 
     async def _check_cached(self, digest: bytes, remember: KeyRecord | None = None):
         """(record, decision) from Redis; False when not cached; None when Redis failed."""

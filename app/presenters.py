@@ -1,10 +1,12 @@
 """Rows to the spec's JSON shapes: timestamps in UTC with Z, secrets never included."""
 
 from datetime import datetime, timezone
+from functools import lru_cache
 
 DEFAULT_SETTINGS = {"timezone": "UTC", "locale": "en_GB"}
 
 
+@lru_cache(maxsize=16_384)  # the same created_at/updated_at are presented over and over
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None

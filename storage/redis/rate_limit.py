@@ -15,7 +15,7 @@ from storage.redis.scripts import Script
 MICROS = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per request, and a frozen __init__ costs twice as much
 class Decision:
     allowed: bool
     limit: int  # per minute
