@@ -27,6 +27,7 @@ A refused batch is sorted out by ingest/dead_letter.py.
 """
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -53,6 +54,10 @@ MAX_PARTITION_FETCH_BYTES = 8 << 20
 # Retry backoff while ClickHouse or Kafka is away: quick after a blip, then every 10 s.
 RETRY_MIN, RETRY_MAX = 0.5, 10.0
 ASSIGNED = "partitions assigned"  # the log line tests and operators wait for
+# A batch holds 100k+ ConsumerRecords (tracked by the cyclic GC) until it is inserted. With the
+# default thresholds (700, 10, 10) a 500k-row drain ran ~700 collections, 5 of them full, for
+# 0.35 s of the loop's time; at 100,000 it ran 5 young ones, 0.14 s. Cycles are still collected.
+GC_THRESHOLDS = (100_000, 10, 10)
 
 
 def tables(topics: Topics) -> dict[str, str]:
@@ -84,6 +89,7 @@ class Consumer:
         self._inflight: asyncio.Task | None = None  # the batch being inserted and committed
 
     async def start(self) -> None:
+        gc.set_threshold(*GC_THRESHOLDS)
         await self.dead_letters.start()
         self.kafka.subscribe(list(self.tables), listener=_Rebalance(self))
         await self.kafka.start()
