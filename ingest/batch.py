@@ -31,7 +31,7 @@ class Batch:
     def __init__(self, max_rows: int, max_ms: int):
         self.max_rows, self.max_seconds = max_rows, max_ms / 1000
         self.records: dict[TopicPartition, list] = {}
-        self.encoded: dict[TopicPartition, bytes] = {}  # encode(tp, records), while records are unchanged
+        self.encoded: dict[TopicPartition, bytes | bytearray] = {}  # encode(tp, records), while records are unchanged
         self.ends: dict[TopicPartition, int] = {}  # one past the last offset seen, per partition
         self.rows = 0
         self.started: float | None = None  # monotonic time of the first record
@@ -71,7 +71,7 @@ class Batch:
             if tp not in self.encoded and records:
                 self.encoded[tp] = encode(tp, records)
 
-    def encoded_by_topic(self, encode) -> dict[str, list[bytes]]:
+    def encoded_by_topic(self, encode) -> dict[str, list]:
         """Each topic's encoded partitions in `by_topic` order, encoding what is not yet."""
         self.encode(encode)
         topics: dict[str, list[bytes]] = {}

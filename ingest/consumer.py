@@ -166,7 +166,7 @@ class Consumer:
                 await asyncio.sleep(delay)
                 delay, retry = min(delay * 2, RETRY_MAX), True
 
-    def _encode(self, tp, records: list) -> bytes:
+    def _encode(self, tp, records: list) -> bytearray:
         return writer.source_rows(records, self._topic_json[tp.topic])
 
     async def _insert_once(self, batch: Batch) -> int:
@@ -230,7 +230,7 @@ class Consumer:
                 delay = min(delay * 2, RETRY_MAX)
 
 
-def _write(client, table: str, rows: bytes | list[bytes]) -> int:
+def _write(client, table: str, rows: bytes | list[bytes | bytearray]) -> int:
     """On the ClickHouse thread: insert a JSONEachRow block (or its parts, one per partition)."""
     return writer.insert_rows(client, table, rows)
 

@@ -18,13 +18,17 @@ def test_a_spliced_row_is_the_record_plus_its_kafka_coordinates(record, topic, p
     assert orjson.loads(row) == {**record, "_topic": topic, "_partition": partition, "_offset": offset}
 
 
-@given(st.lists(st.tuples(st.dictionaries(st.text().filter(lambda k: not k.startswith("_")), json_values, min_size=1),
-                          st.integers(0, 5), st.integers(0, 2**62)), max_size=8))
+values = (st.dictionaries(st.text().filter(lambda k: not k.startswith("_")), json_values, min_size=1).map(orjson.dumps)
+          | st.sampled_from([b"", b"not json", b"[1, 2]", b"{}", b'"text"', b"12"]))
+
+
+@given(st.lists(st.tuples(values, st.sampled_from([b"", b"\n", b"  "]), st.integers(0, 5), st.integers(0, 2**62)),
+                max_size=8))
 def test_a_block_of_rows_is_each_spliced_row_on_its_own_line(records):
     class Record:
         def __init__(self, value, partition, offset):
             self.value, self.partition, self.offset = value, partition, offset
-    rs = [Record(orjson.dumps(value), partition, offset) for value, partition, offset in records]
+    rs = [Record(value + trailing, partition, offset) for value, trailing, partition, offset in records]
     block = source_rows(rs, b'"t"')
     assert block == b"".join(source_row(r.value, b'"t"', r.partition, r.offset) + b"\n" for r in rs)
 
