@@ -180,8 +180,15 @@ def origin_host(request) -> tuple[bytes | None, str]:
 
 async def cors_headers(pixel: Pixel, request) -> list[tuple[bytes, bytes]]:
     """Access-Control-Allow-Origin for a registered site's Origin, else nothing."""
+    if request.get_first_header(b"origin") is None:  # not a cross-origin request: no Referer parsing
+        return [(b"Vary", b"Origin")]
     origin, host = origin_host(request)
-    if origin is None or not host or await pixel.sites.find(host) is None:
+    if not host:
+        return [(b"Vary", b"Origin")]
+    site = pixel.sites.fresh(host)
+    if site is MISSING:
+        site = await pixel.sites.find(host)
+    if origin is None or site is None:
         return [(b"Vary", b"Origin")]
     return [(b"Access-Control-Allow-Origin", origin), (b"Vary", b"Origin")]
 

@@ -109,7 +109,7 @@ def check_event(data) -> TrackedInput | Errors:
         if name not in FIELDS:
             errors[name] = [f"Unknown field; allowed: {', '.join(FIELDS)}."]
     event = _event_name(data.get("event"), errors)
-    url, parts = _page_url(data.get("url"), errors)
+    url, parts, host = _page_url(data.get("url"), errors)
     referrer = _optional_text(data, "referrer", REFERRER_MAX, errors)
     user_agent = _optional_text(data, "user_agent", USER_AGENT_MAX, errors)
     properties = check_properties(data.get("properties"), errors)
@@ -117,7 +117,7 @@ def check_event(data) -> TrackedInput | Errors:
     sample_key = _sample_key(data.get("sample_key"), errors)
     if errors:
         return errors
-    return TrackedInput(event, url, parts.hostname.rstrip("."), parts, referrer, user_agent, properties, client_ms, sample_key)
+    return TrackedInput(event, url, host.rstrip("."), parts, referrer, user_agent, properties, client_ms, sample_key)
 
 
 def _event_name(value, errors: Errors) -> str:
@@ -128,13 +128,14 @@ def _event_name(value, errors: Errors) -> str:
     return value
 
 
-def _page_url(value, errors: Errors) -> tuple[str, SplitResult | None]:
+def _page_url(value, errors: Errors) -> tuple[str, SplitResult | None, str]:
+    """(url, its parts, its lowercased host); the host is computed once (a property costing ~1 µs)."""
     if value is None:
         errors["url"] = ["The url field is required."]
-        return "", None
+        return "", None, ""
     if not isinstance(value, str) or len(value) > URL_MAX:
         errors["url"] = [f"The url must be a string of at most {URL_MAX} characters."]
-        return "", None
+        return "", None, ""
     try:
         parts = urlsplit(value)
         host = parts.hostname
@@ -142,8 +143,8 @@ def _page_url(value, errors: Errors) -> tuple[str, SplitResult | None]:
         host = parts = None
     if parts is None or parts.scheme not in ("http", "https") or not host:
         errors["url"] = ["The url must be an absolute http(s) URL."]
-        return "", None
-    return value, parts
+        return "", None, ""
+    return value, parts, host
 
 
 def _optional_text(data: dict, name: str, max_len: int, errors: Errors) -> str:
