@@ -52,9 +52,10 @@ class Script:
         return await self._queue(keys, args)
 
     def _queue(self, keys: list, args: list) -> asyncio.Future:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new loop (tests): nothing pending belongs to it
-            self._loop, self._pending = loop, []
+        loop = self._loop
+        if loop is None or loop.is_closed():  # first call, or a new loop (tests): nothing pending is its
+            loop = self._loop = asyncio.get_running_loop()
+            self._pending = []
         future = loop.create_future()
         self._pending.append((keys, args, future))
         if len(self._pending) == 1:
