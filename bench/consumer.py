@@ -13,7 +13,7 @@ What it measures, for PixelEvent-shaped rows (~600 bytes of JSON each, ~770 with
   of the same size with the consumer's own `writer.insert_rows` (so the same settings,
   `writer.INSERT_SETTINGS`), into the same schema and views in a fresh chdb directory, in a
   process of its own with the machine to itself: what chdb alone does with these rows.
-* ``native_insert`` (for reference, not a ceiling the consumer could reach): the same values
+* ``native_insert`` (full runs only; a reference, not a ceiling the consumer could reach): the same values
   decoded in Python and inserted with clickhouse-connect's `client.insert` (Native format, no
   JSON parsing in ClickHouse) with the same settings; decoding is timed apart.
 
@@ -294,14 +294,15 @@ def measure(args, bootstrap: str, run: str, topics: Topics, workdir: Path) -> di
     if args.skip_plain:
         return result
     plain = result["plain_insert"] = plain_insert(events, topics.pixel, args.partitions, args.batch_rows, workdir)
-    native = result["native_insert"] = native_insert(events, args.batch_rows, workdir)
     print(f"plain insert (ceiling): the same rows as JSONEachRow through writer.insert_rows, same schema and views, "
           f"settings {json.dumps(INSERT_SETTINGS)}, batches of {args.batch_rows}: "
           f"{plain['rows_per_s_insert_only']:,.0f} rows/s")
-    print(f"native insert (reference): values decoded in Python, client.insert: "
-          f"{native['rows_per_s_insert_only']:,.0f} rows/s insert only, {native['rows_per_s_with_decode']:,.0f} "
-          f"rows/s with decoding")
     print(f"ratio consumer / plain insert: {consumer['rows_per_s'] / plain['rows_per_s_insert_only']:.2f}")
+    if not args.quick:  # a reference only, and decoding in Python takes longer than the rest
+        native = result["native_insert"] = native_insert(events, args.batch_rows, workdir)
+        print(f"native insert (reference): values decoded in Python, client.insert: "
+              f"{native['rows_per_s_insert_only']:,.0f} rows/s insert only, {native['rows_per_s_with_decode']:,.0f} "
+              f"rows/s with decoding")
     return result
 
 
