@@ -8,6 +8,8 @@ What it measures, for PixelEvent-shaped rows (~600 bytes of JSON each, ~770 with
   its assignment is still being settled count) to the moment `SELECT count() FROM events`
   (through its query gateway, polled every 20 ms) reaches N. That is group join + fetch + splice
   + INSERT (with the rollup views) + offset commit; process start-up and schema excluded.
+  ``rows_per_s_after_first_batch`` counts from the first batch in: the rate once fetching and
+  inserting overlap, without the start (nothing to insert yet) but with the last INSERT alone.
 * ``plain_insert`` (the ceiling): the rows the consumer builds — the same N values with their
   `_topic/_partition/_offset` spliced in — already in memory as JSONEachRow, inserted in batches
   of the same size with the consumer's own `writer.insert_rows` (so the same settings,
@@ -150,11 +152,14 @@ def drain(env: dict, n: int, log_path: Path) -> dict:
                 raise SystemExit(f"the worker exited; log:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.005)
         started, cpu = time.perf_counter(), (cpu_seconds(worker.pid), cpu_seconds(broker), busy_seconds())
-        count = 0
+        count, first = 0, None  # first: (time, count) when the first batch was in
         while count < n:
             time.sleep(POLL_SECONDS)
             count = open_reader(env["CLICKHOUSE_URL"]).query("SELECT count() FROM events").result_rows[0][0]
+            if count and first is None:
+                first = (time.perf_counter(), count)
         seconds = time.perf_counter() - started
+        after_first = (n - first[1]) / (time.perf_counter() - first[0]) if count > first[1] else None
         used = (cpu_seconds(worker.pid) - cpu[0], cpu_seconds(broker) - cpu[1], busy_seconds() - cpu[2])
         reader = open_reader(env["CLICKHOUSE_URL"])
         distinct = reader.query("SELECT uniqExact(event_id) FROM events").result_rows[0][0]
@@ -165,7 +170,7 @@ def drain(env: dict, n: int, log_path: Path) -> dict:
     if not count == distinct == rollup == n:
         raise SystemExit(f"refusing the figures: {count} rows, {distinct} distinct, rollup {rollup}, expected {n}")
     cores = os.cpu_count() or 1
-    return {"seconds": seconds, "rows_per_s": n / seconds,
+    return {"seconds": seconds, "rows_per_s": n / seconds, "rows_per_s_after_first_batch": after_first,
             "cpu_us_per_row": {"worker": used[0] / n * 1e6, "kafka_broker": used[1] / n * 1e6,
                                "all_processes": used[2] / n * 1e6, "available": seconds * cores / n * 1e6}}
 
@@ -286,7 +291,8 @@ def measure(args, bootstrap: str, run: str, topics: Topics, workdir: Path) -> di
     shutil.rmtree(workdir / "consumer-chdb", ignore_errors=True)
     cpu = consumer["cpu_us_per_row"]
     print(f"consumer: {args.rows} rows in {consumer['seconds']:.2f} s = {consumer['rows_per_s']:,.0f} rows/s "
-          f"(batch_rows {args.batch_rows}, batch_ms {args.batch_ms}); CPU per row: worker {cpu['worker']:.1f} µs, "
+          f"(batch_rows {args.batch_rows}, batch_ms {args.batch_ms}); after the first batch was in: "
+          f"{consumer['rows_per_s_after_first_batch'] or 0:,.0f} rows/s; CPU per row: worker {cpu['worker']:.1f} µs, "
           f"Kafka broker {cpu['kafka_broker']:.1f} µs, all processes {cpu['all_processes']:.1f} µs "
           f"of {cpu['available']:.1f} µs the {os.cpu_count()} cores had")
     result = {"rows": args.rows, "batch_rows": args.batch_rows, "batch_ms": args.batch_ms,
