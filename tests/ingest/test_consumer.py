@@ -18,7 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ingest.batch import Batch, Record
 from ingest.events import Drop, PixelEvent, Topics, ch_time, event_id, now_ms, workspace_key
-from storage.clickhouse.client import open_reader
+from storage.clickhouse import gateway
+from storage.clickhouse.client import chdb_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 60
@@ -96,8 +97,13 @@ class Worker:
         return self.process.wait(30)
 
     def query(self, sql: str, parameters=None) -> list[tuple]:
-        reader = open_reader(self.env["CLICKHOUSE_URL"])
-        assert type(reader).__name__ == "Reader", "the worker's gateway must answer (never open chdb here)"
+        """Through the worker's gateway only, waiting for it: open_reader's fallback would open the
+        chdb directory here while a restarted worker is still opening it, and lock it out."""
+        reader = gateway.Reader(gateway.socket_path(chdb_directory(self.env["CLICKHOUSE_URL"])))
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not reader.answers():
+            assert time.monotonic() < deadline, "the worker's query gateway does not answer"
+            time.sleep(0.1)
         return reader.query(sql, parameters=parameters).result_rows
 
 
