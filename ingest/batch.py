@@ -56,7 +56,10 @@ class Batch:
         return max(self.started + self.max_seconds - time.monotonic(), 0.0)
 
     def due(self) -> bool:
-        return self.rows >= self.max_rows or (self.rows > 0 and self.seconds_left() == 0.0)
+        """Full, or its first record is max_ms old, even if every record was then skipped as stored:
+        its offsets still advance and are committed. So `due() or seconds_left() > 0` always holds,
+        which the consumer's loop relies on (getmany with a zero timeout never yields)."""
+        return self.rows >= self.max_rows or (self.started is not None and self.seconds_left() == 0.0)
 
     def by_topic(self) -> dict[str, list]:
         """Each topic's records, partition by partition, each partition in offset order."""
@@ -90,6 +93,8 @@ class Batch:
             self.rows -= len(self.records.pop(tp))
             self.encoded.pop(tp, None)
             del self.ends[tp]
+        if not self.ends:
+            self.started = None
 
     def skip_stored(self, stored: dict[tuple[str, int], int]) -> int:
         """Drop records at or below the offset ClickHouse already holds for their partition; how many."""

@@ -29,6 +29,7 @@ A refused batch is sorted out by ingest/dead_letter.py.
 import asyncio
 import gc
 import logging
+import math
 import time
 
 import orjson
@@ -97,8 +98,9 @@ class Consumer:
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until `stopping` is set, then insert and commit what was taken."""
         while not stopping.is_set():
-            timeout = min(self.batch.seconds_left(), POLL_SECONDS)
-            fetched = await self.kafka.getmany(timeout_ms=int(timeout * 1000), max_records=self.batch.room())
+            # Rounded up: a zero timeout makes getmany return without yielding to the loop.
+            timeout_ms = math.ceil(min(self.batch.seconds_left(), POLL_SECONDS) * 1000)
+            fetched = await self.kafka.getmany(timeout_ms=timeout_ms, max_records=self.batch.room())
             self.batch.add(fetched)
             self.counts["skipped_replayed"] += self.batch.skip_stored(self.floor)
             if self.batch.due():

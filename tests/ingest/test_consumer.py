@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ingest.batch import Batch, Record
@@ -102,7 +102,8 @@ class Worker:
         reader = gateway.Reader(gateway.socket_path(chdb_directory(self.env["CLICKHOUSE_URL"])))
         deadline = time.monotonic() + WAIT_SECONDS
         while not reader.answers():
-            assert time.monotonic() < deadline, "the worker's query gateway does not answer"
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"the worker's query gateway does not answer; its log:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.1)
         return reader.query(sql, parameters=parameters).result_rows
 
@@ -314,6 +315,57 @@ def test_batch_forgets_partitions_no_longer_assigned():
     batch.add({a: records("t", 0, [0]), b: records("u", 0, [0, 1])})
     batch.keep({a})
     assert batch.next_offsets() == {a: 1} and batch.rows == 1 and list(batch.by_topic()) == ["t"]
+
+
+def test_a_batch_whose_records_were_all_stored_is_still_due_by_age_and_commits_past_them():
+    # A worker resuming after an offset reset skips every replayed record; the batch must still
+    # come due, or the loop polls Kafka with a zero timeout forever and never yields (seen: the
+    # worker froze, answering neither queries nor SIGTERM).
+    batch, a = Batch(max_rows=10, max_ms=30), TopicPartition("t", 0)
+    batch.add({a: records("t", 0, [0, 1, 2])})
+    assert batch.skip_stored({("t", 0): 5}) == 3 and batch.rows == 0
+    assert not batch.due() and batch.seconds_left() > 0
+    time.sleep(0.04)
+    assert batch.due() and batch.seconds_left() == 0
+    assert batch.take().next_offsets() == {a: 3} and not batch.due() and batch.seconds_left() > 0
+
+
+def test_a_batch_that_lost_all_its_partitions_waits_the_full_interval_again():
+    batch, a = Batch(max_rows=10, max_ms=30), TopicPartition("t", 0)
+    batch.add({a: records("t", 0, [0])})
+    time.sleep(0.04)
+    batch.keep(set())
+    assert batch.next_offsets() == {} and not batch.due() and batch.seconds_left() == pytest.approx(0.03)
+
+
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("add"), st.sampled_from([0, 1]), st.integers(0, 12)),
+    st.tuples(st.just("skip"), st.sampled_from([0, 1]), st.integers(-1, 40)),
+    st.tuples(st.just("keep"), st.sampled_from([0, 1]), st.just(0)),
+    st.tuples(st.just("take"), st.just(0), st.just(0)),
+    st.tuples(st.just("age"), st.just(0), st.just(0))), max_size=30)
+
+
+@settings(max_examples=500)
+@given(OPS)
+def test_a_batch_is_always_either_due_or_worth_waiting_for(ops):
+    """The consumer's loop waits seconds_left() in getmany unless the batch is due: never both zero."""
+    batch, next_offset = Batch(max_rows=8, max_ms=1000), {0: 0, 1: 0}
+    for op, p, n in ops:
+        tp = TopicPartition("t", p)
+        if op == "add":
+            batch.add({tp: records("t", p, range(next_offset[p], next_offset[p] + n))})
+            next_offset[p] += n
+        elif op == "skip":
+            batch.skip_stored({("t", p): n})
+        elif op == "keep":
+            batch.keep({TopicPartition("t", 1 - p)})
+        elif op == "take":
+            batch.take()
+        elif batch.started is not None:
+            batch.started -= 2  # its first record is now older than max_ms
+        assert batch.due() or batch.seconds_left() > 0
+        assert batch.rows == sum(len(rs) for rs in batch.records.values()) >= 0
 
 
 @given(st.dictionaries(st.sampled_from(["t", "u"]), st.lists(st.integers(0, 3), max_size=4), max_size=2),
