@@ -45,11 +45,22 @@ class Script:
         self._pending: list[tuple[list, list, asyncio.Future]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flushing: set[asyncio.Task] = set()
+        self._loading: asyncio.Task | None = None
 
     async def __call__(self, keys: list, args: list):
         if self.sha is None:
-            self.sha = await self.client.script_load(self.source)
+            await self._load()
         return await self._queue(keys, args)
+
+    async def _load(self) -> None:
+        """SCRIPT LOAD once for every caller waiting on it (8,000 callers at start-up each taking a
+        pooled connection to load the same script timed out on the pool); a failed load is tried
+        again by the next caller."""
+        loop = asyncio.get_running_loop()
+        task = self._loading
+        if task is None or task.get_loop() is not loop or (task.done() and (task.cancelled() or task.exception())):
+            task = self._loading = loop.create_task(self.client.script_load(self.source))
+        self.sha = await asyncio.shield(task)  # one caller giving up does not cancel the others' load
 
     def _queue(self, keys: list, args: list) -> asyncio.Future:
         loop = self._loop

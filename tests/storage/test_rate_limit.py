@@ -1,7 +1,9 @@
 """The GCRA script in a real Redis against a reference token bucket, and under concurrency."""
 
 import asyncio
+import math
 import os
+import time
 import uuid
 
 import pytest
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 
 from app.rate_limits import TIERS, tier_limits
 from storage.redis.client import create_client
-from storage.redis.rate_limit import RateLimiter, interval_micros, limiter_key
+from storage.redis.rate_limit import MICROS, RateLimiter, interval_micros, limiter_key
 
 START = 1_800_000_000 * 1_000_000  # an arbitrary instant in microseconds
 
@@ -58,12 +60,23 @@ async def test_script_agrees_with_reference_bucket(limiter, tier, gaps):
     limit, capacity = tier_limits(tier)
     key = limiter_key("test", uuid.uuid4().hex)
     model, now = TokenBucket(limit, capacity), START
+    # The key expires in Redis' REAL time once the bucket would be full again (tested below),
+    # which the fake clock here does not follow: a nearly full bucket's key lives 2-4 ms, and a
+    # loaded machine pauses that long between calls. Once that much real time may have passed
+    # since the last SET, the script may also answer as for a new, full bucket.
+    may_expire_at = None  # the earliest real time Redis can have dropped the key
     for gap in gaps:
         now += gap
+        sent = time.monotonic()
         decision = await limiter.allow(key, limit, capacity, now_micros=now)
+        expired = may_expire_at is not None and time.monotonic() >= may_expire_at
+        if expired and (decision.allowed, decision.remaining) == (True, capacity - 1):
+            model = TokenBucket(limit, capacity)  # the script found no key: so does the model now
         assert decision.allowed == model.allow(now)
         if decision.allowed:
             assert decision.remaining == model.credit // model.interval
+            ttl_ms = math.ceil(round(decision.reset_after * MICROS) / 1000) + 1  # the script's PX
+            may_expire_at = sent + ttl_ms / 1000
 
 
 async def test_full_bucket_admits_exactly_capacity_at_one_instant(limiter):
@@ -82,6 +95,16 @@ async def test_free_tier_regains_one_request_per_second(limiter):
     assert not (await limiter.allow(key, 60, 60, now_micros=START + 999_999)).allowed
     assert (await limiter.allow(key, 60, 60, now_micros=START + 1_000_000)).allowed
     assert not (await limiter.allow(key, 60, 60, now_micros=START + 1_000_001)).allowed
+
+
+async def test_a_key_expires_when_its_bucket_would_be_full_again(limiter):
+    key = limiter_key("test", uuid.uuid4().hex)
+    client = limiter.script.client
+    await limiter.allow(key, 60, 60)  # free tier: one request regained per second
+    assert 900 <= await client.pttl(key) <= 1002
+    for _ in range(9):
+        await limiter.allow(key, 60, 60)
+    assert 9_000 <= await client.pttl(key) <= 10_002
 
 
 async def test_concurrent_callers_never_pass_capacity(limiter):

@@ -64,3 +64,13 @@ async def test_redis_away_fails_every_call_of_the_batch_with_a_redis_error():
     finally:
         await close_client(client)
     assert all(isinstance(r, (RedisError, OSError)) for r in results)
+
+
+async def test_callers_arriving_before_the_script_is_loaded_load_it_once(client):
+    limiter = RateLimiter(client)
+    before = (await client.info("commandstats")).get("cmdstat_script|load", {}).get("calls", 0)
+    decisions = await asyncio.gather(*[limiter.allow(limiter_key("test", uuid.uuid4().hex), 60, 5)
+                                       for _ in range(2000)])
+    assert all(d.allowed for d in decisions)
+    # Other tests may load scripts meanwhile, but never 2,000 times.
+    assert (await client.info("commandstats")).get("cmdstat_script|load", {}).get("calls", 0) - before < 5
