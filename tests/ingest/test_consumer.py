@@ -93,8 +93,14 @@ class Worker:
         self.process.wait(10)
 
     def stop(self) -> int:
+        """SIGTERM; a worker that does not stop in 30 s is killed (and the test fails) so no stuck
+        worker outlives the test, spinning on the machine."""
         self.process.terminate()
-        return self.process.wait(30)
+        try:
+            return self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
 
     def query(self, sql: str, parameters=None) -> list[tuple]:
         """Through the worker's gateway only, waiting for it: open_reader's fallback would open the
