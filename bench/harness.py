@@ -108,6 +108,23 @@ def missing_tools() -> str | None:
     return None
 
 
+def preflight(required_env: tuple[str, ...]) -> str | None:
+    """Why a benchmark on the local stack cannot run here (its variables unset, tools missing), or None.
+    Also makes SIGTERM clean up as Ctrl-C does, and names the ASGI server of the run."""
+    missing = [n for n in required_env if not os.environ.get(n)]
+    if missing:
+        return f"{', '.join(missing)} not set: run under `python -m storage.local_stack run -- ...` or `make bench`"
+    problem = missing_tools()
+    if problem is None:
+        signal.signal(signal.SIGTERM, _sigterm)
+        print(f"ASGI server: {asgi_server()} (BENCH_SERVER), one worker on core {SERVER_CORE}", flush=True)
+    return problem
+
+
+def _sigterm(signum, frame):  # noqa: ARG001 - SIGTERM cleans up as Ctrl-C does
+    raise KeyboardInterrupt
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -125,10 +142,32 @@ def with_pythonpath(env: dict[str, str], *dirs: Path) -> dict[str, str]:
 # --- server processes -------------------------------------------------------
 
 
-def granian_argv(target: str, port: int, factory: bool) -> list[str]:
-    argv = [sys.executable, "-m", "granian", *GRANIAN_FLAGS, "--host", "127.0.0.1", "--port", str(port)]
-    return argv + (["--factory", target] if factory else [target])
+# BENCH_SERVER=uvicorn serves hello-world and the app alike with uvicorn instead (proxy headers
+# off: the app reads X-Forwarded-For itself, from SLUICE_TRUSTED_PROXIES only).
+UVICORN_FLAGS = ["--http", "httptools", "--loop", "uvloop", "--ws", "none", "--workers", "1",
+                 "--no-proxy-headers", "--no-access-log", "--log-level", "warning"]
+SERVERS = {"granian": GRANIAN_FLAGS, "uvicorn": UVICORN_FLAGS}
 
+
+def asgi_server() -> str:
+    """The ASGI server of this run: BENCH_SERVER, granian unless it says uvicorn."""
+    name = os.environ.get("BENCH_SERVER") or "granian"
+    if name not in SERVERS:
+        raise SystemExit(f"BENCH_SERVER={name!r}: expected one of {', '.join(SERVERS)}")
+    return name
+
+
+def server_info() -> dict[str, str]:
+    """What the results record of the server: its name and flags."""
+    name = asgi_server()
+    return {"server": name, "server_flags": " ".join(SERVERS[name])}
+
+
+def server_argv(target: str, port: int, factory: bool) -> list[str]:
+    """The command serving `target` (module:attribute, a factory when `factory`) on 127.0.0.1:port."""
+    name = asgi_server()
+    argv = [sys.executable, "-m", name, *SERVERS[name], "--host", "127.0.0.1", "--port", str(port)]
+    return argv + (["--factory", target] if factory else [target])
 
 
 def start(server: Server) -> None:

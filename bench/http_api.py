@@ -100,11 +100,11 @@ class Endpoint:
 def build_endpoints(scratch: Scratch, tenant: Tenant, only: set[str]) -> list[Endpoint]:
     env, work = scratch.env(), scratch.workdir
     port = harness.free_port()
-    hello_server = Server("hello", harness.granian_argv("hello_app:app", port, False), port, BENCH_DIR,
+    hello_server = Server("hello", harness.server_argv("hello_app:app", port, False), port, BENCH_DIR,
                           harness.with_pythonpath(env, BENCH_DIR))
     hello_targets = openloop.write_targets(work / "hello.targets", [openloop.target("GET", f"http://127.0.0.1:{port}/hello")])
     port = harness.free_port()
-    app = Server("app", harness.granian_argv("app.main:create_app", port, True), port, ROOT,
+    app = Server("app", harness.server_argv("app.main:create_app", port, True), port, ROOT,
                  harness.with_pythonpath(env, ROOT))
     base = f"http://127.0.0.1:{port}"
     track, ws_path, usage = payloads.TRACK, f"/api/v1/workspaces/{tenant.workspace_id}", "/api/v1/entitlements/usage"
@@ -245,7 +245,7 @@ def result_doc(args, machine: dict, endpoints: list[Endpoint], ratios: dict[str,
                    "loads": list(LOADS), "warmup_s": WARMUP_SECONDS, "settle_before_latency_s": args.settle,
                    "wrk": f"taskset -c {CLIENT_CORE} wrk -t{THREADS} -c{CONNECTIONS} --latency",
                    "vegeta": " ".join(openloop.attack_argv(Path("vegeta"), Path("T"), 0, 0, Path("O"))[3:]),
-                   "granian_flags": " ".join(harness.GRANIAN_FLAGS), "tier": TIER, "keys": KEYS,
+                   **harness.server_info(), "tier": TIER, "keys": KEYS,
                    "order": "interleaved: " + " ".join(ep.label for ep in endpoints)},
         "endpoints": {ep.label: {
             "method": ep.method, "path": ep.path if ep.label != "workspace" else "/api/v1/workspaces/{id}",
@@ -295,19 +295,12 @@ def execute(args, scratch: Scratch, endpoints: list[Endpoint]) -> dict[str, floa
     return print_table(endpoints)
 
 
-def _sigterm(signum, frame):  # noqa: ARG001 - SIGTERM cleans up as Ctrl-C does
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     args = parse_args()
-    missing = [n for n in REQUIRED_ENV if not os.environ.get(n)]
-    problem = (f"{', '.join(missing)} not set: run under `python -m storage.local_stack run -- ...` or `make bench`"
-               if missing else harness.missing_tools())
+    problem = harness.preflight(REQUIRED_ENV)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _sigterm)
     if not args.no_latency:
         openloop.ensure_vegeta()
     machine = harness.machine_info(PACKAGES)

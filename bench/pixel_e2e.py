@@ -240,7 +240,7 @@ def execute(args, scratch: Scratch, procs: dict) -> list[Phase]:
     print("start the ingest worker (unpinned)", flush=True)
     procs["worker"] = start_worker(scratch, env)
     port = harness.free_port()
-    server = procs["server"] = Server("app", harness.granian_argv("app.main:create_app", port, True), port, ROOT,
+    server = procs["server"] = Server("app", harness.server_argv("app.main:create_app", port, True), port, ROOT,
                                       harness.with_pythonpath(env, ROOT))
     print(f"start the app: taskset -c {harness.SERVER_CORE} {' '.join(server.argv)}", flush=True)
     harness.start(server)
@@ -260,19 +260,12 @@ def execute(args, scratch: Scratch, procs: dict) -> list[Phase]:
     return phases
 
 
-def _sigterm(signum, frame):  # noqa: ARG001 - SIGTERM cleans up as Ctrl-C does
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     args = parse_args()
-    missing = [n for n in REQUIRED_ENV if not os.environ.get(n)]
-    problem = (f"{', '.join(missing)} not set: run under `python -m storage.local_stack run -- ...` or `make bench`"
-               if missing else harness.missing_tools())
+    problem = harness.preflight(REQUIRED_ENV)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _sigterm)
     machine = harness.machine_info(PACKAGES)
     print(__doc__.strip().split("\n\n")[0] + "\n")
     harness.print_machine(machine)
@@ -296,7 +289,7 @@ def main() -> int:
     harness.write_json(path, {
         "benchmark": BENCHMARK, "finished_at": harness.utc_now(), "machine": machine,
         "config": {"duration_s": args.duration, "wrk": f"taskset -c {CLIENT_CORE} wrk -t{THREADS} -c{CONNECTIONS}",
-                   "server_core": harness.SERVER_CORE, "granian_flags": " ".join(harness.GRANIAN_FLAGS),
+                   "server_core": harness.SERVER_CORE, **harness.server_info(),
                    "worker": "python -m ingest, unpinned"},
         "phases": {p.name: {**asdict(p), "ok": p.ok} for p in phases},
     })
