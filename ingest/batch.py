@@ -36,15 +36,30 @@ class Batch:
         self.rows = 0
         self.started: float | None = None  # monotonic time of the first record
 
-    def add(self, fetched: dict[TopicPartition, list]) -> None:
+    def add(self, fetched: dict[TopicPartition, list]) -> int:
+        """Take fetched records; returns how many were dropped as already in this batch.
+
+        A partition sought back (a rebalance's seek to ClickHouse's stored offset, while this
+        batch still holds what was fetched before it) delivers records again: seen doubling a
+        whole batch after a Kafka restart. Only offsets past the batch's end are taken."""
+        dropped = 0
         for tp, records in fetched.items():
-            if records:
-                self.records.setdefault(tp, []).extend(records)
-                self.encoded.pop(tp, None)
-                self.ends[tp] = records[-1].offset + 1
-                self.rows += len(records)
+            if not records:
+                continue
+            end = self.ends.get(tp)
+            if end is not None and records[0].offset < end:
+                kept = [r for r in records if r.offset >= end]
+                dropped += len(records) - len(kept)
+                if not kept:
+                    continue
+                records = kept
+            self.records.setdefault(tp, []).extend(records)
+            self.encoded.pop(tp, None)
+            self.ends[tp] = records[-1].offset + 1
+            self.rows += len(records)
         if self.rows and self.started is None:
             self.started = time.monotonic()
+        return dropped
 
     def room(self) -> int:
         return max(self.max_rows - self.rows, 1)

@@ -101,8 +101,7 @@ class Consumer:
             # Rounded up: a zero timeout makes getmany return without yielding to the loop.
             timeout_ms = math.ceil(min(self.batch.seconds_left(), POLL_SECONDS) * 1000)
             fetched = await self.kafka.getmany(timeout_ms=timeout_ms, max_records=self.batch.room())
-            self.batch.add(fetched)
-            self.counts["skipped_replayed"] += self.batch.skip_stored(self.floor)
+            self.counts["skipped_replayed"] += self.batch.add(fetched) + self.batch.skip_stored(self.floor)
             if self.batch.due():
                 await self.flush()
             elif fetched:
@@ -132,6 +131,8 @@ class Consumer:
             self.batch.encode(self._encode)  # on the loop, while the previous batch is inserted
             await self._settle()
             self.batch.keep(self.kafka.assignment())
+            # The batch that just landed raised the floor; what was fetched again meanwhile goes.
+            self.counts["skipped_replayed"] += self.batch.skip_stored(self.floor)
             if self.batch.ends:
                 self._inflight = asyncio.create_task(self._land(self.batch.take()))
                 await asyncio.sleep(0)  # let it hand its INSERT to the ClickHouse thread now
@@ -205,7 +206,8 @@ class Consumer:
         stored = await self._until_answered(self._stored)
         for tp in assigned:
             if (tp.topic, tp.partition) in stored:
-                self.floor[(tp.topic, tp.partition)] = stored[(tp.topic, tp.partition)]
+                key = (tp.topic, tp.partition)
+                self.floor[key] = max(self.floor.get(key, -1), stored[key])
             committed = await self.kafka.committed(tp)
             high = stored.get((tp.topic, tp.partition))
             if high is not None and (committed is None or committed <= high):

@@ -336,6 +336,30 @@ def test_a_batch_whose_records_were_all_stored_is_still_due_by_age_and_commits_p
     assert batch.take().next_offsets() == {a: 3} and not batch.due() and batch.seconds_left() > 0
 
 
+def test_records_fetched_again_after_a_seek_back_are_not_taken_twice():
+    # After a Kafka restart the rebalance sought the partition back to ClickHouse's stored offset
+    # while the open batch still held what had been fetched: the batch held 1,675 records twice.
+    batch, a = Batch(max_rows=10_000, max_ms=1000), TopicPartition("t", 0)
+    assert batch.add({a: records("t", 0, range(325, 400))}) == 0
+    assert batch.add({a: records("t", 0, range(325, 410))}) == 75
+    assert [r.offset for r in batch.by_topic()["t"]] == list(range(325, 410))
+    assert batch.rows == 85 and batch.next_offsets() == {a: 410}
+    assert batch.add({a: records("t", 0, range(325, 400))}) == 75 and batch.rows == 85
+
+
+@given(st.lists(st.tuples(st.sampled_from([0, 1]), st.integers(0, 40), st.integers(0, 15)), max_size=25))
+def test_a_batch_holds_each_offset_once_in_order_whatever_is_fetched(fetches):
+    batch, seen = Batch(max_rows=10_000, max_ms=1000), {0: set(), 1: set()}
+    for p, start, n in fetches:
+        batch.add({TopicPartition("t", p): records("t", p, range(start, start + n))})
+        seen[p].update(range(start, start + n))
+    for p in (0, 1):
+        offsets = [r.offset for r in batch.records.get(TopicPartition("t", p), [])]
+        assert offsets == sorted(set(offsets))  # strictly increasing: nothing twice
+        assert set(offsets) <= seen[p]
+    assert batch.rows == sum(len(rs) for rs in batch.records.values())
+
+
 def test_a_batch_that_lost_all_its_partitions_waits_the_full_interval_again():
     batch, a = Batch(max_rows=10, max_ms=30), TopicPartition("t", 0)
     batch.add({a: records("t", 0, [0])})
