@@ -14,6 +14,8 @@ How a record is counted once:
   batch, but a batch after a restart is not cut at the same offsets, so its token differs.
 - A retry after a failure (ClickHouse or Kafka away) first drops what the stored offsets show is
   already in, so a half-done batch is not doubled either.
+- A batch takes each partition's offsets only past its own end (ingest/batch.py), so records a
+  rebalance's seek delivers again while the batch still holds them are not inserted twice.
 - Second net: events and usage_events are ReplacingMergeTree ordered by their event id, so a record
   the producer sent twice (its rare crash window) collapses under FINAL. Rollups count it twice;
   they agree with the raw table whenever no such duplicate was produced.
