@@ -121,6 +121,19 @@ def preflight(required_env: tuple[str, ...]) -> str | None:
     return problem
 
 
+def begin(doc: str, required_env: tuple[str, ...], packages: list[str]) -> dict | None:
+    """A benchmark's start: `preflight`, then its title (the first paragraph of `doc`) and the machine.
+    Returns the machine record, or None after printing why the benchmark cannot run."""
+    problem = preflight(required_env)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return None
+    machine = machine_info(packages)
+    print(doc.strip().split("\n\n")[0] + "\n")
+    print_machine(machine)
+    return machine
+
+
 def _sigterm(signum, frame):  # noqa: ARG001 - SIGTERM cleans up as Ctrl-C does
     raise KeyboardInterrupt
 

@@ -54,7 +54,7 @@ from app.rate_limits import tier_limits  # noqa: E402
 
 BENCHMARK = "http_api"
 REQUIRED_ENV = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
-PACKAGES = ["blacksheep", "granian", "uvloop", "orjson", "asyncpg", "redis", "aiokafka"]
+PACKAGES = ["blacksheep", "granian", "uvicorn", "uvloop", "orjson", "asyncpg", "redis", "aiokafka"]
 LABELS = ("hello", "pixel", "pixel-batch50", "workspace", "usage")
 LOADS = (0.5, 0.8)
 WARMUP_SECONDS = 1
@@ -297,15 +297,11 @@ def execute(args, scratch: Scratch, endpoints: list[Endpoint]) -> dict[str, floa
 
 def main() -> int:
     args = parse_args()
-    problem = harness.preflight(REQUIRED_ENV)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    machine = harness.begin(__doc__, REQUIRED_ENV, PACKAGES)
+    if machine is None:
         return 2
     if not args.no_latency:
         openloop.ensure_vegeta()
-    machine = harness.machine_info(PACKAGES)
-    print(__doc__.strip().split("\n\n")[0] + "\n")
-    harness.print_machine(machine)
     print()
     scratch, endpoints = Scratch(os.environ["DATABASE_URL"]), []
     try:

@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
-PINNING = (f"servers (granian, 1 worker) pinned to core {SERVER_CORE}; load generators (wrk, vegeta) "
+# The server is bench/harness.py asgi_server()'s (BENCH_SERVER); harness imports this module.
+PINNING = (f"servers ({os.environ.get('BENCH_SERVER') or 'granian'}, 1 worker) pinned to core {SERVER_CORE}; load generators (wrk, vegeta) "
            f"and Python clients pinned to core {CLIENT_CORE}; Postgres, Redis, Kafka and the ingest "
            "worker unpinned")
 

@@ -262,13 +262,9 @@ def execute(args, scratch: Scratch, procs: dict) -> list[Phase]:
 
 def main() -> int:
     args = parse_args()
-    problem = harness.preflight(REQUIRED_ENV)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    machine = harness.begin(__doc__, REQUIRED_ENV, PACKAGES)
+    if machine is None:
         return 2
-    machine = harness.machine_info(PACKAGES)
-    print(__doc__.strip().split("\n\n")[0] + "\n")
-    harness.print_machine(machine)
     scratch, procs, phases = Scratch(os.environ["DATABASE_URL"]), {}, []
     try:
         phases = execute(args, scratch, procs)
