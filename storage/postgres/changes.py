@@ -64,7 +64,11 @@ class ChangeListener:
         self._lost.clear()
         connection = await asyncpg.connect(self.dsn, timeout=5)
         connection.add_termination_listener(lambda _conn: self._lost.set())
-        await connection.add_listener(self.channel, self._notified)
+        try:
+            await connection.add_listener(self.channel, self._notified)
+        except BaseException:
+            connection.terminate()  # not kept: the retry opens a new one
+            raise
         self._connection = connection
         self.on_reset()  # whatever changed while nobody listened is dropped now
         self.live = True
