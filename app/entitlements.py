@@ -24,7 +24,7 @@ from app.errors import FeatureLimitReached, json_response
 from app.features import AMOUNT_MAX, FEATURES, Feature, billing_period, limit_for, limit_message, percentage
 from app.presenters import iso
 from app.routing import Call, Route
-from app.validation import Checker, present
+from app.validation import Checker, json_size, parse_int, present
 from ingest.events import ch_time, utc_ms, workspace_key
 from storage.errors import Unavailable
 from storage.postgres import entitlements, outbox
@@ -139,14 +139,12 @@ def parse_check(query: dict[str, list[str]]) -> tuple[Feature, int]:
         checker.fail("feature", "The feature field is required.")
     elif name not in FEATURES:
         checker.fail("feature", f"The feature must be one of: {', '.join(FEATURE_NAMES)}.")
-    quantity = "1" if quantity is None else quantity
-    # isascii: str.isdigit also accepts digits such as "²" that int() refuses; the length
-    # check keeps int() away from strings of thousands of digits.
-    digits = quantity.isascii() and quantity.isdigit() and len(quantity) <= len(str(QUANTITY_MAX))
-    if not (digits and 1 <= int(quantity) <= QUANTITY_MAX):
+    try:
+        quantity = 1 if quantity is None else parse_int(quantity, 1, QUANTITY_MAX)
+    except ValueError:
         checker.fail("quantity", f"The quantity must be an integer between 1 and {QUANTITY_MAX}.")
     checker.done()
-    return FEATURES[name], int(quantity)
+    return FEATURES[name], quantity
 
 
 def check_view(counter: Counter, used: int, quantity: int, upgrade_url: str) -> dict:
@@ -192,7 +190,8 @@ def parse_usage(data: dict) -> Usage:
         checker.fail("quantity", "The quantity must not be 0.")
     elif present(quantity) and quantity < 0 and present(name) and FEATURES[name].metered:
         checker.fail("quantity", f"The quantity must be at least 1: {name} is metered and cannot be given back.")
-    if present(metadata) and len(orjson.dumps(metadata)) > METADATA_MAX_BYTES:
+    size = json_size(metadata) if present(metadata) else 0
+    if size is None or size > METADATA_MAX_BYTES:  # None: nested too deep to encode
         checker.fail("metadata", f"The metadata may not be larger than {METADATA_MAX_BYTES} bytes as JSON.")
     checker.done()
     return Usage(FEATURES[name], quantity, metadata if present(metadata) else None,

@@ -8,7 +8,7 @@ import math
 from urllib.parse import urlencode
 
 from app.errors import ValidationFailed
-from app.validation import parse_datetime
+from app.validation import YEAR_MAX, YEAR_MIN, parse_datetime, parse_int, storable
 from storage.postgres.listing import ListingSpec, ListQuery
 
 DEFAULT_PER_PAGE = 25
@@ -36,10 +36,18 @@ def _single(query: dict[str, list[str]], name: str, errors: dict) -> str | None:
 def _bounded_int(raw: str | None, name: str, default: int, maximum: int, errors: dict) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    try:
+        return parse_int(raw, 1, maximum)
+    except ValueError:
         errors.setdefault(name, []).append(f"The {name} must be an integer between 1 and {maximum}.")
         return default
-    return int(raw)
+
+
+def _text(raw: str | None, name: str, errors: dict) -> str | None:
+    """A filter or search value, which travels to Postgres as a bind parameter."""
+    if raw is not None and not storable(raw):
+        errors.setdefault(name, []).append(f"The {name} may not contain NUL characters.")
+    return raw
 
 
 def _names(raw: str | None, name: str, allowed, errors: dict) -> list[str]:
@@ -69,7 +77,7 @@ def parse_list_query(request, spec: ListingSpec) -> ListQuery:
     result.fields = _names(fields, "fields", spec.fields, errors) if fields is not None else None
     result.include = _names(_single(query, "include", errors), "include", spec.includes, errors)
     for name in spec.filters:
-        value = _single(query, name, errors)
+        value = _text(_single(query, name, errors), name, errors)
         if value is not None:
             result.filters[name] = value
     status = _single(query, "status", errors)
@@ -78,7 +86,7 @@ def parse_list_query(request, spec: ListingSpec) -> ListQuery:
             allowed = ", ".join(spec.statuses) or "none for this resource"
             errors.setdefault("status", []).append(f"The status must be one of: {allowed}.")
         result.status = status
-    search = _single(query, "search", errors)
+    search = _text(_single(query, "search", errors), "search", errors)
     if search is not None:
         if not spec.search_columns:
             errors.setdefault("search", []).append("This resource does not support search.")
@@ -92,7 +100,8 @@ def parse_list_query(request, spec: ListingSpec) -> ListQuery:
         try:
             result.date_bounds.append((column, op, parse_datetime(raw)))
         except ValueError:
-            errors.setdefault(param, []).append(f"The {param} must be an ISO 8601 date or date-time.")
+            errors.setdefault(param, []).append(f"The {param} must be an ISO 8601 date or date-time in the years "
+                                                f"{YEAR_MIN}-{YEAR_MAX}.")
     if errors:
         raise ValidationFailed(errors)
     return result

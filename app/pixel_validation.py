@@ -13,7 +13,7 @@ from urllib.parse import SplitResult, urlsplit
 import orjson
 
 from app.errors import InvalidJson, PayloadTooLarge, UnsupportedContentType, ValidationFailed
-from app.validation import parse_datetime
+from app.validation import parse_datetime, parse_int, storable
 
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 URL_MAX = 2048  # what browsers and CDNs reliably pass through
@@ -86,11 +86,19 @@ def query_event(query: dict[str, list[str]], referer: str | None) -> dict:
             data["properties"] = orjson.loads(data["properties"])
         except orjson.JSONDecodeError:
             data["properties"] = ...  # refused below as "must be an object"
-    if isinstance(data.get("timestamp"), str) and data["timestamp"].isdigit():
-        data["timestamp"] = int(data["timestamp"])
+    if "timestamp" in data:
+        data["timestamp"] = _epoch_ms(data["timestamp"])
     if "sample_key" in data:
         data["sample_key"] = _number(data["sample_key"])
     return data
+
+
+def _epoch_ms(text: str):
+    """Epoch milliseconds when the text is ASCII digits in range; else the text, read below as ISO 8601."""
+    try:
+        return parse_int(text, 0, TIME_MAX_MS)
+    except ValueError:
+        return text
 
 
 def _number(text: str):
@@ -141,7 +149,8 @@ def _page_url(value, errors: Errors) -> tuple[str, SplitResult | None, str]:
         host = parts.hostname
     except ValueError:
         host = parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not host:
+    # The host is looked up in Postgres (app/sites.py), which cannot take a NUL.
+    if parts is None or parts.scheme not in ("http", "https") or not host or not storable(host):
         errors["url"] = ["The url must be an absolute http(s) URL."]
         return "", None, ""
     return value, parts, host

@@ -16,6 +16,7 @@ from app.errors import MethodNotAllowed, RateLimited, ResourceNotFound
 from app.idempotency import IDEMPOTENCY_KEY, UNSAFE_METHODS, run_idempotently
 from app.presenters import iso
 from app.rate_limits import rate_limit_headers
+from app.validation import parse_id
 
 
 @dataclass
@@ -119,7 +120,7 @@ def fallback(routes: list[Route]):
 
 def path_id(call: Call, name: str = "id") -> int:
     """A numeric path parameter; anything else cannot name a row, so 404."""
-    raw = call.request.route_values.get(name, "")
-    if not raw.isdigit() or len(raw) > 18:
-        raise ResourceNotFound()
-    return int(raw)
+    try:
+        return parse_id(call.request.route_values.get(name, ""))
+    except ValueError:
+        raise ResourceNotFound() from None

@@ -1,8 +1,5 @@
 """HTTP: /api/v1/seo — submit a report, list issues, read a report, a URL's score history."""
 
-from urllib.parse import urlsplit
-
-import orjson
 from blacksheep import Response
 
 from app.bodies import read_json_object
@@ -10,7 +7,7 @@ from app.errors import AccessDenied, ValidationFailed, json_response
 from app.listing import page_body, parse_list_query
 from app.presenters import iso
 from app.routing import Call, Route, path_id
-from app.validation import Checker, parse_datetime, present
+from app.validation import Checker, json_size, parse_id, parse_int, present, unstorable_key
 from storage.postgres import outbox, seo_reports
 from storage.postgres.seo_reports import MAX_HISTORY, SCORES
 
@@ -27,14 +24,8 @@ HISTORY_DEFAULT = 100
 
 
 def check_url(checker: Checker, name: str = "url") -> str | None:
-    url = checker.string(name, required=True, max_len=URL_MAX)
-    if not present(url):
-        return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
-        checker.fail(name, f"The {name} must be an absolute http or https URL.")
-        return None
-    return url
+    url, _parts = checker.url(name, ("http", "https"), required=True, max_len=URL_MAX)
+    return url if present(url) else None
 
 
 def check_scores(checker: Checker) -> dict[str, int]:
@@ -62,8 +53,11 @@ def check_issue(checker: Checker, index: int, issue) -> dict | None:
     severity = inner.choice("severity", SEVERITIES, required=True)
     inner.string("element", max_len=ELEMENT_MAX)
     details = {k: v for k, v in issue.items() if k not in ("type", "severity")}
-    if len(orjson.dumps(details)) > DETAILS_MAX_BYTES:
+    size = json_size(details)
+    if size is None or size > DETAILS_MAX_BYTES:
         inner.fail("details", f"The issue's other fields may not exceed {DETAILS_MAX_BYTES} bytes of JSON.")
+    elif (bad := unstorable_key(details)) is not None and bad not in inner.errors:  # details is jsonb
+        inner.fail(bad, f"The {bad} may not contain NUL characters.")
     for name, messages in inner.errors.items():
         checker.errors.setdefault(f"{prefix}.{name}", []).extend(messages)
     if inner.errors:
@@ -128,11 +122,18 @@ async def list_seo_issues(call: Call) -> Response:
     if severity is not None and severity not in SEVERITIES:
         raise ValidationFailed({"severity": [f"The severity must be one of: {', '.join(SEVERITIES)}."]})
     report_id = query.filters.get("report_id")
-    if report_id is not None and not report_id.isdigit():
-        raise ValidationFailed({"report_id": ["The report_id must be a report id."]})
+    if report_id is not None:
+        query.filters["report_id"] = str(report_id_filter(report_id))  # compared as text: 007 is 7
     rows, total = await seo_reports.list_issues(call.pool, workspace_id, query)
     items = [issue_view(row) for row in rows]
     return json_response(200, page_body(call.request, call.settings.public_url, query, items, total))
+
+
+def report_id_filter(raw: str) -> int:
+    try:
+        return parse_id(raw)
+    except ValueError:
+        raise ValidationFailed({"report_id": ["The report_id must be a report id."]}) from None
 
 
 async def list_seo_reports(call: Call) -> Response:
@@ -152,12 +153,11 @@ def history_query(call: Call) -> tuple:
     checker = Checker(query, allowed=("url", "since", "before", "limit"))
     url = check_url(checker)
     since, before = checker.timestamp("since"), checker.timestamp("before")
-    limit = HISTORY_DEFAULT
-    raw = query.get("limit")
-    if raw is not None and (not raw.isdigit() or not 1 <= int(raw) <= MAX_HISTORY):
+    limit, raw = HISTORY_DEFAULT, query.get("limit")
+    try:
+        limit = limit if raw is None else parse_int(raw, 1, MAX_HISTORY)
+    except ValueError:
         checker.fail("limit", f"The limit must be an integer between 1 and {MAX_HISTORY}.")
-    elif raw is not None:
-        limit = int(raw)
     checker.done()
     return url, since if present(since) else None, before if present(before) else None, limit
 

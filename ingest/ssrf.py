@@ -5,7 +5,9 @@ made to a checked address: httpcore asks this module's network backend to connec
 second DNS lookup happens between check and connect (DNS rebinding gets nothing). IP literals
 in every form inet_aton accepts (decimal `2130706433`, octal `0177.0.0.1`, hex, short `127.1`)
 and IPv6 forms that embed an IPv4 address (mapped, 6to4, NAT64, Teredo) are judged by the
-IPv4 address they stand for.
+IPv4 address they stand for. Before the check at registration a host is first normalised as a
+browser's URL parser and a resolver would read it (normalise_host), so `127。0。0。1`,
+`①②⑦.0.0.1`, `ｌｏｃａｌｈｏｓｔ` or `127.0.0.1.` are judged as the address or name they become.
 """
 
 import asyncio
@@ -13,10 +15,13 @@ import ipaddress
 import re
 import socket
 import ssl
+import unicodedata
 from typing import Awaitable, Callable, Iterable
+from urllib.parse import unquote
 
 import httpcore
 import httpx
+import idna
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -35,6 +40,19 @@ NUMERIC_HOST = re.compile(r"[0-9a-fx.]+", re.IGNORECASE)
 
 class UnsafeAddress(Exception):
     """The URL's host is, or resolves to, an address deliveries may not reach."""
+
+
+def normalise_host(host: str) -> str:
+    """The host as browsers and resolvers read it: percent-decoded (as the WHATWG URL parser does),
+    NFKC and UTS-46 mapped (full-width and circled digits, ideographic full stops, case), without
+    one trailing dot (`127.0.0.1.` is 127.0.0.1 to both). ValueError: no resolver takes it."""
+    text = unicodedata.normalize("NFKC", unquote(host))
+    try:
+        text = idna.uts46_remap(text, std3_rules=False, transitional=False)
+    except idna.IDNAError as exc:
+        raise ValueError(f"{host!r} is not a host name: {exc}") from None
+    text = text.lower()
+    return text[:-1] if text.endswith(".") else text
 
 
 def literal_address(host: str) -> IPAddress | None:
@@ -111,7 +129,9 @@ class Guard:
         return [str(a) for a in addresses]
 
     def check_literal(self, host: str) -> None:
-        """The no-DNS part of the check, for validating a URL when it is registered."""
+        """The no-DNS part of the check, for validating a URL when it is registered; the host is
+        normalised first (ValueError when it cannot be)."""
+        host = normalise_host(host)
         literal = literal_address(host)
         if literal is not None and not self.permits(literal):
             raise UnsafeAddress(f"{host} is a non-public address")

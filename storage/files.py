@@ -6,9 +6,13 @@ symlink placed inside the root. So a path is first checked as text, then opened 
 time relative to an open directory (openat with O_NOFOLLOW): no symlink is ever followed, which also
 closes the race between checking a path and using it. Writes go to a temporary file that is
 fsync'd and renamed over the target, so a reader sees the old or the new content, never half.
+A name the kernel refuses for what it is (too long for the file system, not in its encoding) is a
+bad path like any other; every other OSError is a real I/O failure and leaves as one.
 Synchronous: async callers use asyncio.to_thread.
 """
 
+import contextlib
+import errno
 import heapq
 import os
 import re
@@ -22,11 +26,14 @@ from urllib.parse import unquote
 from storage.errors import StorageError
 
 # Linux allows 255 bytes per name; the temporary file adds a prefix and suffix to it.
-MAX_NAME = 200
+MAX_NAME = 200  # bytes of UTF-8: "é" is two
 MAX_PATH = 1024
 MAX_DEPTH = 32
 DRIVE = re.compile(r"^[A-Za-z]:")
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# What the kernel says about a name the caller chose (a file system may allow fewer bytes than
+# MAX_NAME, or refuse an encoding), as opposed to the disk or the directory failing.
+NAME_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ})
 
 
 class PathRefused(StorageError):
@@ -46,8 +53,8 @@ class Entry:
 
 def _hostile(text: str) -> str | None:
     """Why this spelling of a path could escape the root, or None."""
-    if any(c == "\x00" or unicodedata.category(c) == "Cc" for c in text):
-        return "control characters and NUL bytes are not allowed"
+    if any(c == "\x00" or unicodedata.category(c) in ("Cc", "Cs") for c in text):
+        return "control characters, NUL bytes and unpaired surrogates are not allowed"
     if "\\" in text:
         return "backslashes are not allowed"
     if text.startswith(("/", "~")) or DRIVE.match(text):
@@ -69,9 +76,20 @@ def split_path(path: str) -> list[str]:
         if reason:
             raise PathRefused(reason)
     parts = [part for part in path.split("/") if part not in ("", ".")]
-    if len(parts) > MAX_DEPTH or any(len(part) > MAX_NAME for part in parts):
-        raise PathRefused(f"at most {MAX_DEPTH} levels of names of at most {MAX_NAME} characters")
+    if len(parts) > MAX_DEPTH or any(len(part.encode()) > MAX_NAME for part in parts):
+        raise PathRefused(f"at most {MAX_DEPTH} levels of names of at most {MAX_NAME} bytes of UTF-8")
     return parts
+
+
+@contextlib.contextmanager
+def _names_refused():
+    """An OSError about the caller's name becomes PathRefused; any other stays an I/O failure."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in NAME_ERRNOS:
+            raise PathRefused(f"the file system refuses the name: {exc.strerror}") from exc
+        raise
 
 
 class WorkspaceFiles:
@@ -83,6 +101,10 @@ class WorkspaceFiles:
         self.max_entries = max_entries
 
     def read(self, path: str) -> bytes:
+        with _names_refused():
+            return self._read(path)
+
+    def _read(self, path: str) -> bytes:
         parts = split_path(path)
         if not parts:
             raise FileError("the root is a directory")
@@ -102,6 +124,10 @@ class WorkspaceFiles:
 
     def write(self, path: str, data: bytes) -> bool:
         """Replace or create the file atomically; True when it did not exist before."""
+        with _names_refused():
+            return self._write(path, data)
+
+    def _write(self, path: str, data: bytes) -> bool:
         parts = split_path(path)
         if not parts:
             raise FileError("the root is a directory")
@@ -115,6 +141,10 @@ class WorkspaceFiles:
 
     def list_dir(self, path: str) -> tuple[list[Entry], bool]:
         """Entries sorted by name, at most max_entries; True when more were left off."""
+        with _names_refused():
+            return self._list_dir(path)
+
+    def _list_dir(self, path: str) -> tuple[list[Entry], bool]:
         dir_fd = self._open_dir(split_path(path))
         try:
             with os.scandir(dir_fd) as it:
@@ -168,6 +198,8 @@ class WorkspaceFiles:
                 return PathRefused("symlinks are not followed")
         except OSError:
             pass
+        if exc.errno in NAME_ERRNOS:
+            return PathRefused(f"the file system refuses the name: {exc.strerror}")
         if isinstance(exc, FileNotFoundError):
             return FileError(f"{name} does not exist")
         if isinstance(exc, NotADirectoryError):

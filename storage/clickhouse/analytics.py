@@ -11,6 +11,7 @@ from datetime import datetime
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from storage.clickhouse import client as clickhouse
+from storage.clickhouse.gateway import QueryFailed
 from storage.errors import Unavailable
 
 # A result an assistant can read in one go; the tools' schemas cap `limit` at this too.
@@ -63,6 +64,10 @@ def _rows(reader, sql: str, params: dict) -> list[dict]:
     try:
         result = reader.query(sql, parameters=params)
     except (ClickHouseError, OSError) as exc:
+        raise Unavailable("ClickHouse", str(exc)) from exc
+    except QueryFailed as exc:
+        # These queries are ours and valid: ClickHouse refusing one means it is not ready, e.g.
+        # its tables do not exist yet because no ingest worker has run against it.
         raise Unavailable("ClickHouse", str(exc)) from exc
     names = result.column_names
     return [dict(zip(names, row)) for row in result.result_rows]

@@ -83,7 +83,7 @@ INSERT_ATTEMPT = """
 INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error, response_body, duration_ms, started_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7)"""
 # Only the lease holder records the outcome; a worker whose lease ran out lost the delivery.
-FINISH_DELIVERY = f"""
+FINISH_DELIVERY = """
 UPDATE webhook_deliveries SET status = $3::text, attempt = attempt + 1, response_code = $4, response_body = $5,
     error = $6, next_attempt_at = $7, delivered_at = CASE WHEN $3 = 'success' THEN $8::timestamptz END,
     lease_token = NULL, lease_until = NULL, updated_at = now()

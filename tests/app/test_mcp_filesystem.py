@@ -6,6 +6,7 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from storage import files as files_module
 from storage.files import FileError, PathRefused, WorkspaceFiles, split_path
 
 HOSTILE = [
@@ -97,3 +98,40 @@ def test_missing_file_and_directory_are_file_errors(sandbox):
         files.write("d", b"over a directory")
     with pytest.raises(FileError):
         files.read("d")
+
+
+def test_names_are_bounded_in_bytes_not_characters(sandbox):
+    files, _ = sandbox
+    with pytest.raises(PathRefused, match="bytes"):
+        split_path("\u00e9" * 150)  # 150 characters, 300 bytes: past what Linux allows in one name
+    with pytest.raises(PathRefused):
+        files.write("\u00e9" * 150, b"x")
+    assert split_path("\u00e9" * 100) == ["\u00e9" * 100]
+    assert files.write("\u00e9" * 100, b"x") is True
+
+
+def test_unpaired_surrogates_are_refused_as_text():
+    with pytest.raises(PathRefused):
+        split_path("a\udcff.txt")
+
+
+@pytest.mark.parametrize("operation", [
+    lambda files, name: files.write(name, b"x"),
+    lambda files, name: files.write(f"{name}/inner.txt", b"x"),
+    lambda files, name: files.read(name),
+    lambda files, name: files.list_dir(name),
+])
+def test_a_name_the_kernel_refuses_is_a_refused_path_not_an_io_failure(sandbox, monkeypatch, operation):
+    # Past the text check (a file system may allow fewer bytes than it does): ENAMETOOLONG from
+    # the kernel itself is still the caller's bad path, 422, not an outage.
+    monkeypatch.setattr(files_module, "MAX_NAME", 1000)
+    files, _ = sandbox
+    with pytest.raises(PathRefused, match="refuses the name"):
+        operation(files, "n" * 300)
+
+
+def test_an_io_failure_that_is_not_about_the_name_stays_an_os_error(tmp_path):
+    (tmp_path / "root").write_text("a file where the workspace directory should be")
+    files = WorkspaceFiles(tmp_path / "root" / "1", max_file_bytes=1000, max_entries=3)
+    with pytest.raises(NotADirectoryError):  # an OSError: app/errors.py answers 503
+        files.write("a.txt", b"x")

@@ -8,7 +8,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import httpx
-import orjson
 import pytest
 from standardwebhooks import Webhook
 
@@ -93,12 +92,33 @@ def test_a_given_secret_is_kept(hooks_api, tenant, https_receiver):
     ({"url": "https://10.0.0.1/hook", "events": ["*"]}, {"url"}),
     ({"url": "https://169.254.169.254/latest", "events": ["*"]}, {"url"}),
     ({"url": "https://[::ffff:a9fe:a9fe]/", "events": ["*"]}, {"url"}),
+    # Spellings a browser or resolver reads as a private address or a local name (the allow-list
+    # here admits 127.0.0.0/8, so these are other ones).
+    ({"url": "https://10.0.0.1./hook", "events": ["*"]}, {"url"}),
+    ({"url": "https://169\uff0e254\uff0e169\uff0e254/latest", "events": ["*"]}, {"url"}),
+    ({"url": "https://169\u3002254\u3002169\u3002254/latest", "events": ["*"]}, {"url"}),
+    ({"url": "https://\u2460\u24ea.0.0.1/", "events": ["*"]}, {"url"}),
+    ({"url": "https://%31%30.0.0.1/", "events": ["*"]}, {"url"}),
+    # Not URLs at all, however they parse.
+    ({"url": "https://[::1/x", "events": ["*"]}, {"url"}),
+    ({"url": "https://[zzz]/x", "events": ["*"]}, {"url"}),
+    ({"url": "https://example.com:99999/", "events": ["*"]}, {"url"}),
+    ({"url": "https://exa\x00mple.com/", "events": ["*"]}, {"url"}),
 ])
-def test_invalid_endpoints_are_refused_field_by_field(hooks_api, tenant, body, fields):
-    _, headers = tenant
+def test_invalid_endpoints_are_refused_field_by_field(hooks_api, tenant, tenants, body, fields):
+    ws, headers = tenant
     r = hooks_api.post("/webhooks", json=body, headers=headers)
     assert r.status_code == 422, r.text
     assert set(r.json()["errors"]) == fields
+    assert tenants.fetchval("SELECT count(*) FROM webhook_endpoints WHERE workspace_id = $1", ws["id"]) == 0
+
+
+def test_a_public_host_in_another_spelling_is_accepted_and_kept_as_given(hooks_api, tenant):
+    _, headers = tenant
+    url = "https://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com./hook"  # ｅｘａｍｐｌｅ.com.
+    r = hooks_api.post("/webhooks", json={"url": url, "events": ["*"]}, headers=headers)
+    assert r.status_code == 201, r.text
+    assert hooks_api.get(f"/webhooks/{r.json()['data']['id']}", headers=headers).json()["data"]["url"] == url
 
 
 def test_wildcards_of_future_families_are_accepted(hooks_api, tenant):

@@ -5,8 +5,9 @@ import ipaddress
 
 import httpx
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from ingest.ssrf import Guard, UnsafeAddress, guarded_transport, is_public, literal_address
+from ingest.ssrf import Guard, UnsafeAddress, guarded_transport, is_public, literal_address, normalise_host
 from tests.webhook_receiver import https_receiver  # noqa: F401 (a fixture)
 
 HOSTILE_LITERALS = [
@@ -39,6 +40,42 @@ def test_public_addresses_pass(host):
 def test_literal_forms_are_read_as_a_resolver_would(host, expected):
     found = literal_address(host)
     assert (str(found) if found else None) == expected
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("127.0.0.1.", "127.0.0.1"), ("localhost.", "localhost"), ("127\u30020\u30020\u30021", "127.0.0.1"),
+    ("\u2460\u2461\u2466.0.0.1", "127.0.0.1"), ("\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11", "127.0.0.1"),
+    ("\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54", "localhost"), ("LocalHost", "localhost"),
+    ("%31%32%37.0.0.1", "127.0.0.1"), ("Example.COM.", "example.com"), ("b\u00fccher.de", "b\u00fccher.de"),
+    ("[::1]", "[::1]"), ("example.com..", "example.com."),
+])
+def test_hosts_are_normalised_as_browsers_and_resolvers_read_them(host, expected):
+    assert normalise_host(host) == expected
+
+
+@pytest.mark.parametrize("host", [
+    "127.0.0.1.", "localhost.", "127\u30020\u30020\u30021", "\u2460\u2461\u2466.0.0.1",
+    "\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54", "api.LOCALHOST.", "\uff3b\uff1a\uff1a\uff11\uff3d",
+    "169\uff0e254\uff0e169\uff0e254", "0x7f\u30021", "%31%32%37.1",
+])
+def test_the_check_at_registration_refuses_every_spelling_of_a_local_host(host):
+    with pytest.raises(UnsafeAddress):
+        Guard().check_literal(host)
+
+
+@pytest.mark.parametrize("host", ["example.com", "\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com.", "b\u00fccher.de",
+                                  "8.8.8.8.", "[2606:4700:4700::1111]"])
+def test_the_check_at_registration_lets_public_hosts_through(host):
+    Guard().check_literal(host)
+
+
+@given(st.text())
+@settings(max_examples=300)
+def test_normalising_any_host_gives_text_or_a_value_error(host):
+    try:
+        Guard().check_literal(host)
+    except (UnsafeAddress, ValueError):
+        pass
 
 
 async def test_localhost_is_refused_after_resolving():
