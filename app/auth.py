@@ -3,6 +3,8 @@
 The hot path is one Redis round trip (storage/redis/key_gate.py): the cached key record
 and the key's GCRA bucket together. Postgres is read only when the record is not cached
 or Redis is away; `last_used_at` is kept in memory and written in one UPDATE every few seconds.
+A key Postgres does not know is remembered briefly in process (UnknownKeys), and failed
+authentications are limited per client address (app/rate_limits.py FailedAuthLimit).
 """
 
 import asyncio
@@ -15,15 +17,22 @@ from datetime import datetime, timezone
 from redis.exceptions import RedisError
 
 from app.errors import AccessDenied, Unauthorized, ValidationFailed
-from app.rate_limits import LocalLimiter, RedisHealth, tier_limits
+from app.rate_limits import FailedAuthLimit, LocalLimiter, RedisHealth, tier_limits
 from app.scopes import grants
+from app.tiers import capped
 from app.tokens import hash_key, looks_like_key
+from app.validation import parse_id
 from storage.postgres import api_keys
 from storage.redis.key_gate import KeyGate, KeyRecord
 from storage.redis.rate_limit import Decision
 
 log = logging.getLogger("sluice.auth")
 PRINCIPALS_MAX = 10_000
+# How long a key hash Postgres did not know is answered 401 from memory, and how many are kept.
+# Keys are 238-bit secrets made server side, so no hash remembered here can become a valid key
+# meanwhile; the TTL only bounds memory churn.
+UNKNOWN_KEY_SECONDS = 30.0
+UNKNOWN_KEYS_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +60,9 @@ def _unix(value) -> float | None:
 
 
 def record_from_row(row: dict) -> KeyRecord:
-    tier = row["rate_limit_tier"] or row["workspace_tier"]
+    # The workspace's plan caps its keys: a downgrade slows every key at once (set-tier drops
+    # the cached records), whatever rate_limit_tier a key was given.
+    tier = capped(row["rate_limit_tier"], row["workspace_tier"])
     limit, capacity = tier_limits(tier)
     return KeyRecord(
         id=row["id"], workspace_id=row["workspace_id"], account_id=row["account_id"],
@@ -66,22 +77,61 @@ def is_live(record: KeyRecord, now: float) -> bool:
     return record.expires_at is None or record.expires_at > now
 
 
+class UnknownKeys:
+    """Key hashes Postgres did not know, each for UNKNOWN_KEY_SECONDS: a flood of one made-up key
+    costs one lookup per process, not one per request. With one TTL for all, insertion order is
+    expiry order, so the oldest entry is the one to drop when full."""
+
+    def __init__(self):
+        self.until: dict[bytes, float] = {}
+
+    def __contains__(self, digest: bytes) -> bool:
+        until = self.until.get(digest)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        del self.until[digest]
+        return False
+
+    def add(self, digest: bytes) -> None:
+        if len(self.until) >= UNKNOWN_KEYS_MAX:
+            del self.until[next(iter(self.until))]
+        self.until[digest] = time.monotonic() + UNKNOWN_KEY_SECONDS
+
+
 class Authenticator:
-    def __init__(self, pool, gate: KeyGate, local: LocalLimiter | None, flush_seconds: int):
-        """`local` limits while Redis is away; None when rate limits are switched off."""
+    def __init__(self, pool, gate: KeyGate, local: LocalLimiter | None, flush_seconds: int,
+                 health: RedisHealth | None = None, failures: FailedAuthLimit | None = None):
+        """`local` limits while Redis is away (None when rate limits are switched off); `health` is the
+        process's view of Redis, shared with the pixel; `failures` None: failed attempts are not limited."""
         self.pool = pool
         self.gate = gate
         self.local = local
-        self.health = RedisHealth()
+        self.health = health or RedisHealth()
+        self.failures = failures
+        self.unknown = UnknownKeys()
         self.flush_seconds = flush_seconds
         self.pending_last_used: dict[int, float] = {}
         self.pending_forget: set[bytes] = set()
         self._principals: dict[KeyRecord, Principal] = {}  # one per cached record, not per request
-        self._task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     async def admit(self, request) -> tuple[Principal, Decision, bool]:
         """The caller, the rate-limit decision, and whether Redis made it (False: local fallback)."""
         digest = hash_key(bearer_token(request))
+        if self.failures is None:
+            return await self._admit(digest)
+        await self.failures.check(request)  # an address over its budget: 429 before any lookup
+        try:
+            return await self._admit(digest)
+        except Unauthorized:
+            await self.failures.failed(request)  # the attempt that spends the budget gets the 429
+            raise
+
+    async def _admit(self, digest: bytes) -> tuple[Principal, Decision, bool]:
+        if digest in self.unknown:
+            raise Unauthorized()
         record = decision = loaded = None
         if self.health.usable():
             hit = await self._check_cached(digest)
@@ -128,6 +178,7 @@ class Authenticator:
         # Found by hash; comparing the hash again in constant time keeps the final
         # decision free of timing differences whatever the index lookup did.
         if row is None or not hmac.compare_digest(bytes(row["key_hash"]), digest):
+            self.unknown.add(digest)
             raise Unauthorized()
         return record_from_row(row)
 
@@ -152,11 +203,12 @@ class Authenticator:
             log.warning("could not drop %d cached key records yet; retrying", len(hashes))
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._flush_forever())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._flush_forever()), loop.create_task(self.health.watch(self.gate.client))]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
         await self.flush()
 
     async def flush(self) -> None:
@@ -185,7 +237,9 @@ def check_workspace_header(request, principal: Principal) -> None:
     raw = request.get_first_header(b"x-workspace-id")
     if raw is None:
         return
-    if not raw.isdigit() or len(raw) > 18:
-        raise ValidationFailed({"X-Workspace-ID": ["The X-Workspace-ID header must be a workspace id."]})
-    if int(raw) != principal.workspace_id:
-        raise AccessDenied(f"This API key cannot act on workspace {int(raw)}.")
+    try:
+        workspace_id = parse_id(raw.decode("latin-1"))
+    except ValueError:
+        raise ValidationFailed({"X-Workspace-ID": ["The X-Workspace-ID header must be a workspace id."]}) from None
+    if workspace_id != principal.workspace_id:
+        raise AccessDenied(f"This API key cannot act on workspace {workspace_id}.")

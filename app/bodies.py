@@ -1,10 +1,18 @@
-"""Reading request bodies: size limit first, then content type, then orjson."""
+"""Reading request bodies: size limit first, then content type, then orjson.
+
+How long a client may take to send its body is bounded one layer down, around the ASGI
+`receive` (app/middleware.py: BodyDeadline).
+"""
+
+import logging
+import math
 
 import orjson
 from blacksheep.exceptions import MessageAborted
 
-from app.errors import InvalidJson, PayloadTooLarge, UnsupportedContentType, ValidationFailed
+from app.errors import IncompleteBody, InvalidJson, PayloadTooLarge, UnsupportedContentType, ValidationFailed
 
+log = logging.getLogger("sluice.bodies")
 # A refused body is read to its end when it passes the limit by at most this much (see _drain).
 DRAIN_MAX_BYTES = 1 << 20
 
@@ -18,9 +26,23 @@ async def read_body(request, max_bytes: int) -> bytes:
     cached = getattr(request, "body_bytes", None)
     if cached is not None:
         return cached
+    try:
+        request.body_bytes = await _read(request, max_bytes)
+    except MessageAborted:
+        # The server sees a client that went away mid-body and a chunked body it could not
+        # parse the same way (the ASGI server reports both as a disconnect): neither is a
+        # server error, and a flood of them must not flood the log.
+        log.debug("request body incomplete: client disconnected or sent malformed chunked encoding")
+        raise IncompleteBody("The request body ended early or its chunked encoding was malformed.") from None
+    return request.body_bytes
+
+
+async def _read(request, max_bytes: int) -> bytes:
     declared = request.get_first_header(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        if int(declared) <= max_bytes + DRAIN_MAX_BYTES:
+    # Past 18 digits it is over any limit (and int() refuses strings past 4,300 digits).
+    size = (int(declared) if len(declared) <= 18 else math.inf) if declared and declared.isdigit() else 0
+    if size > max_bytes:
+        if size <= max_bytes + DRAIN_MAX_BYTES:
             await _drain(request.stream(), 0)
         raise PayloadTooLarge(f"Request body is larger than the limit of {max_bytes} bytes.")
     chunks, size = [], 0
@@ -31,8 +53,7 @@ async def read_body(request, max_bytes: int) -> bytes:
             await _drain(stream, size - max_bytes)
             raise PayloadTooLarge(f"Request body is larger than the limit of {max_bytes} bytes.")
         chunks.append(chunk)
-    request.body_bytes = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    return request.body_bytes
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _chunks(request):

@@ -93,8 +93,39 @@ class UnknownDomain(ApiError):
                          "register it with POST /api/v1/pixel/domains.", host=host)
 
 
+class DomainNotVerified(ApiError):
+    """Unverified claims of several workspaces meet on the host (app/sites.py): nobody gets it."""
+
+    status, code = 422, "domain_not_verified"
+
+    def __init__(self, host: str):
+        super().__init__(f"The host {host!r} is claimed by more than one workspace and none has verified it; "
+                         "its events are refused until its owner verifies the domain with "
+                         "POST /api/v1/pixel/domains/{id}/verify.", host=host)
+
+
+class VerificationFailed(ApiError):
+    """POST /pixel/domains/{id}/verify found no token; `checks` says what was looked up and found."""
+
+    status, code = 422, "verification_failed"
+
+
 class ConflictError(ApiError):
     status, code = 409, "conflict"
+
+
+class IncompleteBody(ApiError):
+    """A body that ended early or broke its chunked framing: the client's fault, never logged as an error."""
+
+    status, code = 400, "bad_request"
+
+
+class RequestTimeout(ApiError):
+    status, code = 408, "request_timeout"
+
+    def __init__(self, seconds: float):
+        super().__init__(f"The request body did not arrive within {seconds:g} seconds.")
+        self.headers = [(b"Connection", b"close")]
 
 
 class PayloadTooLarge(ApiError):

@@ -11,8 +11,9 @@ from app import domains, mcp, pixel, seo, webhooks
 from app.auth import Authenticator
 from app.entitlements import Ledger
 from app.pixel import Pixel
-from app.rate_limits import LocalLimiter
-from app.middleware import request_middleware
+from app.client_ip import parse_networks
+from app.rate_limits import FailedAuthLimit, LocalLimiter, RedisHealth
+from app.middleware import BodyDeadline, request_middleware
 from app.routing import Route, Services, endpoint, fallback
 from app.settings import Settings
 from ingest.events import Topics
@@ -47,6 +48,16 @@ def create_producer(settings: Settings, topics: Topics) -> DurableProducer:
         topics=(topics.pixel, topics.usage, topics.dropped, topics.dead_letter))
 
 
+def create_authenticator(settings: Settings, pool, redis) -> Authenticator:
+    health = RedisHealth()  # the process's one view of Redis: the pixel shares it (app/metrics.py reports it)
+    local = LocalLimiter(settings.workers) if settings.rate_limits else None
+    failures = (FailedAuthLimit(redis, health, settings.auth_failures_per_minute, settings.workers,
+                                parse_networks(settings.trusted_proxies))
+                if settings.auth_failures_per_minute > 0 else None)
+    return Authenticator(pool, KeyGate(redis, settings.rate_limits), local, settings.last_used_flush_seconds,
+                         health, failures)
+
+
 def configure_lifespan(app: Application, services: Services) -> None:
     settings = services.settings
 
@@ -57,16 +68,14 @@ def configure_lifespan(app: Application, services: Services) -> None:
         services.workspaces = WorkspaceCache(services.pool, settings.database_url, settings.workspace_cache_seconds)
         await services.workspaces.start()
         services.redis = create_client(settings.redis_url)
-        local = LocalLimiter(settings.workers) if settings.rate_limits else None
-        services.authenticator = Authenticator(
-            services.pool, KeyGate(services.redis, settings.rate_limits), local, settings.last_used_flush_seconds
-        )
-        services.authenticator.start()
+        services.authenticator = create_authenticator(settings, services.pool, services.redis)
+        services.authenticator.start()  # also PINGs Redis while it is marked down
         services.producer = create_producer(settings, services.topics)
         await services.producer.start()  # never waits long for Kafka: it spools meanwhile
         services.idempotency = IdempotencyStore(services.redis)
         services.entitlements = Ledger(services)
-        services.pixel = Pixel(settings, services.pool, services.redis, services.producer)
+        services.pixel = Pixel(settings, services.pool, services.redis, services.producer,
+                               services.authenticator.health)
         services.pixel.start()
         tune_gc()
         try:
@@ -91,7 +100,8 @@ def tune_gc() -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings | None = None) -> Application:
+def create_app(settings: Settings | None = None):
+    """The ASGI application granian serves: BlackSheep's, inside the body read deadline."""
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     services = Services(settings, topics=Topics.with_prefix(settings.kafka_topic_prefix))
@@ -100,4 +110,4 @@ def create_app(settings: Settings | None = None) -> Application:
     configure_routes(router, services)
     app.middlewares.append(request_middleware)
     configure_lifespan(app, services)
-    return app
+    return BodyDeadline(app, settings.body_timeout_seconds)

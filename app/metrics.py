@@ -21,7 +21,8 @@ def render(services) -> bytes:
     health = services.authenticator.health
     counters = {
         "sluice_redis_outages_total": ("Redis outages seen by this process", health.outages),
-        "sluice_redis_fallback_requests_total": ("Requests authenticated and limited without Redis",
+        # One RedisHealth per process, shared by the API keys' and the pixel's limiters.
+        "sluice_redis_fallback_requests_total": ("Requests limited locally without Redis (API keys and pixel)",
                                                  health.fallback_requests),
         "sluice_redis_down": ("1 while this process considers Redis unreachable", int(health.down_since is not None)),
     }

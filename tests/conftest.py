@@ -56,19 +56,27 @@ async def _execute(dsn: str, sql: str, *args) -> None:
         await conn.close()
 
 
+@contextlib.contextmanager
+def fresh_database(admin_dsn: str, prefix: str = "sluice_test"):
+    """A new, migrated database on the stack's Postgres for as long as the block runs; its DSN."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    asyncio.run(_execute(admin_dsn, f'CREATE DATABASE "{name}"'))
+    dsn = _with_database(admin_dsn, name)
+    try:
+        asyncio.run(migrate(dsn))
+        # Redis counters are keyed by workspace id and Redis outlives this database, whose ids
+        # would start at 1 again: start them at a random point so no run meets another's.
+        asyncio.run(_execute(dsn, "SELECT setval('workspaces_id_seq', $1)", random.randrange(10**10, 10**12)))
+        yield dsn
+    finally:
+        asyncio.run(_execute(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def database_url():
     _require_stack()
-    admin_dsn = os.environ["DATABASE_URL"]
-    name = f"sluice_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    asyncio.run(_execute(admin_dsn, f'CREATE DATABASE "{name}"'))
-    dsn = _with_database(admin_dsn, name)
-    asyncio.run(migrate(dsn))
-    # Redis counters are keyed by workspace id and Redis outlives this database, whose ids
-    # would start at 1 again: start them at a random point so no run meets another's.
-    asyncio.run(_execute(dsn, "SELECT setval('workspaces_id_seq', $1)", random.randrange(10**10, 10**12)))
-    yield dsn
-    asyncio.run(_execute(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database(os.environ["DATABASE_URL"]) as dsn:
+        yield dsn
 
 
 def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> None:
@@ -99,7 +107,10 @@ def ingest_env(tmp_path_factory):
 def server_env(database_url, ingest_env):
     return {**os.environ, **ingest_env, "DATABASE_URL": database_url, "SLUICE_LAST_USED_FLUSH_SECONDS": "1",
             "SLUICE_MAX_BODY_BYTES": "65536", "SLUICE_LOG_LEVEL": "warning",
-            "SLUICE_ENTITLEMENTS_CACHE_SECONDS": "1", "SLUICE_PIXEL_CONFIG_CACHE_SECONDS": "1"}
+            "SLUICE_ENTITLEMENTS_CACHE_SECONDS": "1", "SLUICE_PIXEL_CONFIG_CACHE_SECONDS": "1",
+            # Every test calls from 127.0.0.1 and concurrent runs share Redis: the failed-auth budget
+            # per address is tested on servers of its own (tests/e2e/test_auth_floods.py).
+            "SLUICE_AUTH_FAILURES_PER_MINUTE": "1000000"}
 
 
 @contextlib.contextmanager
