@@ -1,10 +1,12 @@
-"""Command line: `python -m app migrate | create-workspace | create-key | set-entitlement | counters |
-serve | run`."""
+"""Command line: `python -m app migrate | create-workspace | create-key | set-tier | set-entitlement |
+counters | serve | run`."""
 
 import argparse
 import asyncio
 import os
 import sys
+
+from redis.exceptions import RedisError
 
 from app import counters, supervisor
 from app.features import AMOUNT_MAX, FEATURES
@@ -18,6 +20,7 @@ from storage.postgres import api_keys, entitlements, workspaces
 from storage.postgres.migrate import migrate
 from storage.postgres.pool import create_pool
 from storage.redis.client import close_client, create_client
+from storage.redis.key_gate import RECORD_TTL_SECONDS, KeyGate
 from storage.redis.quota import QuotaStore
 
 
@@ -52,6 +55,31 @@ async def run_create_key(settings: Settings, args) -> None:
     print(f"api key {row['id']} for workspace {args.workspace_id}, scopes {' '.join(row['scopes'])}", file=sys.stderr)
     print("store it now; it is not shown again:", file=sys.stderr)
     print(key)
+
+
+async def run_set_tier(settings: Settings, args) -> int:
+    """The one way a workspace's tier (its plan) changes; clients cannot change it over the API."""
+    pool = await create_pool(settings.database_url, 2)
+    try:
+        row = await workspaces.set_tier(pool, args.workspace_id, args.tier)
+        hashes = await api_keys.workspace_key_hashes(pool, args.workspace_id)
+    finally:
+        await pool.close()
+    print(f"workspace {row['id']} '{row['name']}' is now on tier {row['tier']}")
+    # API processes drop their cached row on Postgres' notification; the key records cached in
+    # Redis carry the old rate limit, so they go now: the next request reads the new tier.
+    redis = create_client(settings.redis_url)
+    try:
+        await KeyGate(redis).forget(hashes)
+    except (RedisError, OSError) as exc:
+        print(f"could not drop the cached records of its {len(hashes)} key(s) in Redis ({exc}); "
+              f"the old rate limit lasts at most {RECORD_TTL_SECONDS} s more", file=sys.stderr)
+        return 1
+    finally:
+        await close_client(redis)
+    print(f"rate limits of its {len(hashes)} key(s) apply from the next request; its feature limits within "
+          f"SLUICE_ENTITLEMENTS_CACHE_SECONDS ({settings.entitlements_cache_seconds} s)")
+    return 0
 
 
 async def run_set_entitlement(settings: Settings, args) -> None:
@@ -115,11 +143,19 @@ def report_drift(checked: list, show_all: bool) -> int:
     return 1 if drifting else 0
 
 
+# Seconds granian waits before starting a worker again after one died: a worker that crashes at
+# once is retried at this pace instead of in a tight loop, and a lone crash costs one worker's share.
+RESPAWN_INTERVAL_SECONDS = 1
+
+
 def serve_command(settings: Settings, workers: int) -> list[str]:
     return [
         sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop",
         "--host", settings.host, "--port", str(settings.port), "--workers", str(workers),
-        "--log-level", settings.log_level, "--no-ws", "app.main:create_app",
+        "--log-level", settings.log_level, "--no-ws",
+        "--http1-header-read-timeout", str(settings.header_timeout_seconds * 1000),
+        "--respawn-failed-workers", "--respawn-interval", str(RESPAWN_INTERVAL_SECONDS),
+        "app.main:create_app",
     ]
 
 
@@ -158,6 +194,9 @@ def parser() -> argparse.ArgumentParser:
     key.add_argument("--name", default="bootstrap key")
     key.add_argument("--scopes", nargs="+", default=["*"], help="default: * (every scope)")
     key.add_argument("--tier", choices=TIERS, help="rate limit tier (default: the workspace's)")
+    tier = sub.add_parser("set-tier", help="change a workspace's tier (plan): its rate and feature limits")
+    tier.add_argument("--workspace-id", type=int, required=True)
+    tier.add_argument("--tier", choices=TIERS, required=True)
     ent = sub.add_parser("set-entitlement", help="override a workspace's limit of one feature")
     ent.add_argument("--workspace-id", type=int, required=True)
     ent.add_argument("--feature", choices=list(FEATURES), required=True)
@@ -186,7 +225,7 @@ def main() -> None:
     if args.command == "run":
         sys.exit(run_all(settings, args))
     command = {"migrate": run_migrate, "create-workspace": run_create_workspace, "create-key": run_create_key,
-               "set-entitlement": run_set_entitlement, "counters": run_counters}
+               "set-tier": run_set_tier, "set-entitlement": run_set_entitlement, "counters": run_counters}
     try:
         code = asyncio.run(command[args.command](settings, args))
     except NotFound as exc:

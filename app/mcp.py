@@ -14,6 +14,7 @@ from app.mcp_servers.registry import Caller, McpSettings, Registry, Tool, ToolFa
 from app.routing import Call, Route
 from app.validation import Checker, present
 
+CALL_SCOPE = "mcp:write"  # POST /tools/call's; a tool may need more (Tool.scopes)
 ID_MAX = 100
 TOOL_MAX = 200
 URI_MAX = 2048
@@ -29,7 +30,7 @@ def registry(call: Call) -> Registry:
 
 
 def caller(call: Call) -> Caller:
-    return Caller(call.principal.workspace_id, call.principal.key_id)
+    return Caller(call.principal.workspace_id, call.principal.key_id, call.principal.scopes)
 
 
 def tool_view(tool: Tool) -> dict:
@@ -38,7 +39,8 @@ def tool_view(tool: Tool) -> dict:
     required = set(schema.get("required", ()))
     parameters = {name: {**prop, "required": name in required}
                   for name, prop in schema.get("properties", {}).items()}
-    return {"name": tool.name, "description": tool.description, "parameters": parameters, "input_schema": schema}
+    return {"name": tool.name, "description": tool.description, "parameters": parameters, "input_schema": schema,
+            "required_scopes": [CALL_SCOPE, *tool.scopes]}
 
 
 async def server_view(server) -> dict:
@@ -107,7 +109,7 @@ ROUTES = [
     Route("GET", BASE + "/servers/{id}", get_mcp_server, "mcp:read", "Get an MCP server", "MCP", errors=(404,)),
     Route("GET", BASE + "/servers/{id}/tools", list_mcp_server_tools, "mcp:read",
           "List a server's tools with parameters from their input schemas", "MCP", errors=(404,)),
-    Route("POST", BASE + "/tools/call", call_mcp_tool, "mcp:write",
+    Route("POST", BASE + "/tools/call", call_mcp_tool, CALL_SCOPE,
           "Call a tool (422: arguments against its schema; 502/504: upstream failed or timed out)", "MCP",
           body=CALL_BODY, errors=(404, 422)),
     Route("GET", BASE + "/resources/{path:uri}", get_mcp_resource, "mcp:read",

@@ -15,6 +15,16 @@ WILDCARDS = ("*",) + tuple(f"{r}:*" for r in RESOURCES)
 KNOWN = frozenset(ALL_SCOPES + WILDCARDS)
 # The spec's "default: read, write": every read and write scope, no delete.
 DEFAULT_KEY_SCOPES = tuple(s for s in ALL_SCOPES if not s.endswith(":delete"))
+# A webhook event carries data the API shows only under a read scope, so an endpoint may be
+# subscribed to it (or pointed elsewhere) only by a key holding that scope. By event family.
+EVENT_READ_SCOPES = {
+    "workspace": "workspaces:read",
+    "api_key": "api-keys:read",
+    "webhook": "webhooks:read",
+    "seo": "seo:read",
+    "entitlement": "entitlements:read",
+    "pixel_domain": "pixel:read",
+}
 
 
 def grants(held: frozenset[str], required: str) -> bool:
@@ -30,3 +40,8 @@ def can_grant(held: frozenset[str], scope: str) -> bool:
     if scope == "*" or scope.endswith(":*"):
         return scope in held or "*" in held
     return grants(held, scope)
+
+
+def event_read_scope(event_type: str) -> str:
+    """The scope that reads what an event carries; a family not listed above needs `*` (fails closed)."""
+    return EVENT_READ_SCOPES.get(event_type.partition(".")[0], "*")

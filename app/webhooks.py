@@ -5,23 +5,23 @@ import re
 import uuid
 from datetime import datetime, timezone
 from functools import lru_cache
-from urllib.parse import urlsplit
 
 import orjson
 from blacksheep import Response
 
 from app.bodies import read_json_object
-from app.errors import ApiError, json_response
+from app.errors import AccessDenied, ApiError, json_response
 from app.listing import page_body, parse_list_query
 from app.presenters import iso
 from app.routing import Call, Route, path_id
+from app.scopes import event_read_scope, grants
 from app.validation import Checker, present
 from ingest import delivery
 from ingest.signing import decode_secret, generate_secret
 from ingest.ssrf import Guard, UnsafeAddress
 from ingest.webhook_settings import WebhookSettings
 from storage.postgres import webhooks
-from storage.postgres.domain_events import CATALOGUE, envelope
+from storage.postgres.domain_events import CATALOGUE, envelope, matches
 from storage.postgres.webhooks import Outcome
 
 # As for SEO report URLs: browsers and servers handle about 2 KB.
@@ -66,17 +66,15 @@ def delivery_view(row: dict) -> dict:
 
 
 def check_url(checker: Checker, required: bool) -> str | None:
-    url = checker.string("url", max_len=URL_MAX, required=required)
+    url, parts = checker.url("url", ("https",), required=required, max_len=URL_MAX)
     if not present(url):
-        return None
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in url):
-        checker.fail("url", "The url must be an absolute https URL.")
         return None
     try:
         Guard(settings().allowed_networks).check_literal(parts.hostname)
     except UnsafeAddress as exc:
         checker.fail("url", f"The url may not point at a private or local address ({exc}).")
+    except ValueError as exc:
+        checker.fail("url", f"The url's host is not a host name ({exc}).")
     return url
 
 
@@ -90,12 +88,42 @@ def check_events(checker: Checker, required: bool) -> list[str] | None:
     return list(dict.fromkeys(events))
 
 
+def unreadable(patterns: list[str], held: frozenset[str]) -> dict[str, list[str]]:
+    """Scope → the events of the catalogue the patterns deliver that need it and `held` lacks."""
+    missing: dict[str, list[str]] = {}
+    for name in CATALOGUE:
+        scope = event_read_scope(name)
+        if matches(patterns, name) and not grants(held, scope):
+            missing.setdefault(scope, []).append(name)
+    return missing
+
+
+def check_readable(checker: Checker, events: list[str] | None, held: frozenset[str]) -> None:
+    """A key subscribes an endpoint only to events whose data it may read itself."""
+    for scope, names in unreadable(events or [], held).items():
+        checker.fail("events", f"This API key cannot subscribe to {', '.join(names)}: reading them needs "
+                               f"scope {scope}, which it does not hold.")
+
+
+async def load_readable_endpoint(call: Call, action: str) -> dict:
+    """The endpoint, if the caller may read every event it receives: its URL and secret decide
+    where those go and who can sign them."""
+    row = await webhooks.get_endpoint(call.pool, call.principal.workspace_id, path_id(call))
+    missing = unreadable(list(row["events"]), call.principal.scopes)
+    if missing:
+        scope, names = next(iter(missing.items()))
+        raise AccessDenied(f"This API key cannot {action} webhook endpoint {row['id']}, which receives "
+                           f"{', '.join(names)}: reading them needs scope {scope}, which it does not hold.")
+    return row
+
+
 async def read_endpoint_body(call: Call, creating: bool) -> tuple:
     data = await read_json_object(call.request, call.settings.max_body_bytes)
     allowed = ("url", "events", "secret") if creating else ("url", "events", "is_active")
     checker = Checker(data, allowed=allowed)
     url = check_url(checker, required=creating)
     events = check_events(checker, required=creating)
+    check_readable(checker, events, call.principal.scopes)
     secret = checker.string("secret", max_len=200) if creating else None
     if creating and present(secret):
         try:
@@ -132,6 +160,8 @@ async def create_webhook(call: Call) -> Response:
 
 async def update_webhook(call: Call) -> Response:
     url, events, _, active = await read_endpoint_body(call, creating=False)
+    if url is not None and events is None:  # its events would go elsewhere: may the caller read them?
+        await load_readable_endpoint(call, "change the url of")
     row = await webhooks.update_endpoint(call.pool, call.principal.workspace_id, path_id(call), url, events, active)
     return json_response(200, {"message": "Webhook endpoint updated successfully.",
                                "data": endpoint_view(row, detail=True)})
@@ -147,6 +177,7 @@ async def rotate_webhook_secret(call: Call) -> Response:
     checker = Checker(data, allowed=("grace_period_hours",))
     grace = checker.integer("grace_period_hours", minimum=0, maximum=MAX_GRACE_HOURS)
     checker.done()
+    await load_readable_endpoint(call, "rotate the secret of")
     row = await webhooks.rotate_secret(call.pool, call.principal.workspace_id, path_id(call), generate_secret(),
                                        grace if present(grace) else DEFAULT_GRACE_HOURS)
     body = {"id": row["id"], "secret": row["secret"],

@@ -12,10 +12,10 @@ from app.errors import AccessDenied, json_response
 from app.listing import page_body, parse_list_query
 from app.presenters import iso, workspace_view
 from app.routing import Call, Route, path_id
+from app.tiers import TIERS, exceeds
 from app.validation import Checker, present
 from storage.postgres import api_keys, workspaces
 
-TIERS = ("free", "starter", "pro", "agency", "enterprise")
 SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 LOCALE = re.compile(r"[a-z]{2,3}(?:[_-][A-Z]{2}|[_-][A-Z][a-z]{3})?")
 SLUG_MAX = 100
@@ -85,8 +85,30 @@ async def read_workspace_body(call: Call, creating: bool) -> tuple:
     return name, slug, tier, settings
 
 
+async def own_tier(call: Call) -> str:
+    """The plan of the caller's own workspace (principal.tier is its key's effective rate tier)."""
+    return (await call.services.workspaces.get(call.principal.workspace_id))["tier"]
+
+
+def check_new_tier(tier: str, own: str) -> None:
+    """A key may create workspaces on its own workspace's plan or a lower one, never above."""
+    if exceeds(tier, own):
+        raise AccessDenied(f"This API key's workspace is on the {own!r} tier; it cannot create a workspace "
+                           f"on the higher {tier!r} tier.")
+
+
+def check_tier_unchanged(workspace: dict, tier) -> None:
+    """The plan is not the client's to change: only the same tier (a no-op) is accepted."""
+    if present(tier) and tier != workspace["tier"]:
+        raise AccessDenied(f"Workspace {workspace['id']} is on the {workspace['tier']!r} tier. A workspace's tier "
+                           "changes only through the operator: python -m app set-tier --workspace-id "
+                           f"{workspace['id']} --tier {tier}.")
+
+
 async def create_workspace(call: Call) -> Response:
     name, slug, tier, settings = await read_workspace_body(call, creating=True)
+    if present(tier):
+        check_new_tier(tier, await own_tier(call))
     row = await workspaces.create_workspace(
         call.pool,
         call.principal.account_id,
@@ -100,19 +122,17 @@ async def create_workspace(call: Call) -> Response:
 
 
 async def update_workspace(call: Call) -> Response:
-    await load_accessible(call)
+    workspace = await load_accessible(call)
     name, slug, tier, settings = await read_workspace_body(call, creating=False)
+    check_tier_unchanged(workspace, tier)
     row = await workspaces.update_workspace(
         call.pool,
-        path_id(call),
+        workspace["id"],
         name.strip() if present(name) else None,
         slug if present(slug) else None,
-        tier if present(tier) else None,
         settings,
     )
     call.services.workspaces.forget(row["id"])  # this process reads its own write at once
-    if present(tier):  # cached key records carry the tier's rate limit
-        await call.services.authenticator.forget(await api_keys.workspace_key_hashes(call.pool, row["id"]))
     return json_response(200, {"message": "Workspace updated successfully.", "data": workspace_view(row)})
 
 
@@ -137,6 +157,14 @@ WORKSPACE_BODY = {
         },
     },
 }
+CREATE_BODY = {**WORKSPACE_BODY, "required": ["name"], "properties": {
+    **WORKSPACE_BODY["properties"],
+    "tier": {"type": "string", "enum": list(TIERS), "default": "free",
+             "description": "At most the tier of the caller's own workspace (403 otherwise)"}}}
+UPDATE_BODY = {**WORKSPACE_BODY, "properties": {
+    **WORKSPACE_BODY["properties"],
+    "tier": {"type": "string", "enum": list(TIERS),
+             "description": "Accepted only if it is the current tier; the operator changes tiers (403 otherwise)"}}}
 LIST_QUERY = ("page", "per_page", "sort", "fields", "include", "search", "tier", "slug",
               "created_after", "created_before", "updated_after", "updated_before")
 BASE = "/api/v1/workspaces"
@@ -144,11 +172,11 @@ ROUTES = [
     Route("GET", BASE, list_workspaces, "workspaces:read", "List the account's workspaces", "Workspaces",
           query=LIST_QUERY, errors=(422,)),
     Route("POST", BASE, create_workspace, "workspaces:write", "Create a workspace", "Workspaces",
-          status=201, body={**WORKSPACE_BODY, "required": ["name"]}, errors=(422,)),
+          status=201, body=CREATE_BODY, errors=(422,)),
     Route("GET", BASE + "/{id}", get_workspace, "workspaces:read", "Get a workspace", "Workspaces",
           errors=(404,)),
     Route("PATCH", BASE + "/{id}", update_workspace, "workspaces:write", "Update a workspace (settings merged)",
-          "Workspaces", body=WORKSPACE_BODY, errors=(404, 422)),
+          "Workspaces", body=UPDATE_BODY, errors=(404, 422)),
     Route("DELETE", BASE + "/{id}", delete_workspace, "workspaces:delete",
           "Delete a workspace and its API keys", "Workspaces", status=204, errors=(404,)),
 ]

@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta, timezone
 from app.errors import ValidationFailed
 from app.mcp_servers.registry import Caller, McpSettings, Tool
 from app.presenters import iso
-from app.validation import parse_datetime
+from app.validation import YEAR_MAX, YEAR_MIN, parse_datetime
 from storage.clickhouse import analytics
 
 DEFAULT_DAYS = 7
@@ -29,14 +29,17 @@ def _schema(**extra) -> dict:
     return {"type": "object", "additionalProperties": False, "properties": {**RANGE, **extra}}
 
 
+# Every tool reads (mcp:read); usage per feature is what GET /entitlements/summary shows under
+# entitlements:read, so it needs that scope too.
+READS = ("mcp:read",)
 TOOLS = [
     Tool("event_counts", "Count events by name over a time range", _schema(
-        event={**NAME, "description": "Only this event name"}, limit=LIMIT)),
+        event={**NAME, "description": "Only this event name"}, limit=LIMIT), READS),
     Tool("top_pages", "Busiest pages (path) over a time range, with their unique visitors", _schema(
-        event={**NAME, "description": "Event to count, default pageview"}, limit=LIMIT)),
-    Tool("unique_visitors", "Unique visitors over a time range, in total and per UTC day", _schema()),
+        event={**NAME, "description": "Event to count, default pageview"}, limit=LIMIT), READS),
+    Tool("unique_visitors", "Unique visitors over a time range, in total and per UTC day", _schema(), READS),
     Tool("feature_usage", "Metered usage per feature over a time range", _schema(
-        feature={**NAME, "description": "Only this feature"}, limit=LIMIT)),
+        feature={**NAME, "description": "Only this feature"}, limit=LIMIT), READS + ("entitlements:read",)),
 ]
 
 
@@ -50,7 +53,8 @@ def time_range(arguments: dict) -> tuple[datetime, datetime]:
         try:
             bounds[name] = parse_datetime(raw)
         except ValueError:
-            errors[f"arguments.{name}"] = [f"The {name} must be an ISO 8601 date-time."]
+            errors[f"arguments.{name}"] = [
+                f"The {name} must be an ISO 8601 date-time in the years {YEAR_MIN}-{YEAR_MAX}."]
     end = bounds.get("end") or datetime.now(timezone.utc)
     start = bounds.get("start") or end - timedelta(days=DEFAULT_DAYS)
     if not errors and not start < end:

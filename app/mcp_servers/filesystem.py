@@ -12,6 +12,7 @@ from app.mcp_servers.registry import Caller, McpSettings, Tool, ToolFailed
 from storage.files import MAX_PATH, FileError, PathRefused, WorkspaceFiles
 
 PATH = {"type": "string", "maxLength": MAX_PATH}
+READS = ("mcp:read",)  # the same files GET /mcp/resources/file:… serves under mcp:read
 
 
 def tools(max_file_bytes: int) -> list[Tool]:
@@ -19,7 +20,7 @@ def tools(max_file_bytes: int) -> list[Tool]:
         Tool("read_file", "Read contents of a file", {
             "type": "object", "additionalProperties": False, "required": ["path"],
             "properties": {"path": {**PATH, "minLength": 1, "description": "File path to read"}},
-        }),
+        }, READS),
         Tool("write_file", "Create or replace a file atomically (parent directories are created)", {
             "type": "object", "additionalProperties": False, "required": ["path", "content"],
             "properties": {
@@ -30,7 +31,7 @@ def tools(max_file_bytes: int) -> list[Tool]:
         Tool("list_directory", "List a directory's entries, sorted by name", {
             "type": "object", "additionalProperties": False,
             "properties": {"path": {**PATH, "description": "Directory path; the root when omitted"}},
-        }),
+        }, READS),
     ]
 
 

@@ -17,7 +17,8 @@ from typing import Protocol
 import orjson
 from jsonschema import validators
 
-from app.errors import BadGateway, GatewayTimeout, ResourceNotFound, ValidationFailed
+from app.errors import AccessDenied, BadGateway, GatewayTimeout, ResourceNotFound, ValidationFailed
+from app.scopes import grants
 from storage.errors import Unavailable
 from storage.postgres import mcp_calls
 
@@ -66,14 +67,18 @@ class Tool:
     name: str
     description: str
     input_schema: dict
+    # Scopes a caller needs besides mcp:write (which calling any tool takes): a tool that reads
+    # needs what reading the same data elsewhere needs, e.g. mcp:read as GET /mcp/resources does.
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who calls: built-in servers scope everything to this workspace."""
+    """Who calls: built-in servers scope everything to this workspace; tools check the scopes."""
 
     workspace_id: int
     key_id: int
+    scopes: frozenset[str] = frozenset()
 
 
 class ToolFailed(Exception):
@@ -144,6 +149,7 @@ async def call_tool(registry: Registry, pool, caller: Caller, server_id: str, na
     """The tool's result; 404, 422, 502 or 504 errors otherwise. Every call to a known tool is recorded."""
     server = registry.server(server_id)
     tool = await registry.tool(server, name)
+    check_scopes(tool, server, caller)
     started, outcome = time.monotonic(), "error"
     try:
         errors = schema_errors(tool.input_schema, arguments)
@@ -163,6 +169,13 @@ async def call_tool(registry: Registry, pool, caller: Caller, server_id: str, na
     finally:
         duration_ms = int((time.monotonic() - started) * 1000)
         await mcp_calls.record_call(pool, caller.workspace_id, caller.key_id, server.id, name, outcome, duration_ms)
+
+
+def check_scopes(tool: Tool, server: Server, caller: Caller) -> None:
+    for scope in tool.scopes:
+        if not grants(caller.scopes, scope):
+            raise AccessDenied(f"Insufficient permissions. The tool {tool.name!r} of MCP server {server.id!r} "
+                               f"also requires scope: {scope}")
 
 
 async def _run(server: Server, caller: Caller, name: str, arguments: dict) -> tuple[dict, str]:

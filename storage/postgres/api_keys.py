@@ -113,9 +113,11 @@ async def list_keys(pool: asyncpg.Pool, workspace_id: int, query: ListQuery) -> 
 
 
 async def rotate_key(
-    pool: asyncpg.Pool, workspace_id: int, key_id: int, prefix: str, key_hash: bytes, grace_hours: int
+    pool: asyncpg.Pool, workspace_id: int, key_id: int, prefix: str, key_hash: bytes, grace_hours: int,
+    rate_limit_tier: str | None,
 ) -> tuple[dict, datetime, bytes]:
-    """Issue a successor with the same name, scopes and tier; the old key lives grace_hours more.
+    """Issue a successor with the same name, scopes and expiry, and the given tier; the old key
+    lives grace_hours more.
 
     Returns the new key's row, the end of the grace period and the old key's hash."""
     async with pool.acquire() as conn, conn.transaction():
@@ -125,8 +127,7 @@ async def rotate_key(
         if old["rotated_to_id"] is not None or old["revoked_at"] is not None:
             raise Conflict("This key was already rotated or revoked; rotate its successor instead.")
         new = await _insert_key(
-            conn, workspace_id, old["name"], prefix, key_hash, old["scopes"],
-            old["rate_limit_tier"], old["expires_at"],
+            conn, workspace_id, old["name"], prefix, key_hash, old["scopes"], rate_limit_tier, old["expires_at"],
         )
         marked = await conn.fetchrow(MARK_ROTATED, key_id, grace_hours, new["id"])
         await outbox.emit(conn, "api_key.rotated", workspace_id,

@@ -16,14 +16,15 @@ INSERT INTO workspaces (account_id, name, slug, tier, settings)
 VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"""
 SELECT_WORKSPACE = f"SELECT {COLUMNS} FROM workspaces WHERE id = $1"
 SLUG_TAKEN = "SELECT slug FROM workspaces WHERE slug = $1 OR slug LIKE $1 || '-%'"
+# The tier is not among the columns a client updates: only the operator sets it (SET_TIER).
 UPDATE_WORKSPACE = f"""
 UPDATE workspaces SET
     name = COALESCE($2, name),
     slug = COALESCE($3, slug),
-    tier = COALESCE($4, tier),
-    settings = jsonb_strip_nulls(settings || $5::jsonb),
+    settings = jsonb_strip_nulls(settings || $4::jsonb),
     updated_at = now()
 WHERE id = $1 RETURNING {COLUMNS}"""
+SET_TIER = f"UPDATE workspaces SET tier = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
 DELETE_WORKSPACE = f"DELETE FROM workspaces WHERE id = $1 RETURNING {COLUMNS}, now() AS deleted_at"
 
 LISTING = ListingSpec(
@@ -89,17 +90,26 @@ async def list_workspaces(pool: asyncpg.Pool, account_id: int, query: ListQuery)
 
 
 async def update_workspace(
-    pool: asyncpg.Pool, workspace_id: int, name: str | None, slug: str | None, tier: str | None, settings: dict
+    pool: asyncpg.Pool, workspace_id: int, name: str | None, slug: str | None, settings: dict
 ) -> dict:
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(UPDATE_WORKSPACE, workspace_id, name, slug, tier, settings)
-            if row is None:
-                raise NotFound(f"workspace {workspace_id}")
-            row = dict(row)
-            await _emit(conn, "workspace.updated", row, domain_events.workspace_payload(row))
+        return await _update(pool, UPDATE_WORKSPACE, workspace_id, name, slug, settings)
     except asyncpg.UniqueViolationError:
         raise Conflict("The slug has already been taken.", field="slug")
+
+
+async def set_tier(pool: asyncpg.Pool, workspace_id: int, tier: str) -> dict:
+    """The operator's change of plan; workspace.updated goes to the outbox with it."""
+    return await _update(pool, SET_TIER, workspace_id, tier)
+
+
+async def _update(pool: asyncpg.Pool, sql: str, workspace_id: int, *args) -> dict:
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(sql, workspace_id, *args)
+        if row is None:
+            raise NotFound(f"workspace {workspace_id}")
+        row = dict(row)
+        await _emit(conn, "workspace.updated", row, domain_events.workspace_payload(row))
     return row
 
 

@@ -178,7 +178,17 @@ def test_scopes_read_and_write(mcp, tenants):
     assert call(mcp, reader, "filesystem", "list_directory", {}).status_code == 403
     writer = {"Authorization": f"Bearer {tenants.key(ws['id'], scopes=['mcp:write'])}"}
     assert mcp.get("/mcp/servers", headers=writer).status_code == 403
-    assert call(mcp, writer, "filesystem", "list_directory", {}).status_code == 200
+    assert call(mcp, writer, "filesystem", "write_file", {"path": "w.txt", "content": "x"}).status_code == 200
+    # Reading tools need mcp:read as well, as GET /mcp/resources does: mcp:write alone reads nothing.
+    for tool, arguments in (("list_directory", {}), ("read_file", {"path": "w.txt"})):
+        r = call(mcp, writer, "filesystem", tool, arguments)
+        assert r.status_code == 403 and r.json()["message"] == (
+            f"Insufficient permissions. The tool '{tool}' of MCP server 'filesystem' also requires scope: mcp:read")
+    both = {"Authorization": f"Bearer {tenants.key(ws['id'], scopes=['mcp:read', 'mcp:write'])}"}
+    assert call(mcp, both, "filesystem", "read_file", {"path": "w.txt"}).json()["result"]["content"] == "x"
+    tools = {t["name"]: t for t in mcp.get("/mcp/servers/filesystem/tools", headers=reader).json()["data"]}
+    assert tools["read_file"]["required_scopes"] == ["mcp:write", "mcp:read"]
+    assert tools["write_file"]["required_scopes"] == ["mcp:write"]
 
 
 def test_files_are_written_read_and_listed_per_workspace(mcp, tenant, tenants):
@@ -340,6 +350,26 @@ def test_analytics_rejects_bad_time_ranges(mcp, tenant):
     assert r.status_code == 422 and set(r.json()["errors"]) == {"arguments.end"}
     r = call(mcp, headers, "analytics", "event_counts", {"start": "2020-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"})
     assert r.status_code == 422 and set(r.json()["errors"]) == {"arguments.start"}
+
+
+def test_analytics_usage_needs_entitlements_read(mcp, mcp_env, tenants):
+    """Usage per feature is what GET /entitlements/summary shows under entitlements:read."""
+    from storage.clickhouse import client as clickhouse
+
+    ch = clickhouse.connect(mcp_env["clickhouse_url"])  # the tables, whichever test runs first
+    try:
+        clickhouse.apply_schema(ch)
+    finally:
+        ch.close()
+    ws = tenants.workspace()
+    mcp_only = {"Authorization": f"Bearer {tenants.key(ws['id'], scopes=['mcp:*'])}"}
+    r = call(mcp, mcp_only, "analytics", "feature_usage", {})
+    assert r.status_code == 403 and r.json()["error"] == "access_denied"
+    assert "also requires scope: entitlements:read" in r.json()["message"]
+    assert call(mcp, mcp_only, "analytics", "event_counts", {}).status_code == 200
+    both = {"Authorization": f"Bearer {tenants.key(ws['id'], scopes=['mcp:*', 'entitlements:read'])}"}
+    r = call(mcp, both, "analytics", "feature_usage", {})
+    assert r.status_code == 200 and r.json()["result"]["rows"] == []
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ import asyncio
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 import httpx
 
-from tests.conftest import _free_port, running_api
+from tests.conftest import ROOT, _free_port, running_api
 
 
 def bearer(key: str) -> dict:
@@ -43,17 +44,20 @@ def test_free_key_gets_60_then_429_with_spec_body(client, tenants):
     assert r.headers["x-ratelimit-remaining"] == "0"
 
 
-def test_key_tier_overrides_workspace_tier(client, tenants):
-    ws = tenants.workspace(tier="free")
+def test_key_tier_narrows_the_workspace_tier_but_never_raises_it(client, tenants):
+    ws = tenants.workspace(tier="pro")
+    r = client.get("/workspaces", headers=bearer(tenants.key(ws["id"], tier="starter")))
+    assert r.headers["x-ratelimit-limit"] == "1000"
     r = client.get("/workspaces", headers=bearer(tenants.key(ws["id"], tier="agency")))
-    assert r.headers["x-ratelimit-limit"] == "20000"
+    assert r.headers["x-ratelimit-limit"] == "5000"
 
 
-def test_workspace_tier_change_applies_to_its_keys_at_once(client, tenants):
+def test_workspace_tier_change_applies_to_its_keys_at_once(client, tenants, server_env):
     ws = tenants.workspace(tier="free")
     headers = bearer(tenants.key(ws["id"]))
     assert client.get("/workspaces", headers=headers).headers["x-ratelimit-limit"] == "60"
-    assert client.patch(f"/workspaces/{ws['id']}", json={"tier": "starter"}, headers=headers).status_code == 200
+    command = [sys.executable, "-m", "app", "set-tier", "--workspace-id", str(ws["id"]), "--tier", "starter"]
+    subprocess.run(command, cwd=ROOT, env=server_env, check=True, capture_output=True, timeout=60)
     assert client.get("/workspaces", headers=headers).headers["x-ratelimit-limit"] == "1000"
 
 
