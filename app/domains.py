@@ -1,8 +1,9 @@
-"""HTTP: /api/v1/pixel/domains — the sites of the caller's workspace that may send pixel events.
+"""HTTP: /api/v1/pixel/domains — the workspace's claims on sites' hosts, and their verification.
 
-A host belongs to one workspace at a time; the pixel finds an event's workspace by its URL's
-host. Changes reach this process's site cache at once and other processes within
-SLUICE_PIXEL_CONFIG_CACHE_SECONDS.
+Several workspaces may claim a host; proving control of it (POST …/{id}/verify,
+app/domain_verification.py) makes a claim the host's one verified claim. Which claim serves an
+event's host is decided in app/sites.py. Changes reach this process's site cache at once and
+other processes within SLUICE_PIXEL_CONFIG_CACHE_SECONDS.
 """
 
 import re
@@ -10,6 +11,7 @@ import re
 from blacksheep import Response
 
 from app.bodies import read_json_object
+from app.domain_verification import instructions, verify_claim
 from app.errors import json_response
 from app.listing import page_body, parse_list_query
 from app.presenters import iso
@@ -44,9 +46,17 @@ def domain_view(row: dict) -> dict:
         "enabled": row["enabled"],
         "features": {name: row[name] for name in FEATURES},
         "sample_rate": row["sample_rate"],
+        "verification": verification_view(row),
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
+
+
+def verification_view(row: dict) -> dict:
+    return {"status": "verified" if row["verified_at"] is not None else "unverified",
+            **instructions(row["host"], row["verification_token"]),
+            "method": row["verification_method"], "verified_at": iso(row["verified_at"]),
+            "lost_at": iso(row["verification_lost_at"])}
 
 
 def _flag(checker: Checker, data: dict, name: str, label: str):
@@ -83,12 +93,16 @@ async def read_domain_body(call: Call, creating: bool) -> tuple[str | None, dict
         host = normalise_host(host)
         if host is None:
             checker.fail("host", "The host must be a host name such as example.com, not a URL.")
+        elif domains.is_public_suffix(host):
+            # A claim there would contest every unverified site under it (app/sites.py).
+            checker.fail("host", f"{host} is a public suffix (as com or co.uk are): register your own domain.")
     config = check_config(checker, data)
     checker.done()
     return host, config
 
 
 def forget(call: Call, host: str) -> None:
+    """A claim on host changed: the cached answers for it and its subdomains go."""
     if call.services.pixel is not None:
         call.services.pixel.sites.forget(host)
 
@@ -117,6 +131,13 @@ async def update_domain(call: Call) -> Response:
     row = await domains.update_domain(call.pool, call.principal.workspace_id, path_id(call), config)
     forget(call, row["host"])
     return json_response(200, {"message": "Domain updated successfully.", "data": domain_view(row)})
+
+
+async def verify_domain(call: Call) -> Response:
+    row, check = await verify_claim(call.pool, call.settings.dns_nameservers, call.principal.workspace_id,
+                                    path_id(call))
+    forget(call, row["host"])
+    return json_response(200, {"message": f"Domain verified ({check.looked_up}).", "data": domain_view(row)})
 
 
 async def delete_domain(call: Call) -> Response:
@@ -148,6 +169,8 @@ ROUTES = [
     Route("GET", BASE + "/{id}", get_domain, "pixel:read", "Get a pixel domain", "Pixel", errors=(404,)),
     Route("PATCH", BASE + "/{id}", update_domain, "pixel:write", "Change a domain's pixel configuration",
           "Pixel", body=UPDATE_BODY, errors=(404, 422)),
+    Route("POST", BASE + "/{id}/verify", verify_domain, "pixel:write",
+          "Verify control of the domain's host (DNS TXT, file or meta tag)", "Pixel", errors=(404, 422)),
     Route("DELETE", BASE + "/{id}", delete_domain, "pixel:delete", "Unregister a domain", "Pixel",
           status=204, errors=(404,)),
 ]

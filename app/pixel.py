@@ -7,6 +7,8 @@ site from the URL's host (app/sites.py, in memory) → drop bots and sampled-out
 Whatever is not accepted is counted by reason (ingest/drops.py).
 """
 
+import functools
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +20,15 @@ from redis.exceptions import RedisError
 
 from app.bodies import read_body
 from app.client_ip import ip_digest, parse_networks, request_client_address
+from app.domains import normalise_host
 from app.enrichment import Arrival, enrich, sample_point, url_host
-from app.errors import ApiError, OriginNotAllowed, UnknownDomain, ValidationFailed, json_response
+from app.errors import (ApiError, DomainNotVerified, OriginNotAllowed, UnknownDomain, ValidationFailed,
+                        json_response)
 from app.pixel_validation import (USER_AGENT_MAX, TrackedInput, body_source, check_event, parse_events,
                                   query_event)
 from app.rate_limits import LocalLimiter, RedisHealth, rate_limit_headers
 from app.routing import Call, Route, rate_limited
-from app.sites import MISSING, Site, SiteCache
+from app.sites import MISSING, Site, SiteCache, Unserved
 from ingest.drops import DropCounter
 from ingest.events import PixelEvent, Topics, now_ms, workspace_key
 from ingest.producer import SpoolFull
@@ -42,6 +46,10 @@ SCRIPT_HEADERS = [(b"Cache-Control", b"public, max-age=86400"), (b"Access-Contro
 # Browsers cache a preflight answer this long (Chromium caps it at 2 hours).
 PREFLIGHT_MAX_AGE = b"86400"
 TRACKED = orjson.dumps({"tracked": True})
+# What a browser sends as Origin for a page: scheme://host[:port], nothing after it.
+ORIGIN = re.compile(r"(https?)://([^/:?#@\[\]\s]+)(?::([0-9]{1,5}))?")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+VARY_ORIGIN = (b"Vary", b"Origin")
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs ~1.5 µs more per event
@@ -65,7 +73,8 @@ class Outcome:
 class Pixel:
     """The pixel's state for the process's lifetime: site cache, salts, limiters, drop counts."""
 
-    def __init__(self, settings, pool, redis, producer):
+    def __init__(self, settings, pool, redis, producer, health: RedisHealth | None = None):
+        """`health`: the process's view of Redis, shared with the API keys' limiter (app/metrics.py)."""
         self.settings = settings
         self.producer = producer
         self.topics = Topics.with_prefix(settings.kafka_topic_prefix)
@@ -73,7 +82,7 @@ class Pixel:
         self.salts = DailySalts(redis)
         self.limiter = RateLimiter(redis) if settings.rate_limits else None
         self.local = LocalLimiter(settings.workers)
-        self.health = RedisHealth()
+        self.health = health or RedisHealth()
         self.trusted = parse_networks(settings.trusted_proxies)
         self.drops = DropCounter(producer, self.topics.dropped)
         self._day = (-1, "")
@@ -123,8 +132,9 @@ class Pixel:
         site = self.sites.fresh(checked.host)
         if site is MISSING:
             site = await self.sites.find(checked.host)
-        if site is None:
-            return Outcome("rejected", "unknown_domain", error=UnknownDomain(checked.host))
+        if site.__class__ is not Site:
+            error = DomainNotVerified(checked.host) if site is Unserved.CONTESTED else UnknownDomain(checked.host)
+            return Outcome("rejected", "unknown_domain", error=error)
         if not site.enabled or not wanted(site, checked.event):
             return Outcome("dropped", "disabled", site.workspace_id)
         event = enrich(checked, site.workspace_id, arrival)
@@ -166,31 +176,45 @@ def wanted(site: Site, event: str) -> bool:
     return site.pageviews if event == "pageview" else site.events
 
 
-def origin_host(request) -> tuple[bytes | None, str]:
-    """(the Origin header, the site's host from Origin, else from Referer)."""
-    origin = request.get_first_header(b"origin")
-    text = origin if origin is not None and origin != b"null" else request.get_first_header(b"referer")
-    if not text:
-        return origin, ""
+def site_host(scheme: str, host: str | None, port: int | None) -> str | None:
+    """The host of a page a site's pixel may answer: http or https on that scheme's own port, and
+    a host name exactly as it would be registered (lowercase, punycode, no trailing dot)."""
+    if scheme not in DEFAULT_PORTS or port not in (None, DEFAULT_PORTS[scheme]) or not host:
+        return None
+    return host if normalise_host(host) == host else None
+
+
+@functools.lru_cache(maxsize=4096)  # a site's visitors send the same few origins
+def origin_site_host(origin: bytes) -> str | None:
+    """The host of an Origin header, if it is `https://<host>` or `http://<host>` (never `null`:
+    sandboxed frames and file: pages, which any site can produce, are nobody's)."""
+    match = ORIGIN.fullmatch(origin.decode("latin-1"))
+    if match is None:
+        return None
+    scheme, host, port = match.groups()
+    return site_host(scheme, host, int(port) if port else None)
+
+
+def referer_site_host(referer: bytes) -> str | None:
     try:
-        return origin, (urlsplit(text.decode("latin-1")).hostname or "").rstrip(".")
-    except ValueError:
-        return origin, ""
+        parts = urlsplit(referer.decode("latin-1"))
+        return site_host(parts.scheme, parts.hostname, parts.port)
+    except ValueError:  # a port out of range or not a number
+        return None
 
 
 async def cors_headers(pixel: Pixel, request) -> list[tuple[bytes, bytes]]:
-    """Access-Control-Allow-Origin for a registered site's Origin, else nothing."""
-    if request.get_first_header(b"origin") is None:  # not a cross-origin request: no Referer parsing
-        return [(b"Vary", b"Origin")]
-    origin, host = origin_host(request)
-    if not host:
-        return [(b"Vary", b"Origin")]
+    """Access-Control-Allow-Origin for an Origin whose host a site serves (app/sites.py), else nothing."""
+    origin = request.get_first_header(b"origin")
+    host = origin_site_host(origin) if origin is not None else None
+    if host is None:
+        return [VARY_ORIGIN]
     site = pixel.sites.fresh(host)
     if site is MISSING:
         site = await pixel.sites.find(host)
-    if origin is None or site is None:
-        return [(b"Vary", b"Origin")]
-    return [(b"Access-Control-Allow-Origin", origin), (b"Vary", b"Origin")]
+    if site.__class__ is not Site:
+        return [VARY_ORIGIN]
+    return [(b"Access-Control-Allow-Origin", origin), VARY_ORIGIN]
 
 
 async def admit_or_refuse(call: Call, pixel: Pixel, arrival: Arrival, events) -> None:
@@ -281,12 +305,14 @@ async def preflight_track(call: Call) -> Response:
 
 
 async def get_pixel_config(call: Call) -> Response:
-    pixel = call.services.pixel
-    origin, host = origin_host(call.request)
-    site = await pixel.sites.find(host) if host else None
+    """The config of the site asking: by its Origin when it sends one, else by its Referer."""
+    request = call.request
+    origin, referer = request.get_first_header(b"origin"), request.get_first_header(b"referer")
+    host = origin_site_host(origin) if origin is not None else referer_site_host(referer) if referer else None
+    site = await call.services.pixel.sites.find(host) if host else None
     headers = [(b"Cache-Control", f"public, max-age={call.settings.pixel_config_cache_seconds}".encode()),
                (b"Vary", b"Origin, Referer")]
-    if site is None:
+    if site.__class__ is not Site:
         return json_response(200, {"enabled": False}, headers)
     if origin is not None:
         headers.append((b"Access-Control-Allow-Origin", origin))

@@ -1,12 +1,20 @@
-"""Pixel stage "which site": a host → its workspace and pixel config, from memory.
+"""Pixel stage "which site": a host → the workspace claim that serves it, from memory.
 
-Requirements: no Postgres round trip per event (entries live pixel_config_cache_seconds, and
-"not registered" is remembered too, so unknown hosts cost no query either); concurrent misses
-for one host share one query; a Postgres outage serves the last known answer rather than
-failing every event; memory stays bounded whatever hosts clients make up.
+Whose a host is (README, Pixel tracking), from every claim on the host and its parent domains:
+a) the deepest verified claim wins: it covers its host and every subdomain;
+b) with none verified, unverified claims on the host, or on it without a leading "www.", serve
+   only when one workspace holds them and no other workspace claims the host or a parent of it.
+   Otherwise the host is contested and serves nobody until someone verifies it: an unverified
+   claim never takes traffic that another workspace claims too.
+
+Requirements: no Postgres round trip per event (answers live pixel_config_cache_seconds, and
+"unknown" is remembered too, so unknown hosts cost no query either); one query per miss;
+concurrent misses for one host share it; a Postgres outage serves the last known answer rather
+than failing every event; memory stays bounded whatever hosts clients make up.
 """
 
 import asyncio
+import enum
 import time
 from dataclasses import dataclass
 
@@ -14,7 +22,15 @@ from storage.postgres import domains
 
 # Hosts are picked by clients (Origin, event URLs): bound what they can make us remember.
 MAX_ENTRIES = 50_000
+HOST_MAX = 253  # DNS: no claim can be on a longer name, so a longer one costs no query
 MISSING = object()  # fresh(): nothing cached, ask find()
+
+
+class Unserved(enum.Enum):
+    """Why no site serves a host."""
+
+    UNKNOWN = "unknown"  # no workspace claims it
+    CONTESTED = "contested"  # unverified claims of several workspaces meet on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,48 +58,57 @@ class Site:
                    row["events"], row["sessions"], row["sample_rate"])
 
 
-def candidates(host: str) -> tuple[str, ...]:
-    """A host is looked up as given, then without a leading "www."."""
-    return (host, host[4:]) if host.startswith("www.") and len(host) > 4 else (host,)
+def www_less(host: str) -> str:
+    return host[4:] if host.startswith("www.") and len(host) > 4 else host
+
+
+def _deepest(claims: list[dict]) -> dict:
+    return max(claims, key=lambda claim: len(claim["host"]))
+
+
+def resolve(host: str, claims: list[dict]) -> Site | Unserved:
+    """The rule above, over every claim on host and its parents (storage's with_parents)."""
+    verified = [claim for claim in claims if claim["verified_at"] is not None]
+    if verified:
+        owner = _deepest(verified)["workspace_id"]
+        # The owner's own most specific claim carries the config (e.g. its shop.example.com
+        # under its verified example.com).
+        return Site.from_row(_deepest([claim for claim in claims if claim["workspace_id"] == owner]))
+    near = [claim for claim in claims if claim["host"] in (host, www_less(host))]
+    if not near:
+        return Unserved.UNKNOWN
+    if len({claim["workspace_id"] for claim in claims}) > 1:
+        return Unserved.CONTESTED
+    return Site.from_row(_deepest(near))
 
 
 class SiteCache:
     def __init__(self, pool, ttl_seconds: float):
         self.pool = pool
         self.ttl = ttl_seconds
-        self.entries: dict[str, tuple[float, Site | None]] = {}
+        self.entries: dict[str, tuple[float, Site | Unserved]] = {}
         self.loading: dict[str, asyncio.Future] = {}
+        self.changes = 0  # forget() calls: a load that began before one must not store its answer
 
     def peek(self, host: str) -> Site | None:
-        """A fresh cached answer without any I/O (None also when not cached)."""
+        """A fresh cached site without any I/O (None also when not cached)."""
         entry = self.entries.get(host)
-        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+        if entry is None or entry[0] <= time.monotonic() or not isinstance(entry[1], Site):
+            return None
+        return entry[1]
 
     def fresh(self, host: str):
-        """find()'s answer when every name it would look up is cached and fresh, else MISSING.
+        """find()'s answer when it is cached and fresh, else MISSING: the hot path's case,
+        answered without a coroutine."""
+        entry = self.entries.get(host)
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else MISSING
 
-        The hot path's case, answered without a coroutine."""
-        now = time.monotonic()
-        for name in candidates(host):
-            entry = self.entries.get(name)
-            if entry is None or entry[0] <= now:
-                return MISSING
-            if entry[1] is not None:
-                return entry[1]
-        return None
-
-    async def find(self, host: str) -> Site | None:
-        """The site registered for host (or its www-less form), None when none is."""
-        for name in candidates(host):
-            site = await self._lookup(name)
-            if site is not None:
-                return site
-        return None
-
-    async def _lookup(self, host: str) -> Site | None:
+    async def find(self, host: str) -> Site | Unserved:
         entry = self.entries.get(host)
         if entry is not None and entry[0] > time.monotonic():
             return entry[1]
+        if not host or len(host) > HOST_MAX:
+            return Unserved.UNKNOWN
         pending = self.loading.get(host)
         if pending is None:
             pending = asyncio.ensure_future(self._load(host, entry))
@@ -91,25 +116,31 @@ class SiteCache:
             pending.add_done_callback(lambda _f: self.loading.pop(host, None))
         return await asyncio.shield(pending)
 
-    async def _load(self, host: str, stale) -> Site | None:
+    async def _load(self, host: str, stale) -> Site | Unserved:
+        changes = self.changes
         try:
-            row = await domains.find_by_host(self.pool, host)
+            claims = await domains.find_claims(self.pool, domains.with_parents(host))
         except Exception:
             if stale is not None:  # Postgres away: the last answer beats failing every event
                 return stale[1]
             raise
-        site = None if row is None else Site.from_row(row)
-        self._store(host, site)
-        return site
+        answer = resolve(host, claims)
+        if changes == self.changes:
+            self._store(host, answer)
+        return answer
 
-    def _store(self, host: str, site: Site | None) -> None:
+    def _store(self, host: str, answer: Site | Unserved) -> None:
         now = time.monotonic()
         if len(self.entries) >= MAX_ENTRIES:
             self.entries = {h: e for h, e in self.entries.items() if e[0] > now}
             if len(self.entries) >= MAX_ENTRIES:
                 self.entries.clear()
-        self.entries[host] = (now + self.ttl, site)
+        self.entries[host] = (now + self.ttl, answer)
 
     def forget(self, host: str) -> None:
-        """After a change through this process; other processes see it within the TTL."""
-        self.entries.pop(host, None)
+        """After a change to a claim on host through this process: it can change the answer for
+        host and every subdomain. Other processes see it within the TTL."""
+        self.changes += 1
+        suffix = "." + host
+        for name in [name for name in self.entries if name == host or name.endswith(suffix)]:
+            del self.entries[name]

@@ -54,6 +54,9 @@ CATALOGUE: dict[str, EventType] = {e.name: e for e in (
     EventType("entitlement.limit_reached", WORKSPACE,
               "Usage of a feature was refused at its limit (once per feature and billing period).",
               {"feature": "api_calls", "used": 10000, "limit": 10000, "period": "2026-01", "reset_at": WHEN}),
+    EventType("pixel_domain.verification_lost", WORKSPACE,
+              "Another workspace verified a host this workspace had verified; its pixel events now go there.",
+              {"id": 5, "host": "shop.example.com", "lost_at": WHEN}),
 )}
 
 
@@ -107,6 +110,10 @@ def seo_report_payload(report: dict) -> dict:
 
 def limit_reached_payload(feature: str, used: int, limit: int, period: str, reset_at: datetime | None) -> dict:
     return {"feature": feature, "used": used, "limit": limit, "period": period, "reset_at": _iso(reset_at)}
+
+
+def verification_lost_payload(row: dict) -> dict:
+    return {"id": row["id"], "host": row["host"], "lost_at": _iso(row["verification_lost_at"])}
 
 
 def envelope(event_id: str, event_type: str, workspace_id: int, created_at: datetime, data: dict) -> dict:

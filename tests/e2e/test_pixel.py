@@ -188,6 +188,67 @@ def test_preflight_allows_registered_origins_only(client, site):
     assert refused.status_code == 403 and "Access-Control-Allow-Origin" not in refused.headers
 
 
+@pytest.mark.parametrize("origin", ["null", "http://{host}:8080", "https://{host}:8443", "ftp://{host}",
+                                    "https://{host}/", "https://evil.{host}.attacker.example"])
+def test_an_origin_other_than_the_sites_own_gets_no_cors(client, site, origin):
+    """Only https://<host> and http://<host> on their own ports; `null` (sandboxed frames, file:
+    pages) is anybody's, and a port is another origin, whatever the host."""
+    _ws, _headers, host = site
+    origin = origin.format(host=host)
+    page = {"Origin": origin, "Referer": f"https://{host}/page"}
+    config = client.get("/pixel/config", headers=page)
+    assert "Access-Control-Allow-Origin" not in config.headers
+    assert config.json() == {"enabled": False}
+    preflight = client.options("/pixel/track", headers={**page, "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 403 and preflight.json()["error"] == "origin_not_allowed"
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+    r = client.post("/pixel/track", json=event(host), headers={**BROWSER, **page})
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+@pytest.mark.parametrize("origin", ["https://{host}", "http://{host}", "https://{host}:443", "http://{host}:80"])
+def test_the_sites_own_origins_get_cors(client, site, origin):
+    _ws, _headers, host = site
+    origin = origin.format(host=host)
+    config = client.get("/pixel/config", headers={"Origin": origin})
+    assert config.json()["enabled"] is True and config.headers["Access-Control-Allow-Origin"] == origin
+    preflight = client.options("/pixel/track", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 204 and preflight.headers["Access-Control-Allow-Origin"] == origin
+    r = client.post("/pixel/track", json=event(host), headers={**BROWSER, "Origin": origin})
+    assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == origin
+
+
+def stored_events(clickhouse_query, workspace_ids: tuple, count: int, seconds: float = 60) -> list[tuple]:
+    """(event id, workspace, host) of the workspaces' events in ClickHouse, once `count` are there."""
+    deadline = time.monotonic() + seconds
+    while True:
+        rows = clickhouse_query("SELECT toString(event_id), workspace_id, host FROM events "
+                                "WHERE workspace_id IN {ws:Array(UInt64)}", {"ws": list(workspace_ids)})
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.3)
+
+
+def test_another_workspaces_www_claim_gets_none_of_the_sites_events(client, tenants, site, clickhouse_query):
+    """The hijack: B claims www.<A's host>. A's www visitors must never land in B."""
+    owner, _headers, host = site
+    other = tenants.workspace()
+    other_headers = {"Authorization": f"Bearer {tenants.key(other['id'])}"}
+    marker_host = f"other-{uuid.uuid4().hex[:8]}.example.com"
+    for claimed in (f"www.{host}", marker_host):
+        assert client.post("/pixel/domains", headers=other_headers, json={"host": claimed}).status_code == 201
+    www = client.post("/pixel/track", json=event(f"www.{host}"), headers=BROWSER)
+    assert www.status_code == 422, www.text
+    assert www.json()["error"] == "domain_not_verified" and www.json()["host"] == f"www.{host}"
+    mine = client.post("/pixel/track", json=event(host), headers=BROWSER)
+    # One workspace, one partition: once this later event of B's is stored, an earlier one would be too.
+    marker = client.post("/pixel/track", json=event(marker_host), headers=BROWSER)
+    assert mine.status_code == marker.status_code == 200
+    stored = stored_events(clickhouse_query, (owner["id"], other["id"]), count=2)
+    assert sorted(stored) == sorted([(mine.headers["X-Sluice-Event-ID"], owner["id"], host),
+                                     (marker.headers["X-Sluice-Event-ID"], other["id"], marker_host)])
+
+
 def test_each_bad_field_is_named_in_a_422(client, site):
     _ws, _headers, host = site
     r = client.post("/pixel/track", headers=BROWSER, json={
