@@ -8,12 +8,12 @@ import sys
 
 from redis.exceptions import RedisError
 
-from app import counters, supervisor
-from app.features import AMOUNT_MAX, FEATURES
-from app.scopes import KNOWN
+from app.cli import counters, supervisor
+from app.resources.features import AMOUNT_MAX, FEATURES
+from app.access.scopes import KNOWN
 from app.settings import Settings
-from app.tokens import generate_key
-from app.workspaces import TIERS, slugify
+from app.access.tokens import generate_key
+from app.resources.workspaces import TIERS, slugify
 from storage.clickhouse import client as clickhouse
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.postgres import api_keys, entitlements, workspaces
@@ -175,7 +175,7 @@ def run_all(settings: Settings, args) -> int:
     print("[run] query ClickHouse meanwhile with: .venv/bin/python -m ingest query 'SELECT count() FROM events'",
           file=sys.stderr)
     return supervisor.run_children({"ingest worker": [sys.executable, "-m", "ingest"],
-                                    "webhook dispatcher": [sys.executable, "-m", "ingest.dispatcher"],
+                                    "webhook dispatcher": [sys.executable, "-m", "ingest.webhooks.dispatcher"],
                                     "API server": serve_command(settings, workers)})
 
 

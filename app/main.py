@@ -6,18 +6,20 @@ import logging
 from blacksheep import Application
 from blacksheep.server.routing import Router
 
-from app import api_keys, entitlements, health, metrics, openapi, workspaces
-from app import domains, mcp, pixel, seo, webhooks
-from app.auth import Authenticator
-from app.entitlements import Ledger
-from app.pixel import Pixel
-from app.client_ip import parse_networks
-from app.rate_limits import FailedAuthLimit, LocalLimiter, RedisHealth
-from app.middleware import BodyDeadline, request_middleware
-from app.routing import Route, Services, endpoint, fallback
+from app.http import health, metrics, openapi
+from app.resources import api_keys, entitlements, workspaces
+from app.pixel import domains, track as pixel
+from app.resources import mcp, seo, webhooks
+from app.access.auth import Authenticator
+from app.resources.entitlements import Ledger
+from app.pixel.track import Pixel
+from app.http.client_ip import parse_networks
+from app.access.rate_limits import FailedAuthLimit, LocalLimiter, RedisHealth
+from app.http.middleware import BodyDeadline, request_middleware
+from app.http.routing import Route, Services, endpoint, fallback
 from app.settings import Settings
 from ingest.events import Topics
-from ingest.producer import DurableProducer
+from ingest.handoff.producer import DurableProducer
 from storage.postgres.pool import create_pool
 from storage.postgres.workspace_cache import WorkspaceCache
 from storage.redis.client import close_client, create_client
@@ -49,7 +51,7 @@ def create_producer(settings: Settings, topics: Topics) -> DurableProducer:
 
 
 def create_authenticator(settings: Settings, pool, redis) -> Authenticator:
-    health = RedisHealth()  # the process's one view of Redis: the pixel shares it (app/metrics.py reports it)
+    health = RedisHealth()  # the process's one view of Redis: the pixel shares it (app/http/metrics.py reports it)
     local = LocalLimiter(settings.workers) if settings.rate_limits else None
     failures = (FailedAuthLimit(redis, health, settings.auth_failures_per_minute, settings.workers,
                                 parse_networks(settings.trusted_proxies))

@@ -50,7 +50,7 @@ from tenants import KEYS, TIER, Scratch, Tenant
 
 sys.path.insert(0, str(ROOT))
 
-from app.rate_limits import tier_limits  # noqa: E402
+from app.access.rate_limits import tier_limits  # noqa: E402
 
 BENCHMARK = "http_api"
 REQUIRED_ENV = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 
-from app.features import AMOUNT_MAX  # noqa: E402
-from app.tokens import generate_key  # noqa: E402
+from app.resources.features import AMOUNT_MAX  # noqa: E402
+from app.access.tokens import generate_key  # noqa: E402
 from ingest.events import Topics  # noqa: E402
 from storage.postgres import api_keys, domains, entitlements, workspaces  # noqa: E402
 from storage.postgres.migrate import migrate  # noqa: E402

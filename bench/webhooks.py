@@ -40,10 +40,10 @@ import asyncpg  # noqa: E402
 import uvloop  # noqa: E402
 
 from harness import machine_info, out_arg, results_path, utc_now, write_json  # noqa: E402
-from ingest import delivery  # noqa: E402
-from ingest.dispatcher import Dispatcher  # noqa: E402
-from ingest.signing import generate_secret  # noqa: E402
-from ingest.webhook_settings import WebhookSettings  # noqa: E402
+from ingest.webhooks import delivery  # noqa: E402
+from ingest.webhooks.dispatcher import Dispatcher  # noqa: E402
+from ingest.webhooks.signing import generate_secret  # noqa: E402
+from ingest.webhooks.settings import WebhookSettings  # noqa: E402
 from storage.postgres import outbox, webhooks, workspaces  # noqa: E402
 from storage.postgres.migrate import migrate  # noqa: E402
 from storage.postgres.pool import create_pool  # noqa: E402
@@ -198,7 +198,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         receiver, port, ca = start_receiver(Path(workdir))
         try:
-            figures = uvloop.run(run(args, port, ca))  # as `python -m ingest.dispatcher` runs
+            figures = uvloop.run(run(args, port, ca))  # as `python -m ingest.webhooks.dispatcher` runs
         finally:
             receiver.terminate()
             receiver.wait()

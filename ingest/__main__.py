@@ -15,7 +15,7 @@ import sys
 
 import orjson
 
-from ingest.consumer import Consumer
+from ingest.worker.consumer import Consumer
 from ingest.events import Topics
 from ingest.settings import WorkerSettings
 from ingest.topics import ensure_topics

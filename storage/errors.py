@@ -1,4 +1,4 @@
-"""Errors raised by the storage layer; app/errors.py maps each to an HTTP answer."""
+"""Errors raised by the storage layer; app/http/errors.py maps each to an HTTP answer."""
 
 
 class StorageError(Exception):

@@ -6,10 +6,10 @@ the workspace id comes from the caller's API key and is not an argument at all.
 import asyncio
 from datetime import date, datetime, timedelta, timezone
 
-from app.errors import ValidationFailed
+from app.http.errors import ValidationFailed
 from app.mcp_servers.registry import Caller, McpSettings, Tool
-from app.presenters import iso
-from app.validation import YEAR_MAX, YEAR_MIN, parse_datetime
+from app.http.presenters import iso
+from app.http.validation import YEAR_MAX, YEAR_MIN, parse_datetime
 from storage.clickhouse import analytics
 
 DEFAULT_DAYS = 7

@@ -13,7 +13,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from app.errors import BadGateway
+from app.http.errors import BadGateway
 from app.mcp_servers.registry import Caller, McpSettings, Tool, ToolFailed
 
 SDK_GRACE_SECONDS = 5.0

@@ -7,7 +7,7 @@ import base64
 from dataclasses import asdict
 from pathlib import Path
 
-from app.errors import ValidationFailed
+from app.http.errors import ValidationFailed
 from app.mcp_servers.registry import Caller, McpSettings, Tool, ToolFailed
 from storage.files import MAX_PATH, FileError, PathRefused, WorkspaceFiles
 

@@ -17,8 +17,8 @@ from typing import Protocol
 import orjson
 from jsonschema import validators
 
-from app.errors import AccessDenied, BadGateway, GatewayTimeout, ResourceNotFound, ValidationFailed
-from app.scopes import grants
+from app.http.errors import AccessDenied, BadGateway, GatewayTimeout, ResourceNotFound, ValidationFailed
+from app.access.scopes import grants
 from storage.errors import Unavailable
 from storage.postgres import mcp_calls
 

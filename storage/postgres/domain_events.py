@@ -2,7 +2,7 @@
 
 Repositories write these into the outbox (storage/postgres/outbox.py) inside the transaction of
 the change; the webhook dispatcher sends them. It lives in storage because the repositories
-that emit events may not import from app/ or ingest/; app/webhooks.py reads the catalogue to
+that emit events may not import from app/ or ingest/; app/resources/webhooks.py reads the catalogue to
 validate subscriptions and to document it.
 """
 

@@ -29,7 +29,7 @@ class ListingSpec:
 
 @dataclass
 class ListQuery:
-    """A validated listing request (app/listing.py builds it from the query string)."""
+    """A validated listing request (app/http/listing.py builds it from the query string)."""
 
     page: int = 1
     per_page: int = 25

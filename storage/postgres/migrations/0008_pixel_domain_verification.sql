@@ -1,8 +1,8 @@
 -- A host is no longer first come: several workspaces may claim one, each claim carries a
 -- random token, and a claim becomes verified when the token is found in the host's DNS or on
--- the site (app/domain_verification.py). At most one claim per host is verified at a time;
+-- the site (app/pixel/verification.py). At most one claim per host is verified at a time;
 -- verifying takes the host from whoever held it (verification_lost_at records that on the
--- loser's row). Which claim serves an event is decided in app/sites.py.
+-- loser's row). Which claim serves an event is decided in app/pixel/sites.py.
 -- Rows registered before this migration stay unverified: nothing proved their ownership.
 ALTER TABLE pixel_domains DROP CONSTRAINT pixel_domains_host_key;
 ALTER TABLE pixel_domains

@@ -1,0 +1,1 @@
+"""Who may call and how often: API keys (tokens, authentication), scopes, plan tiers and rate limits."""

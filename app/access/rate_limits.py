@@ -1,0 +1,197 @@
+"""Rate limits per tier, the response headers that report them, the fallback when Redis is away,
+and the budget of failed authentications per client address.
+
+Requirements, in order: never admit more than limit + burst per key while Redis is up;
+keep serving when Redis is down (each process then limits locally at its share of the
+limit and says so in `X-RateLimit-Mode: local`); log one line per outage, not per request;
+notice Redis is back without waiting for a request to try it.
+"""
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from redis.exceptions import RedisError
+
+from app.http.client_ip import Network, ip_digest, request_client_address
+from app.http.errors import RateLimited
+from app.http.presenters import iso
+from storage.redis.client import ping
+from storage.redis.rate_limit import Decision, RateLimiter, interval_micros, limiter_key
+from storage.redis.salts import DailySalts
+
+log = logging.getLogger("sluice.rate_limits")
+
+# (requests per minute, burst %) from the spec's "Rate Limits" table.
+TIERS = {
+    "free": (60, 0),
+    "starter": (1_000, 20),
+    "pro": (5_000, 30),
+    "agency": (20_000, 50),
+    "enterprise": (100_000, 100),
+}
+# After a failed Redis call, skip Redis for this long instead of paying a timeout per request.
+REDIS_RETRY_SECONDS = 1.0
+# While Redis is marked down, PING it this often: /metrics and the next request see it back.
+REDIS_PROBE_SECONDS = 1.0
+# Addresses refused for failed authentications, remembered per process; past this many the
+# expired ones are dropped, then all (Redis still holds every address's budget).
+REFUSED_ADDRESSES_MAX = 100_000
+
+
+def tier_limits(tier: str) -> tuple[int, int]:
+    """(limit per minute, bucket capacity = limit × (1 + burst))."""
+    limit, burst = TIERS[tier]
+    return limit, limit * (100 + burst) // 100
+
+
+def rate_limit_headers(decision: Decision, policy: str) -> list[tuple[bytes, bytes]]:
+    reset_at = math.ceil(time.time() + decision.reset_after)
+    reset_in = math.ceil(decision.reset_after)
+    headers = [
+        (b"X-RateLimit-Limit", str(decision.limit).encode()),
+        (b"X-RateLimit-Remaining", str(decision.remaining).encode()),
+        (b"X-RateLimit-Reset", str(reset_at).encode()),
+        # IETF draft-ietf-httpapi-ratelimit-headers: quota per 60 s window, and what is left.
+        (b"RateLimit-Policy", f'"{policy}";q={decision.limit};w=60'.encode()),
+        (b"RateLimit", f'"{policy}";r={decision.remaining};t={reset_in}'.encode()),
+    ]
+    if not decision.allowed:
+        headers.append((b"Retry-After", str(max(1, math.ceil(decision.retry_after))).encode()))
+    return headers
+
+
+class LocalLimiter:
+    """The same GCRA as rate_limit.lua, in process memory, for when Redis is unreachable."""
+
+    def __init__(self, share: int):
+        self.share = max(1, share)
+        self.tats: dict[str, int] = {}
+
+    def allow(self, key: str, limit: int, capacity: int) -> Decision:
+        limit = max(1, limit // self.share)
+        capacity = max(1, capacity // self.share)
+        interval = interval_micros(limit)
+        now = time.monotonic_ns() // 1000
+        tat = max(self.tats.get(key, now), now)
+        new_tat = tat + interval
+        allow_at = new_tat - capacity * interval
+        if now < allow_at:
+            return Decision(False, limit, capacity, 0, (tat - now) / 1e6, (allow_at - now) / 1e6)
+        self.tats[key] = new_tat
+        if len(self.tats) > 100_000:  # an outage must not grow memory without bound
+            self.tats = {k: v for k, v in self.tats.items() if v > now}
+        return Decision(True, limit, capacity, (now - allow_at) // interval, (new_tat - now) / 1e6, 0.0)
+
+
+@dataclass
+class RedisHealth:
+    """Whether to try Redis now; counts outages and requests served without it."""
+
+    down_since: float | None = None
+    retry_at: float = 0.0
+    outages: int = 0
+    fallback_requests: int = 0
+
+    def usable(self) -> bool:
+        return self.down_since is None or time.monotonic() >= self.retry_at
+
+    def failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            self.outages += 1
+            log.warning("redis unreachable (%s): limiting locally and refusing quota changes until it returns", exc)
+        self.retry_at = now + REDIS_RETRY_SECONDS
+
+    def succeeded(self) -> None:
+        if self.down_since is not None:
+            log.warning("redis reachable again after %.1f s", time.monotonic() - self.down_since)
+            self.down_since = None
+
+    async def watch(self, client) -> None:
+        """For the process's life: PING Redis while it is marked down, so recovery does not wait
+        for an authenticated request (sluice_redis_down stayed 1 on an idle process)."""
+        while True:
+            await asyncio.sleep(REDIS_PROBE_SECONDS)
+            if self.down_since is None:
+                continue
+            try:
+                await ping(client)
+            except (RedisError, OSError) as exc:
+                self.failed(exc)
+            else:
+                self.succeeded()
+
+
+class FailedAuthLimit:
+    """A budget of failed authentications per client address: `per_minute`, refilling continuously.
+
+    Requirements: a key guesser gets a few tries a second, not thousands (each unknown key costs
+    a Postgres lookup); callers with a valid key pay nothing; an address over its budget gets 429
+    before its key is looked up, and costs no Redis round trip while its refusal lasts (each
+    process remembers it); the address is only ever a keyed hash (the daily salt, as the pixel's
+    limiter). Everyone behind one address shares its budget, as they share the pixel's.
+    """
+
+    def __init__(self, client, health: RedisHealth, per_minute: int, share: int, trusted: tuple[Network, ...]):
+        self.limiter = RateLimiter(client)
+        self.local = LocalLimiter(share)
+        self.salts = DailySalts(client)
+        self.health = health
+        self.per_minute = per_minute
+        self.trusted = trusted
+        self.refused: dict[str, tuple[float, float]] = {}  # bucket key → (retry at, full at), unix time
+
+    async def check(self, request) -> None:
+        """429 while the caller's address is refused; free while no address is."""
+        if not self.refused:
+            return
+        key = await self._bucket(request)
+        until = self.refused.get(key)
+        if until is None:
+            return
+        if until[0] <= time.time():
+            del self.refused[key]
+            return
+        raise self._refusal(*until)
+
+    async def failed(self, request) -> None:
+        """Count one failed authentication; 429 (instead of the 401) once the budget is spent."""
+        key = await self._bucket(request)
+        decision = await self._allow(key)
+        if decision.allowed:
+            return
+        now = time.time()
+        if len(self.refused) >= REFUSED_ADDRESSES_MAX:
+            self.refused = {k: v for k, v in self.refused.items() if v[0] > now}
+            if len(self.refused) >= REFUSED_ADDRESSES_MAX:
+                self.refused.clear()
+        self.refused[key] = until = (now + decision.retry_after, now + decision.reset_after)
+        raise self._refusal(*until)
+
+    async def _bucket(self, request) -> str:
+        address = request_client_address(request, self.trusted)
+        salt = await self.salts.for_day(time.strftime("%Y-%m-%d", time.gmtime()))
+        return limiter_key("auth-failures", ip_digest(address, salt))
+
+    async def _allow(self, key: str) -> Decision:
+        if self.health.usable():
+            try:
+                decision = await self.limiter.allow(key, self.per_minute, self.per_minute)
+                self.health.succeeded()
+                return decision
+            except (RedisError, OSError) as exc:
+                self.health.failed(exc)
+        return self.local.allow(key, self.per_minute, self.per_minute)
+
+    def _refusal(self, retry_at: float, full_at: float) -> RateLimited:
+        retry_after = max(1, math.ceil(retry_at - time.time()))
+        error = RateLimited(retry_after, self.per_minute, iso(datetime.fromtimestamp(full_at, timezone.utc)))
+        error.message = (f"Too many failed authentications from this address. "
+                         f"Please retry after {retry_after} seconds.")
+        error.headers = [(b"Retry-After", str(retry_after).encode())]
+        return error

@@ -1,0 +1,102 @@
+"""The one middleware every request passes: request id in, errors out as envelopes; and, one
+layer below it, the ASGI wrapper that bounds how long a client may take to send a body."""
+
+import asyncio
+import os
+import re
+
+from app.http.errors import RequestTimeout, error_response
+
+# Echo a caller's id only if it is short and plain, so it cannot inject into logs or headers.
+SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+# How often waiting body reads are checked against their deadline: a late body is answered
+# at most this long after SLUICE_BODY_TIMEOUT_SECONDS.
+SWEEP_SECONDS = 0.5
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(8).hex()
+
+
+async def request_middleware(request, handler):
+    incoming = request.get_first_header(b"x-request-id")
+    if incoming is not None and SANE_REQUEST_ID.match(incoming):
+        request_id = incoming.decode()
+    else:
+        request_id = new_request_id()
+    request.request_id = request_id
+    request.extra_headers = None  # set by the auth wrapper: rate-limit headers
+    try:
+        response = await handler(request)
+    except Exception as exc:  # noqa: BLE001 - every error leaves as an envelope, never a bare 500
+        response = error_response(exc, request_id)
+    response.set_header(b"X-Request-ID", request_id.encode())
+    if request.extra_headers:
+        for name, value in request.extra_headers:
+            response.set_header(name, value)
+    return response
+
+
+
+class BodyDeadline:
+    """The ASGI app with each request's body reads bounded to `seconds` from its first read.
+
+    The ASGI server waits for a body as long as the client keeps the connection open (a body
+    that declared 100 bytes and sent 20 held its request past two minutes), so slow clients
+    could hold every request slot. A late read ends in RequestTimeout, which request_middleware
+    answers as 408. A timer per request costs 3 µs on uvloop (a pixel POST costs ~125 µs), so
+    instead each waiting read is noted with its deadline and one sweep every SWEEP_SECONDS
+    cancels the late ones. Requests that never read a body pay nothing.
+    """
+
+    def __init__(self, app, seconds: float):
+        self.app, self.seconds = app, seconds
+        self.reading: dict[asyncio.Task, float] = {}  # tasks waiting in receive() → their deadline
+        self.late: set[asyncio.Task] = set()  # cancelled by the sweep, not by anyone else
+        self.sweeper: asyncio.Task | None = None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            return await self.app(scope, self._bounded(receive), send)
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            if scope["type"] == "lifespan" and self.sweeper is not None:
+                self.sweeper.cancel()
+
+    def _bounded(self, receive):
+        deadline = None
+
+        async def receive_in_time():
+            nonlocal deadline
+            loop = asyncio.get_running_loop()
+            if deadline is None:
+                deadline = loop.time() + self.seconds
+                if self.sweeper is None:
+                    self.sweeper = loop.create_task(self._sweep())
+            elif loop.time() >= deadline:
+                raise RequestTimeout(self.seconds)
+            task = asyncio.current_task()
+            self.reading[task] = deadline
+            try:
+                return await receive()
+            except asyncio.CancelledError:
+                if task not in self.late:
+                    raise
+                self.late.discard(task)
+                task.uncancel()
+                raise RequestTimeout(self.seconds) from None
+            finally:
+                self.reading.pop(task, None)
+
+        return receive_in_time
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            now = loop.time()
+            for task in [t for t, deadline in self.reading.items() if deadline <= now]:
+                del self.reading[task]
+                self.late.add(task)
+                task.cancel()

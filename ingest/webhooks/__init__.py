@@ -1,0 +1,2 @@
+"""The webhook dispatcher (`python -m ingest.webhooks.dispatcher`): outbox → signed deliveries through the
+SSRF guard, retried on a schedule."""
