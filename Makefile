@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STACK := $(PY) -m storage.local_stack
 PYTEST_ARGS ?=
 
-.PHONY: run test up down status env venv bench bench-tools bench-check bench-asgi clean
+.PHONY: run test test-fast up down status env venv bench bench-tools bench-check bench-asgi clean
 
 $(VENV)/.installed: pyproject.toml
 	@echo "[make] creating the virtualenv in $(VENV) and installing dependencies (first run takes a few minutes)"
@@ -24,6 +24,12 @@ run: venv
 
 test: venv
 	@$(STACK) run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# The in-process half (tests/unit: no Postgres, Redis or Kafka needed), in well under a minute.
+# `make test` still runs everything: tests/unit, tests/integration (each real service on its own)
+# and tests/e2e (HTTP against the real API and pipeline).
+test-fast: venv
+	@$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 up: venv
 	@$(STACK) up

@@ -21,7 +21,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app.tokens import generate_key
+from app.access.tokens import generate_key
 from storage.postgres import api_keys, workspaces
 from storage.postgres.migrate import migrate
 from storage.postgres.pool import create_pool

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis
 
-from app.counters import period_bounds
+from app.cli.counters import period_bounds
 from storage.clickhouse import client as clickhouse
 from storage.redis.quota import counter_key
 from tests.conftest import ROOT

@@ -124,7 +124,7 @@ def test_two_api_keys_use_the_same_idempotency_key_independently(client, tenants
 
 
 # Only what httpx sends and granian passes on (DEL and spaces-only never reach the app);
-# tests/app/test_idempotency_keys.py covers the rest.
+# tests/unit/app/test_idempotency_keys.py covers the rest.
 @pytest.mark.parametrize("bad", ["", "x" * 256, "a\tb", b"\xc3\xa9"])
 def test_invalid_idempotency_key_is_422_and_runs_nothing(client, tenants, tenant, bad):
     ws, headers = tenant

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from app.main import api_routes
-from app.scopes import ALL_SCOPES
+from app.access.scopes import ALL_SCOPES
 from tests.conftest import ROOT
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}

@@ -3,7 +3,7 @@
 import pytest
 
 from app.main import api_routes
-from app.scopes import ALL_SCOPES
+from app.access.scopes import ALL_SCOPES
 
 # The only routes reachable without an API key. A new route must either declare a
 # scope or be added here on purpose.

@@ -118,7 +118,7 @@ def test_each_killed_child_is_restarted_while_the_others_serve(run, tenant):
     _, headers = tenant
     assert run.serves(headers)
 
-    for marker, name in (("-m ingest", "ingest worker"), ("-m ingest.dispatcher", "webhook dispatcher")):
+    for marker, name in (("-m ingest", "ingest worker"), ("-m ingest.webhooks.dispatcher", "webhook dispatcher")):
         killed = run.child(marker)
         os.kill(killed, signal.SIGKILL)
         wait_for(lambda: not alive(killed), f"the {name} to die")

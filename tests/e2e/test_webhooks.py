@@ -11,13 +11,13 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from ingest import delivery
-from ingest.dispatcher import Dispatcher
-from ingest.retry_schedule import MAX_ATTEMPTS
-from ingest.webhook_settings import WebhookSettings
+from ingest.webhooks import delivery
+from ingest.webhooks.dispatcher import Dispatcher
+from ingest.webhooks.retry_schedule import MAX_ATTEMPTS
+from ingest.webhooks.settings import WebhookSettings
 from storage.postgres.pool import create_pool
 from tests.conftest import running_api
-from tests.ingest.test_dispatcher import Clock
+from tests.integration.ingest.test_dispatcher import Clock
 from tests.webhook_receiver import Answer, https_receiver  # noqa: F401 (a fixture)
 
 TEST_TIMEOUT_SECONDS = 1

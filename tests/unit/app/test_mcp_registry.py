@@ -1,0 +1,55 @@
+"""The MCP registry's pure parts: config checks, per-field schema errors, the spec's tool shape."""
+
+import orjson
+import pytest
+
+from app.resources.mcp import tool_view
+from app.mcp_servers.catalogue import build_registry
+from app.mcp_servers.registry import McpSettings, Tool, schema_errors
+
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["path", "n"],
+          "properties": {"path": {"type": "string", "description": "Where"}, "n": {"type": "integer", "maximum": 3},
+                         "opts": {"type": "object", "properties": {"deep": {"type": "boolean"}}}}}
+
+
+def settings_for(tmp_path, servers, **extra) -> McpSettings:
+    path = tmp_path / "mcp.json"
+    path.write_bytes(orjson.dumps({"servers": servers}))
+    return McpSettings(config_path=path, files_root=tmp_path, **extra)
+
+
+def test_schema_errors_name_each_field():
+    errors = schema_errors(SCHEMA, {"n": 9, "extra": 1, "opts": {"deep": "yes"}})
+    assert set(errors) == {"arguments.path", "arguments.n", "arguments.extra", "arguments.opts.deep"}
+    assert schema_errors(SCHEMA, {"path": "a", "n": 1}) == {}
+
+
+def test_tool_parameters_carry_required_flags():
+    view = tool_view(Tool("t", "d", SCHEMA))
+    assert view["parameters"]["path"] == {"type": "string", "description": "Where", "required": True}
+    assert view["parameters"]["opts"]["required"] is False
+
+
+def test_default_config_has_the_two_builtins():
+    registry = build_registry(McpSettings())
+    assert list(registry.servers) == ["filesystem", "analytics"]
+
+
+@pytest.mark.parametrize("servers", [
+    [{"id": "x", "type": "builtin"}],
+    [{"id": "a", "type": "ftp"}],
+    [{"id": "a", "type": "streamable_http", "url": "file:///etc"}],
+    [{"id": "a", "type": "stdio", "command": "cat"}],
+    [{"id": "filesystem"}, {"id": "filesystem"}],
+    [{"id": "filesystem", "timeout_seconds": 0}],
+    [{"name": "no id"}],
+])
+def test_bad_config_is_refused_with_a_reason(tmp_path, servers):
+    with pytest.raises(ValueError):
+        build_registry(settings_for(tmp_path, servers))
+
+
+def test_stdio_needs_explicit_permission(tmp_path):
+    servers = [{"id": "local", "type": "stdio", "command": "my-mcp-server"}]
+    registry = build_registry(settings_for(tmp_path, servers, allow_stdio=True))
+    assert registry.servers["local"].kind == "external"
