@@ -11,10 +11,11 @@ import time
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from app.http.errors import BadGateway
-from app.mcp_servers.registry import Caller, McpSettings, Tool, ToolFailed
+from app.mcp_servers.registry import Caller, Tool, ToolFailed
+from storage.compat import mcp_internals
+from storage.config import McpConfig
 
 SDK_GRACE_SECONDS = 5.0
 
@@ -38,7 +39,7 @@ def _text(blocks) -> str:
 class ExternalServer:
     kind = "external"
 
-    def __init__(self, entry: dict, settings: McpSettings, timeout: float):
+    def __init__(self, entry: dict, config: McpConfig, timeout: float):
         self.id = entry["id"]
         self.name = entry.get("name", self.id)
         self.description = entry.get("description", "")
@@ -46,7 +47,7 @@ class ExternalServer:
         self.resource_schemes = tuple(s.lower() for s in entry.get("resource_schemes", ()))
         self.timeout_seconds = timeout
         self.entry = entry
-        self.cache_seconds = settings.tools_cache_seconds
+        self.cache_seconds = config.tools_cache_seconds
         self._tools: tuple[float, list[Tool]] | None = None
 
     async def _session(self, work):
@@ -56,7 +57,7 @@ class ExternalServer:
             target = StdioServerParameters(command=self.entry["command"], args=self.entry.get("args", []),
                                            env=self.entry.get("env"), cwd=self.entry.get("cwd"))
         else:
-            http = create_mcp_http_client(headers=self.entry.get("headers"))
+            http = mcp_internals.mcp_http_client(self.entry.get("headers"))
             target = streamable_http_client(self.entry["url"], http_client=http)
         # The SDK's own read timeout stays behind the gateway's deadline, which answers 504.
         client = Client(target, read_timeout_seconds=self.timeout_seconds + SDK_GRACE_SECONDS, cache=None)

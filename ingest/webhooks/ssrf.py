@@ -23,6 +23,8 @@ import httpcore
 import httpx
 import idna
 
+from storage.compat import httpx_internals
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 # Ranges refused beyond what `ipaddress` calls non-global: multicast counts as global there,
@@ -171,9 +173,9 @@ def guarded_transport(guard: Guard, verify, max_connections: int) -> httpx.Async
     the certificate against the URL's host name, since httpcore passes that as server_hostname."""
     context = ssl_context(verify)
     transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
-    transport._pool = httpcore.AsyncConnectionPool(
+    httpx_internals.use_connection_pool(transport, httpcore.AsyncConnectionPool(
         ssl_context=context, max_connections=max_connections, max_keepalive_connections=max_connections,
-        keepalive_expiry=KEEPALIVE_SECONDS, network_backend=GuardedBackend(guard))
+        keepalive_expiry=KEEPALIVE_SECONDS, network_backend=GuardedBackend(guard)))
     return transport
 
 

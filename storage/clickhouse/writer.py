@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
 
+from storage.compat import clickhouse_connect_internals
 from storage.errors import StorageError, Unavailable
 
 # Strict input: a key that is no column is an error (a record built against another schema
@@ -107,7 +108,7 @@ def _block(client, rows: bytes | list[bytes | bytearray]):
     if isinstance(rows, bytes):
         return rows
     parts = [rows] if isinstance(rows, bytearray) else rows
-    return iter(parts) if type(client).__name__ == "ChdbClient" else b"".join(parts)
+    return iter(parts) if clickhouse_connect_internals.is_embedded(client) else b"".join(parts)
 
 
 def stored_offsets(client, topics: list[str]) -> dict[tuple[str, int], int]:

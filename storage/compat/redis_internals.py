@@ -1,0 +1,25 @@
+"""redis-py's private internals, as the Lua script calls (storage/redis/scripts.py) use them.
+
+Talks to Redis only through the connection it is given.
+Contract test: tests/integration/storage/compat/test_redis_internals.py (against the local Redis).
+"""
+
+from typing import Any, Awaitable, Callable
+
+from redis.asyncio.connection import Connection
+
+VERIFIED = {"redis": "8.1.0"}
+
+
+def reply_reader(connection: Connection) -> Callable[[], Awaitable[Any]]:
+    """A coroutine function reading the connection's next reply; an error reply comes back as its
+    exception (NoScriptError, ResponseError, …) instead of being raised.
+
+    Relies on `connection._parser.read_response` (redis-py 8.1.0, hiredis parser). The
+    connection's own `read_response()` formats its address and arms a timer for every reply,
+    a sixth of the pipelined script path's CPU; its parser's does neither. Call it after the
+    connection is connected (redis-py may swap the parser while connecting) and once per batch
+    of replies. If the name goes, every script call fails with AttributeError; if error replies
+    start being raised, one failing script call fails every call of its batch.
+    """
+    return connection._parser.read_response
