@@ -11,10 +11,10 @@ from redis.exceptions import RedisError
 from app.cli import counters, supervisor
 from app.resources.features import AMOUNT_MAX, FEATURES
 from app.access.scopes import KNOWN
-from app.settings import Settings
 from app.access.tokens import generate_key
 from app.resources.workspaces import TIERS, slugify
 from storage.clickhouse import client as clickhouse
+from storage.config import Config, load_or_exit
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.postgres import api_keys, entitlements, workspaces
 from storage.postgres.migrate import migrate
@@ -24,13 +24,13 @@ from storage.redis.key_gate import RECORD_TTL_SECONDS, KeyGate
 from storage.redis.quota import QuotaStore
 
 
-async def run_migrate(settings: Settings, _args) -> None:
-    applied = await migrate(settings.database_url)
+async def run_migrate(config: Config, _args) -> None:
+    applied = await migrate(config.shared.database_url)
     print(f"migrations: applied {len(applied)} ({', '.join(applied) or 'database already current'})")
 
 
-async def run_create_workspace(settings: Settings, args) -> None:
-    pool = await create_pool(settings.database_url, 2)
+async def run_create_workspace(config: Config, args) -> None:
+    pool = await create_pool(config.shared.database_url, 2)
     try:
         account_id = args.account_id
         if account_id is None:
@@ -42,12 +42,12 @@ async def run_create_workspace(settings: Settings, args) -> None:
     print(f"next: python -m app create-key --workspace-id {row['id']}")
 
 
-async def run_create_key(settings: Settings, args) -> None:
+async def run_create_key(config: Config, args) -> None:
     unknown = [s for s in args.scopes if s not in KNOWN]
     if unknown:
         raise SystemExit(f"unknown scopes: {', '.join(unknown)}; known: {', '.join(sorted(KNOWN))}")
     key, prefix, key_hash = generate_key()
-    pool = await create_pool(settings.database_url, 2)
+    pool = await create_pool(config.shared.database_url, 2)
     try:
         row = await api_keys.create_key(pool, args.workspace_id, args.name, prefix, key_hash, args.scopes, args.tier, None)
     finally:
@@ -57,9 +57,9 @@ async def run_create_key(settings: Settings, args) -> None:
     print(key)
 
 
-async def run_set_tier(settings: Settings, args) -> int:
+async def run_set_tier(config: Config, args) -> int:
     """The one way a workspace's tier (its plan) changes; clients cannot change it over the API."""
-    pool = await create_pool(settings.database_url, 2)
+    pool = await create_pool(config.shared.database_url, 2)
     try:
         row = await workspaces.set_tier(pool, args.workspace_id, args.tier)
         hashes = await api_keys.workspace_key_hashes(pool, args.workspace_id)
@@ -68,7 +68,7 @@ async def run_set_tier(settings: Settings, args) -> int:
     print(f"workspace {row['id']} '{row['name']}' is now on tier {row['tier']}")
     # API processes drop their cached row on Postgres' notification; the key records cached in
     # Redis carry the old rate limit, so they go now: the next request reads the new tier.
-    redis = create_client(settings.redis_url)
+    redis = create_client(config.shared.redis_url)
     try:
         await KeyGate(redis).forget(hashes)
     except (RedisError, OSError) as exc:
@@ -78,14 +78,14 @@ async def run_set_tier(settings: Settings, args) -> int:
     finally:
         await close_client(redis)
     print(f"rate limits of its {len(hashes)} key(s) apply from the next request; its feature limits within "
-          f"SLUICE_ENTITLEMENTS_CACHE_SECONDS ({settings.entitlements_cache_seconds} s)")
+          f"SLUICE_ENTITLEMENTS_CACHE_SECONDS ({config.api.entitlements_cache_seconds} s)")
     return 0
 
 
-async def run_set_entitlement(settings: Settings, args) -> None:
+async def run_set_entitlement(config: Config, args) -> None:
     if args.limit is not None and not 0 <= args.limit <= AMOUNT_MAX:
         raise SystemExit(f"--limit must be between 0 and {AMOUNT_MAX}")
-    pool = await create_pool(settings.database_url, 2)
+    pool = await create_pool(config.shared.database_url, 2)
     try:
         if args.limit is None:
             removed = await entitlements.delete_override(pool, args.workspace_id, args.feature)
@@ -98,7 +98,7 @@ async def run_set_entitlement(settings: Settings, args) -> None:
               + ("" if removed else " (it had no override)"))
     else:
         print(f"workspace {args.workspace_id}: {args.feature} limited to {args.limit}")
-    print(f"applies within SLUICE_ENTITLEMENTS_CACHE_SECONDS ({settings.entitlements_cache_seconds} s)")
+    print(f"applies within SLUICE_ENTITLEMENTS_CACHE_SECONDS ({config.api.entitlements_cache_seconds} s)")
 
 
 def open_clickhouse(url: str):
@@ -113,10 +113,10 @@ def open_clickhouse(url: str):
     return client
 
 
-async def run_counters(settings: Settings, args) -> int:
+async def run_counters(config: Config, args) -> int:
     """Rebuild or check the counters; exit code 1 when `drift` finds any."""
-    ch = await asyncio.to_thread(open_clickhouse, settings.clickhouse_url)
-    pool, redis = await create_pool(settings.database_url, 2), create_client(settings.redis_url)
+    ch = await asyncio.to_thread(open_clickhouse, config.shared.clickhouse_url)
+    pool, redis = await create_pool(config.shared.database_url, 2), create_client(config.shared.redis_url)
     try:
         if args.action == "rebuild":
             return report_rebuild(await counters.rebuild(pool, QuotaStore(redis), ch, args.workspace_id))
@@ -148,35 +148,35 @@ def report_drift(checked: list, show_all: bool) -> int:
 RESPAWN_INTERVAL_SECONDS = 1
 
 
-def serve_command(settings: Settings, workers: int) -> list[str]:
+def serve_command(config: Config, workers: int) -> list[str]:
     return [
         sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop",
-        "--host", settings.host, "--port", str(settings.port), "--workers", str(workers),
-        "--log-level", settings.log_level, "--no-ws",
-        "--http1-header-read-timeout", str(settings.header_timeout_seconds * 1000),
+        "--host", config.api.host, "--port", str(config.api.port), "--workers", str(workers),
+        "--log-level", config.shared.log_level, "--no-ws",
+        "--http1-header-read-timeout", str(config.api.header_timeout_seconds * 1000),
         "--respawn-failed-workers", "--respawn-interval", str(RESPAWN_INTERVAL_SECONDS),
         "app.main:create_app",
     ]
 
 
-def run_serve(settings: Settings, args) -> None:
-    workers = args.workers or settings.workers
-    command = serve_command(settings, workers)
-    print(f"serving on http://{settings.host}:{settings.port} with {workers} worker(s)", file=sys.stderr)
+def run_serve(config: Config, args) -> None:
+    workers = args.workers or config.api.workers
+    command = serve_command(config, workers)
+    print(f"serving on http://{config.api.host}:{config.api.port} with {workers} worker(s)", file=sys.stderr)
     os.execv(command[0], command)
 
 
-def run_all(settings: Settings, args) -> int:
+def run_all(config: Config, args) -> int:
     """Migrate, then the API, the ingest worker and the webhook dispatcher together until Ctrl-C."""
-    asyncio.run(run_migrate(settings, args))
-    workers = args.workers or settings.workers
-    print(f"[run] API on http://{settings.host}:{settings.port} ({workers} worker(s)), the ingest worker "
+    asyncio.run(run_migrate(config, args))
+    workers = args.workers or config.api.workers
+    print(f"[run] API on http://{config.api.host}:{config.api.port} ({workers} worker(s)), the ingest worker "
           "(Kafka → ClickHouse) and the webhook dispatcher; Ctrl-C stops them all", file=sys.stderr)
     print("[run] query ClickHouse meanwhile with: .venv/bin/python -m ingest query 'SELECT count() FROM events'",
           file=sys.stderr)
     return supervisor.run_children({"ingest worker": [sys.executable, "-m", "ingest"],
                                     "webhook dispatcher": [sys.executable, "-m", "ingest.webhooks.dispatcher"],
-                                    "API server": serve_command(settings, workers)})
+                                    "API server": serve_command(config, workers)})
 
 
 def parser() -> argparse.ArgumentParser:
@@ -219,15 +219,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = parser().parse_args()
-    settings = Settings.from_env()
+    config = load_or_exit(os.environ)  # before anything starts: a refused value is one line, no traceback
     if args.command == "serve":
-        return run_serve(settings, args)
+        return run_serve(config, args)
     if args.command == "run":
-        sys.exit(run_all(settings, args))
+        sys.exit(run_all(config, args))
     command = {"migrate": run_migrate, "create-workspace": run_create_workspace, "create-key": run_create_key,
                "set-tier": run_set_tier, "set-entitlement": run_set_entitlement, "counters": run_counters}
     try:
-        code = asyncio.run(command[args.command](settings, args))
+        code = asyncio.run(command[args.command](config, args))
     except NotFound as exc:
         raise SystemExit(f"not found: {exc}")
     except Conflict as exc:

@@ -26,7 +26,7 @@ directories of its own and removes them. Results go to
 bench/results/<YYYY-MM-DD>-<hostname>-consumer.json.
 
     .venv/bin/python -m storage.local_stack run -- .venv/bin/python bench/consumer.py [--rows N]
-        [--batch-rows R] [--batch-ms M] [--partitions 6] [--skip-plain]   (R, M: WorkerSettings defaults)
+        [--batch-rows R] [--batch-ms M] [--partitions 6] [--skip-plain]   (R, M: the worker's defaults)
 """
 
 import argparse
@@ -53,10 +53,10 @@ from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
 import machine  # noqa: E402
 from ingest.events import PixelEvent, Topics, ch_time, event_id, now_ms, workspace_key  # noqa: E402
-from ingest.settings import WorkerSettings  # noqa: E402
 from ingest.topics import ensure_topics  # noqa: E402
 from storage.clickhouse.client import open_reader  # noqa: E402
 from storage.clickhouse.writer import INSERT_SETTINGS, source_row  # noqa: E402
+from storage.config import WorkerConfig  # noqa: E402
 
 RESULTS_DIR = ROOT / "bench" / "results"
 PACKAGES = ["aiokafka", "clickhouse-connect", "chdb-core", "orjson"]
@@ -247,7 +247,7 @@ def native_insert(events: list[bytes], batch_rows: int, workdir: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=500_000)
-    shipped = WorkerSettings()  # by default, measure what the worker ships with
+    shipped = WorkerConfig()  # by default, measure what the worker ships with
     p.add_argument("--batch-rows", type=int, default=shipped.batch_rows)
     p.add_argument("--batch-ms", type=int, default=shipped.batch_ms)
     p.add_argument("--partitions", type=int, default=6)

@@ -43,7 +43,7 @@ from harness import machine_info, out_arg, results_path, utc_now, write_json  # 
 from ingest.webhooks import delivery  # noqa: E402
 from ingest.webhooks.dispatcher import Dispatcher  # noqa: E402
 from ingest.webhooks.signing import generate_secret  # noqa: E402
-from ingest.webhooks.settings import WebhookSettings  # noqa: E402
+from storage.config import WebhooksConfig  # noqa: E402
 from storage.postgres import outbox, webhooks, workspaces  # noqa: E402
 from storage.postgres.migrate import migrate  # noqa: E402
 from storage.postgres.pool import create_pool  # noqa: E402
@@ -95,7 +95,7 @@ def start_receiver(workdir: Path) -> tuple[subprocess.Popen, int, str]:
     raise SystemExit("the receiver did not start")
 
 
-async def raw_posts(settings: WebhookSettings, url: str, n: int, body: bytes) -> float:
+async def raw_posts(settings: WebhooksConfig, url: str, n: int, body: bytes) -> float:
     async with delivery.create_client(settings) as client:
         semaphore = asyncio.Semaphore(settings.concurrency)
 
@@ -127,7 +127,7 @@ async def emit(pool, workspace_id: int, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-async def dispatch(pool, settings: WebhookSettings, expected: int) -> dict:
+async def dispatch(pool, settings: WebhooksConfig, expected: int) -> dict:
     stopping = asyncio.Event()
     async with delivery.create_client(settings) as client:
         dispatcher = Dispatcher(pool, settings, client, rng=random.Random(1))
@@ -159,9 +159,8 @@ async def run(args, port: int, ca: str) -> dict:
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
     dsn = with_database(admin, name)
-    settings = WebhookSettings(database_url=dsn, allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),), verify=ca,
-                               concurrency=args.concurrency, per_endpoint_concurrency=args.per_endpoint,
-                               poll_seconds=0.05)
+    settings = WebhooksConfig(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),), verify=ca,
+                              concurrency=args.concurrency, per_endpoint_concurrency=args.per_endpoint, poll_seconds=0.05)
     try:
         await migrate(dsn)
         pool = await create_pool(dsn, 8)
@@ -188,7 +187,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--endpoints", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=WebhookSettings.concurrency)
+    parser.add_argument("--concurrency", type=int, default=WebhooksConfig.concurrency)
     parser.add_argument("--per-endpoint", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="500 events instead of --events (make bench QUICK=1)")
     out_arg(parser, "webhooks")

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import csv
 import logging
+import os
 import signal
 import sys
 
@@ -17,11 +18,11 @@ import orjson
 
 from ingest.worker.consumer import Consumer
 from ingest.events import Topics
-from ingest.settings import WorkerSettings
 from ingest.topics import ensure_topics
 from storage.clickhouse import client as clickhouse
 from storage.clickhouse.gateway import Gateway, QueryFailed, socket_path
 from storage.clickhouse.writer import ClickHouseThread
+from storage.config import Config, load_or_exit
 from storage.errors import Unavailable
 
 log = logging.getLogger("ingest")
@@ -30,14 +31,14 @@ log = logging.getLogger("ingest")
 SHUTDOWN_GRACE = 20.0
 
 
-async def consume(settings: WorkerSettings) -> None:
+async def consume(config: Config) -> None:
     thread = ClickHouseThread()
     try:
-        client = await open_clickhouse(thread, settings)
-        await create_topics(settings)
-        gateway = await start_gateway(thread, settings.clickhouse_url)
+        client = await open_clickhouse(thread, config)
+        await create_topics(config)
+        gateway = await start_gateway(thread, config.shared.clickhouse_url)
         try:
-            await run_consumer(Consumer(settings, thread, client), settings.consumer_group)
+            await run_consumer(Consumer(config, thread, client), config.worker.consumer_group)
         finally:
             if gateway is not None:
                 await gateway.close()
@@ -46,21 +47,23 @@ async def consume(settings: WorkerSettings) -> None:
         thread.shutdown()
 
 
-async def open_clickhouse(thread: ClickHouseThread, settings: WorkerSettings):
-    log.info("ClickHouse: opening %s", settings.clickhouse_url)
-    client = await thread.call(clickhouse.connect, settings.clickhouse_url)
+async def open_clickhouse(thread: ClickHouseThread, config: Config):
+    url, ttl_days = config.shared.clickhouse_url, config.worker.events_ttl_days
+    log.info("ClickHouse: opening %s", url)
+    client = await thread.call(clickhouse.connect, url)
     applied = await thread.call(clickhouse.apply_schema, client)
-    if await thread.call(clickhouse.set_events_ttl, client, settings.events_ttl_days):
-        log.info("ClickHouse: events now kept %d days (SLUICE_EVENTS_TTL_DAYS)", settings.events_ttl_days)
+    if await thread.call(clickhouse.set_events_ttl, client, ttl_days):
+        log.info("ClickHouse: events now kept %d days (SLUICE_EVENTS_TTL_DAYS)", ttl_days)
     log.info("ClickHouse: schema current (%s)", ", ".join(applied))
     return client
 
 
-async def create_topics(settings: WorkerSettings) -> None:
-    topics = Topics.with_prefix(settings.kafka_topic_prefix)
+async def create_topics(config: Config) -> None:
+    shared = config.shared
+    topics = Topics.with_prefix(shared.kafka_topic_prefix)
     names = (*topics.ingested(), topics.dead_letter)
-    created = await ensure_topics(settings.kafka_bootstrap_servers, names, settings.kafka_partitions)
-    log.info("Kafka %s: topics %s%s", settings.kafka_bootstrap_servers, ", ".join(names),
+    created = await ensure_topics(shared.kafka_bootstrap_servers, names, shared.kafka_partitions)
+    log.info("Kafka %s: topics %s%s", shared.kafka_bootstrap_servers, ", ".join(names),
              f" (created {', '.join(created)})" if created else "")
 
 
@@ -105,8 +108,8 @@ async def finish(running: asyncio.Task) -> None:
 
 # --- python -m ingest query --------------------------------------------------------------------
 
-def query(settings: WorkerSettings, sql: str, fmt: str) -> None:
-    reader = clickhouse.open_reader(settings.clickhouse_url)
+def query(config: Config, sql: str, fmt: str) -> None:
+    reader = clickhouse.open_reader(config.shared.clickhouse_url)
     try:
         result = reader.query(sql)
     finally:
@@ -147,28 +150,29 @@ def parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = parser().parse_args()
-    settings = WorkerSettings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_or_exit(os.environ)
+    logging.basicConfig(level=config.shared.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiokafka narrates every rebalance step at INFO; the consumer logs the outcome itself.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         if args.command == "query":
-            return query(settings, args.sql, args.format)
-        asyncio.run(consume(settings))
+            return query(config, args.sql, args.format)
+        asyncio.run(consume(config))
     except QueryFailed as exc:
         raise SystemExit(f"query failed: {exc}")
     except Unavailable as exc:
-        raise SystemExit(f"{exc}\n{hint(exc.service, settings)}")
+        raise SystemExit(f"{exc}\n{hint(exc.service, config)}")
 
 
-def hint(service: str, settings: WorkerSettings) -> str:
+def hint(service: str, config: Config) -> str:
+    shared = config.shared
     if service.lower() == "kafka":
-        return f"Kafka at KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}: is the stack up? try: make up"
-    if settings.clickhouse_url.startswith("chdb:"):
-        return (f"CLICKHOUSE_URL={settings.clickhouse_url}: an embedded directory opens in one process at a time; "
+        return f"Kafka at KAFKA_BOOTSTRAP_SERVERS={shared.kafka_bootstrap_servers}: is the stack up? try: make up"
+    if shared.clickhouse_url.startswith("chdb:"):
+        return (f"CLICKHOUSE_URL={shared.clickhouse_url}: an embedded directory opens in one process at a time; "
                 "if another process holds it (an ingest worker answers queries for it, other commands do not), "
                 "stop that process or point CLICKHOUSE_URL at a ClickHouse server")
-    return f"CLICKHOUSE_URL={settings.clickhouse_url}: is the ClickHouse server up?"
+    return f"CLICKHOUSE_URL={shared.clickhouse_url}: is the ClickHouse server up?"
 
 
 if __name__ == "__main__":

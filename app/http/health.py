@@ -31,7 +31,7 @@ async def readyz(call: Call) -> Response:
     results = await asyncio.gather(
         _check(services.pool.fetchval("SELECT 1")),
         _check(ping(services.redis)),
-        _check(kafka_ready(services.settings.kafka_bootstrap_servers, CHECK_TIMEOUT_SECONDS)),
+        _check(kafka_ready(services.config.shared.kafka_bootstrap_servers, CHECK_TIMEOUT_SECONDS)),
     )
     checks = dict(zip(names, results))
     ready = all(r == "ok" for r in results)

@@ -7,10 +7,11 @@ import asyncio
 from datetime import date, datetime, timedelta, timezone
 
 from app.http.errors import ValidationFailed
-from app.mcp_servers.registry import Caller, McpSettings, Tool
+from app.mcp_servers.registry import Caller, Tool
 from app.http.presenters import iso
 from app.http.validation import YEAR_MAX, YEAR_MIN, parse_datetime
 from storage.clickhouse import analytics
+from storage.config import Config
 
 DEFAULT_DAYS = 7
 # A year of daily rows is the widest range worth scanning per call.
@@ -74,10 +75,10 @@ class AnalyticsServer:
     kind = "builtin"
     resource_schemes = ()
 
-    def __init__(self, server_id: str, name: str, description: str, settings: McpSettings, timeout: float):
+    def __init__(self, server_id: str, name: str, description: str, config: Config, timeout: float):
         self.id, self.name, self.description = server_id, name, description
         self.timeout_seconds = timeout
-        self.url = settings.clickhouse_url
+        self.url = config.shared.clickhouse_url
 
     async def list_tools(self) -> list[Tool]:
         return TOOLS

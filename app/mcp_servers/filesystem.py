@@ -8,7 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from app.http.errors import ValidationFailed
-from app.mcp_servers.registry import Caller, McpSettings, Tool, ToolFailed
+from app.mcp_servers.registry import Caller, Tool, ToolFailed
+from storage.config import Config
 from storage.files import MAX_PATH, FileError, PathRefused, WorkspaceFiles
 
 PATH = {"type": "string", "maxLength": MAX_PATH}
@@ -46,15 +47,15 @@ class FilesystemServer:
     kind = "builtin"
     resource_schemes = ("file",)
 
-    def __init__(self, server_id: str, name: str, description: str, settings: McpSettings, timeout: float):
+    def __init__(self, server_id: str, name: str, description: str, config: Config, timeout: float):
         self.id, self.name, self.description = server_id, name, description
         self.timeout_seconds = timeout
-        self.settings = settings
-        self._tools = tools(settings.max_file_bytes)
+        self.config = config.mcp
+        self._tools = tools(self.config.max_file_bytes)
 
     def files(self, caller: Caller) -> WorkspaceFiles:
-        root = Path(self.settings.files_root) / str(caller.workspace_id)
-        return WorkspaceFiles(root, self.settings.max_file_bytes, self.settings.max_entries)
+        root = Path(self.config.files_root) / str(caller.workspace_id)
+        return WorkspaceFiles(root, self.config.max_file_bytes, self.config.max_entries)
 
     async def list_tools(self) -> list[Tool]:
         return self._tools

@@ -1,4 +1,4 @@
-"""The MCP gateway's registry: which servers exist (from a JSON config file), their settings, and
+"""The MCP gateway's registry: which servers exist (from the JSON file SLUICE_MCP_CONFIG names) and
 the one path every tool call takes: find the tool, validate its arguments against the tool's input
 schema, run it under a deadline, record the call.
 
@@ -8,7 +8,6 @@ reached with the official `mcp` SDK (app/mcp_servers/external.py).
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,47 +18,11 @@ from jsonschema import validators
 
 from app.http.errors import AccessDenied, BadGateway, GatewayTimeout, ResourceNotFound, ValidationFailed
 from app.access.scopes import grants
+from storage.config import MCP_MAX_TIMEOUT_SECONDS, McpConfig
 from storage.errors import Unavailable
 from storage.postgres import mcp_calls
 
 log = logging.getLogger("sluice.mcp")
-ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_CONFIG = ROOT / "mcp_servers.json"
-DEFAULT_FILES_ROOT = ROOT / ".services" / "mcp-files"
-# A tool call holds an HTTP request open; past 30 s a client or proxy gives up anyway.
-DEFAULT_TIMEOUT = 30.0
-MAX_TIMEOUT = 300.0
-# 1 MiB: a source file or a page of notes, small enough to return inside a JSON answer.
-DEFAULT_MAX_FILE_BYTES = 1 << 20
-DEFAULT_MAX_ENTRIES = 1000
-# External tool lists change only when the server is redeployed; a minute keeps lists cheap.
-DEFAULT_TOOLS_CACHE_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class McpSettings:
-    config_path: Path = DEFAULT_CONFIG
-    files_root: Path = DEFAULT_FILES_ROOT
-    timeout_seconds: float = DEFAULT_TIMEOUT
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    max_entries: int = DEFAULT_MAX_ENTRIES
-    tools_cache_seconds: float = DEFAULT_TOOLS_CACHE_SECONDS
-    allow_stdio: bool = False
-    clickhouse_url: str = ""
-
-    @classmethod
-    def from_env(cls, env=None, clickhouse_url: str = "") -> "McpSettings":
-        env = os.environ if env is None else env
-        return cls(
-            config_path=Path(env.get("SLUICE_MCP_CONFIG", DEFAULT_CONFIG)),
-            files_root=Path(env.get("SLUICE_MCP_ROOT", DEFAULT_FILES_ROOT)).resolve(),
-            timeout_seconds=float(env.get("SLUICE_MCP_TIMEOUT_SECONDS", DEFAULT_TIMEOUT)),
-            max_file_bytes=int(env.get("SLUICE_MCP_MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES)),
-            max_entries=int(env.get("SLUICE_MCP_MAX_LIST_ENTRIES", DEFAULT_MAX_ENTRIES)),
-            tools_cache_seconds=float(env.get("SLUICE_MCP_TOOLS_CACHE_SECONDS", DEFAULT_TOOLS_CACHE_SECONDS)),
-            allow_stdio=env.get("SLUICE_MCP_ALLOW_STDIO", "").lower() in ("1", "true", "yes", "on"),
-            clickhouse_url=clickhouse_url,
-        )
 
 
 @dataclass(frozen=True)
@@ -102,7 +65,6 @@ class Server(Protocol):
 
 @dataclass
 class Registry:
-    settings: McpSettings
     servers: dict[str, Server] = field(default_factory=dict)
 
     def server(self, server_id: str) -> Server:
@@ -203,8 +165,8 @@ def read_config(path: Path) -> list[dict]:
     return servers
 
 
-def server_timeout(entry: dict, settings: McpSettings) -> float:
-    value = entry.get("timeout_seconds", settings.timeout_seconds)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT:
-        raise ValueError(f"MCP server {entry['id']!r}: timeout_seconds must be in (0, {MAX_TIMEOUT:g}]")
+def server_timeout(entry: dict, config: McpConfig) -> float:
+    value = entry.get("timeout_seconds", config.timeout_seconds)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MCP_MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"MCP server {entry['id']!r}: timeout_seconds must be in (0, {MCP_MAX_TIMEOUT_SECONDS:g}]")
     return float(value)

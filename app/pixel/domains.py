@@ -134,7 +134,8 @@ async def update_domain(call: Call) -> Response:
 
 
 async def verify_domain(call: Call) -> Response:
-    row, check = await verify_claim(call.pool, call.settings.dns_nameservers, call.principal.workspace_id,
+    row, check = await verify_claim(call.pool, call.settings.dns_nameservers,
+                                    call.services.config.webhooks.allowed_networks, call.principal.workspace_id,
                                     path_id(call))
     forget(call, row["host"])
     return json_response(200, {"message": f"Domain verified ({check.looked_up}).", "data": domain_view(row)})

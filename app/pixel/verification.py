@@ -26,7 +26,6 @@ import httpx
 
 from app.http.errors import VerificationFailed
 from ingest.webhooks.ssrf import Guard, UnsafeAddress, guarded_transport, system_resolver
-from ingest.webhooks.settings import WebhookSettings
 from storage.postgres import domains
 
 TXT_LABEL = "_sluice-verification"
@@ -223,8 +222,9 @@ def _meta_contents(page: str) -> list[str]:
 
 # -- the whole ------------------------------------------------------------------------------
 
-async def run_checks(host: str, token: str, nameservers: tuple) -> list[Check]:
-    """The look-ups in order of preference, stopping at the first kind that finds the token."""
+async def run_checks(host: str, token: str, nameservers: tuple, allowed_networks: tuple) -> list[Check]:
+    """The look-ups in order of preference, stopping at the first kind that finds the token.
+    Fetches may reach `allowed_networks` although private, as webhook deliveries may."""
     try:
         resolver = dns_resolver(nameservers)
     except dns.exception.DNSException as exc:  # no /etc/resolv.conf, and none configured
@@ -233,8 +233,7 @@ async def run_checks(host: str, token: str, nameservers: tuple) -> list[Check]:
                                        txt_check(resolver, host, token)))
     if any(check.passed for check in checks):
         return checks
-    guard = Guard(WebhookSettings.from_env().allowed_networks,
-                  address_resolver(resolver) if nameservers else system_resolver)
+    guard = Guard(allowed_networks, address_resolver(resolver) if nameservers else system_resolver)
     async with httpx.AsyncClient(transport=guarded_transport(guard, True, 4), follow_redirects=False,
                                  trust_env=False, timeout=httpx.Timeout(FETCH_SECONDS),
                                  headers=REQUEST_HEADERS) as client:
@@ -244,10 +243,11 @@ async def run_checks(host: str, token: str, nameservers: tuple) -> list[Check]:
     return checks
 
 
-async def verify_claim(pool, nameservers: tuple, workspace_id: int, domain_id: int) -> tuple[dict, Check]:
+async def verify_claim(pool, nameservers: tuple, allowed_networks: tuple, workspace_id: int,
+                       domain_id: int) -> tuple[dict, Check]:
     """Check the claim and mark it verified: (its row, the check that passed); VerificationFailed else."""
     row = await domains.get_domain(pool, workspace_id, domain_id)
-    checks = await run_checks(row["host"], row["verification_token"], nameservers)
+    checks = await run_checks(row["host"], row["verification_token"], nameservers, allowed_networks)
     passed = next((check for check in checks if check.passed), None)
     if passed is None:
         raise VerificationFailed(failure_message(row["host"], checks), checks=[c.body() for c in checks])

@@ -10,9 +10,10 @@ from blacksheep import Response
 from app.http.bodies import read_json_object
 from app.http.errors import ApiError, GatewayTimeout, ResourceNotFound, json_response
 from app.mcp_servers.catalogue import build_registry
-from app.mcp_servers.registry import Caller, McpSettings, Registry, Tool, ToolFailed, call_tool
+from app.mcp_servers.registry import Caller, Registry, Tool, ToolFailed, call_tool
 from app.http.routing import Call, Route
 from app.http.validation import Checker, present
+from storage.config import Config
 
 CALL_SCOPE = "mcp:write"  # POST /tools/call's; a tool may need more (Tool.scopes)
 ID_MAX = 100
@@ -20,9 +21,9 @@ TOOL_MAX = 200
 URI_MAX = 2048
 
 
-def create_registry(settings) -> Registry:
+def create_registry(config: Config) -> Registry:
     """Built once in the app's lifespan, so a bad registry file stops the start with its reason."""
-    return build_registry(McpSettings.from_env(clickhouse_url=settings.clickhouse_url))
+    return build_registry(config)
 
 
 def registry(call: Call) -> Registry:

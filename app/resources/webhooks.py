@@ -4,8 +4,6 @@ a manual retry and secret rotation. Deliveries themselves are made by ingest/web
 import re
 import uuid
 from datetime import datetime, timezone
-from functools import lru_cache
-
 import orjson
 from blacksheep import Response
 
@@ -19,10 +17,10 @@ from app.http.validation import Checker, present
 from ingest.webhooks import delivery
 from ingest.webhooks.signing import decode_secret, generate_secret
 from ingest.webhooks.ssrf import Guard, UnsafeAddress
-from ingest.webhooks.settings import WebhookSettings
+from storage.config import WebhooksConfig
 from storage.postgres import webhooks
 from storage.postgres.domain_events import CATALOGUE, envelope, matches
-from storage.postgres.webhooks import Outcome
+from storage.postgres.webhooks import DeliveryStatus, Outcome
 
 # As for SEO report URLs: browsers and servers handle about 2 KB.
 URL_MAX = 2048
@@ -37,9 +35,9 @@ class CannotRetry(ApiError):
     status, code = 400, "cannot_retry"
 
 
-@lru_cache(maxsize=1)
-def settings() -> WebhookSettings:
-    return WebhookSettings.from_env()
+def webhooks_config(call: Call) -> WebhooksConfig:
+    """The dispatcher's section: test sends go out as deliveries do, through the same guard."""
+    return call.services.config.webhooks
 
 
 def endpoint_view(row: dict, detail: bool = False) -> dict:
@@ -56,21 +54,21 @@ def endpoint_view(row: dict, detail: bool = False) -> dict:
 def delivery_view(row: dict) -> dict:
     view = {"id": row["id"], "event_id": row["event_id"], "event_type": row["event_type"], "status": row["status"],
             "response_code": row["response_code"], "attempt": row["attempt"], "created_at": iso(row["created_at"])}
-    if row["status"] == "success":
+    if row["status"] == DeliveryStatus.SUCCESS:
         view["delivered_at"] = iso(row["delivered_at"])
-    if row["status"] == "retrying":
+    if row["status"] == DeliveryStatus.RETRYING:
         view["next_retry_at"] = iso(row["next_attempt_at"])
-    if row["error"] and row["status"] != "success":
+    if row["error"] and row["status"] != DeliveryStatus.SUCCESS:
         view["error"] = row["error"]
     return view
 
 
-def check_url(checker: Checker, required: bool) -> str | None:
+def check_url(checker: Checker, required: bool, allowed_networks: tuple) -> str | None:
     url, parts = checker.url("url", ("https",), required=required, max_len=URL_MAX)
     if not present(url):
         return None
     try:
-        Guard(settings().allowed_networks).check_literal(parts.hostname)
+        Guard(allowed_networks).check_literal(parts.hostname)
     except UnsafeAddress as exc:
         checker.fail("url", f"The url may not point at a private or local address ({exc}).")
     except ValueError as exc:
@@ -121,7 +119,7 @@ async def read_endpoint_body(call: Call, creating: bool) -> tuple:
     data = await read_json_object(call.request, call.settings.max_body_bytes)
     allowed = ("url", "events", "secret") if creating else ("url", "events", "is_active")
     checker = Checker(data, allowed=allowed)
-    url = check_url(checker, required=creating)
+    url = check_url(checker, creating, webhooks_config(call).allowed_networks)
     events = check_events(checker, required=creating)
     check_readable(checker, events, call.principal.scopes)
     secret = checker.string("secret", max_len=200) if creating else None
@@ -190,23 +188,22 @@ async def test_webhook(call: Call) -> Response:
     now, event_id = datetime.now(timezone.utc), "evt_" + uuid.uuid4().hex
     payload = {"webhook_id": endpoint["id"], "message": "This is a test event from Sluice."}
     body = orjson.dumps(envelope(event_id, "webhook.test", endpoint["workspace_id"], now, payload)).decode()
-    result = await send_now(endpoint, event_id, body, now)
-    outcome = Outcome("success" if result.success else "failed", result.status_code, result.response_body,
-                      result.error, result.duration_ms, now, None)
+    result = await send_now(webhooks_config(call), endpoint, event_id, body, now)
+    status = DeliveryStatus.SUCCESS if result.success else DeliveryStatus.FAILED
+    outcome = Outcome(status, result.status_code, result.response_body, result.error, result.duration_ms, now, None)
     await webhooks.record_test_delivery(call.pool, endpoint["id"], event_id, body, outcome)
     answer = {"success": result.success, "status_code": result.status_code, "response_time_ms": result.duration_ms}
     answer.update({"response_body": result.response_body} if result.success else {"error": result.error})
     return json_response(200, answer)
 
 
-async def send_now(endpoint: dict, event_id: str, body: str, now: datetime) -> delivery.Result:
+async def send_now(config: WebhooksConfig, endpoint: dict, event_id: str, body: str, now: datetime) -> delivery.Result:
     secrets = (endpoint["secret"],)
     expires = endpoint["previous_secret_expires_at"]
     if endpoint["previous_secret"] and expires is not None and expires > now:
         secrets += (endpoint["previous_secret"],)
-    async with delivery.create_client(settings()) as client:
-        return await delivery.attempt(client, endpoint["url"], event_id, body, secrets, now,
-                                      settings().timeout_seconds)
+    async with delivery.create_client(config) as client:
+        return await delivery.attempt(client, endpoint["url"], event_id, body, secrets, now, config.timeout_seconds)
 
 
 async def list_webhook_deliveries(call: Call) -> Response:
@@ -220,7 +217,7 @@ async def retry_webhook_delivery(call: Call) -> Response:
     workspace_id, endpoint_id = call.principal.workspace_id, path_id(call, "webhook_id")
     endpoint = await webhooks.get_endpoint(call.pool, workspace_id, endpoint_id)
     found = await webhooks.get_delivery(call.pool, workspace_id, endpoint_id, path_id(call, "delivery_id"))
-    if found["status"] == "success":
+    if found["status"] == DeliveryStatus.SUCCESS:
         raise CannotRetry("This delivery already succeeded.")
     if not endpoint["is_active"]:
         raise CannotRetry("The webhook endpoint is disabled; enable it with PATCH is_active first.")

@@ -14,7 +14,7 @@ import httpx
 
 from ingest.webhooks.signing import signed_headers
 from ingest.webhooks.ssrf import Guard, UnsafeAddress, guarded_transport
-from ingest.webhooks.settings import WebhookSettings
+from storage.config import WebhooksConfig
 
 # The receiver's answer is stored and shown up to this many bytes (UTF-8, cut at a character).
 RESPONSE_BODY_LIMIT = 4096
@@ -35,11 +35,11 @@ class Result:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def create_client(settings: WebhookSettings, guard: Guard | None = None) -> httpx.AsyncClient:
-    guard = guard or Guard(settings.allowed_networks)
-    transport = guarded_transport(guard, settings.verify, settings.concurrency)
+def create_client(config: WebhooksConfig, guard: Guard | None = None) -> httpx.AsyncClient:
+    guard = guard or Guard(config.allowed_networks)
+    transport = guarded_transport(guard, config.verify, config.concurrency)
     return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False,
-                             timeout=httpx.Timeout(settings.timeout_seconds))
+                             timeout=httpx.Timeout(config.timeout_seconds))
 
 
 async def _read_start(response: httpx.Response) -> str:

@@ -9,6 +9,7 @@ share. Time comes from an injectable clock: tests move it instead of sleeping.
 
 import asyncio
 import logging
+import os
 import random
 import signal
 from datetime import datetime, timedelta, timezone
@@ -20,10 +21,10 @@ import uvloop
 
 from ingest.webhooks import delivery
 from ingest.webhooks.retry_schedule import RETRY_AFTER_STATUSES, next_attempt_at, parse_retry_after
-from ingest.webhooks.settings import WebhookSettings
+from storage.config import Config, WebhooksConfig, load_or_exit
 from storage.postgres import outbox, webhooks
 from storage.postgres.pool import create_pool
-from storage.postgres.webhooks import Claimed, Outcome
+from storage.postgres.webhooks import Claimed, DeliveryStatus, DisableReason, Outcome
 
 log = logging.getLogger("sluice.webhooks")
 Clock = Callable[[], datetime]
@@ -41,7 +42,7 @@ def utc_now() -> datetime:
 
 def decide(claimed: Claimed, result: delivery.Result, rng: random.Random) -> Outcome:
     """What follows an attempt: success, a retry on the schedule, or failure (410: and disable)."""
-    status = "success" if result.success else "retrying"
+    status = DeliveryStatus.SUCCESS if result.success else DeliveryStatus.RETRYING
     next_at, disable = None, None
     if not result.success:
         retry_after = None
@@ -49,17 +50,17 @@ def decide(claimed: Claimed, result: delivery.Result, rng: random.Random) -> Out
             retry_after = parse_retry_after(result.retry_after, result.started_at)
         next_at = next_attempt_at(claimed.attempt + 1, result.started_at, retry_after, rng)
         if result.status_code == 410:
-            next_at, disable = None, "gone"
+            next_at, disable = None, DisableReason.GONE
         if next_at is None:
-            status = "failed"
+            status = DeliveryStatus.FAILED
     return Outcome(status, result.status_code, result.response_body, result.error, result.duration_ms,
                    result.started_at, next_at, disable)
 
 
 class Dispatcher:
-    def __init__(self, pool, settings: WebhookSettings, client: httpx.AsyncClient, clock: Clock = utc_now,
+    def __init__(self, pool, config: WebhooksConfig, client: httpx.AsyncClient, clock: Clock = utc_now,
                  rng: random.Random | None = None):
-        self.pool, self.settings, self.client, self.clock = pool, settings, client, clock
+        self.pool, self.config, self.client, self.clock = pool, config, client, clock
         self.rng = rng or random.Random()
         self.in_flight: dict[int, int] = {}  # endpoint id → sends in progress
         self.tasks: set[asyncio.Task] = set()
@@ -75,17 +76,17 @@ class Dispatcher:
                 return made
 
     async def claim(self, limit: int) -> list[Claimed]:
-        lease = timedelta(seconds=self.settings.lease_seconds)
+        lease = timedelta(seconds=self.config.lease_seconds)
         return await webhooks.claim_due(self.pool, self.clock(), lease, limit,
-                                        self.settings.per_endpoint_concurrency, self.in_flight)
+                                        self.config.per_endpoint_concurrency, self.in_flight)
 
     async def send(self, claimed: Claimed) -> Outcome:
         result = await delivery.attempt(self.client, claimed.url, claimed.event_id, claimed.body, claimed.secrets,
-                                        self.clock(), self.settings.timeout_seconds)
+                                        self.clock(), self.config.timeout_seconds)
         outcome = decide(claimed, result, self.rng)
         disabled = await webhooks.record_outcome(
-            self.pool, claimed, outcome, self.settings.disable_after_failures,
-            timedelta(hours=self.settings.disable_after_hours))
+            self.pool, claimed, outcome, self.config.disable_after_failures,
+            timedelta(hours=self.config.disable_after_hours))
         if disabled:
             log.warning("webhook endpoint %d disabled: %s", claimed.endpoint_id, disabled)
         self.sent += 1
@@ -110,7 +111,7 @@ class Dispatcher:
         """One pass, to completion: fan out, send everything due now, wait. Returns sends made."""
         await self.fan_out()
         before = self.sent
-        while claimed := await self.claim(self.settings.concurrency - len(self.tasks)):
+        while claimed := await self.claim(self.config.concurrency - len(self.tasks)):
             for item in claimed:
                 self.start_send(item)
             await asyncio.wait(set(self.tasks))
@@ -128,14 +129,14 @@ class Dispatcher:
             if not claimed:
                 idle += 1
                 if idle % PRUNE_EVERY_POLLS == 0:
-                    await outbox.prune(self.pool, self.settings.outbox_keep_days)
+                    await outbox.prune(self.pool, self.config.outbox_keep_days)
                 await self._pause(stopping)
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=STOP_DEADLINE_SECONDS)
 
     async def _step(self) -> int:
         await self.fan_out()
-        free = self.settings.concurrency - len(self.tasks)
+        free = self.config.concurrency - len(self.tasks)
         claimed = await self.claim(free) if free > 0 else []
         for item in claimed:
             self.start_send(item)
@@ -145,31 +146,31 @@ class Dispatcher:
         wake = [asyncio.ensure_future(stopping.wait())]
         if self.tasks:  # a finished send frees a slot: look for more work at once
             wake.append(asyncio.ensure_future(asyncio.wait(set(self.tasks), return_when=asyncio.FIRST_COMPLETED)))
-        _, pending = await asyncio.wait(wake, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+        _, pending = await asyncio.wait(wake, timeout=self.config.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
         for future in pending:
             future.cancel()
 
 
-async def serve(settings: WebhookSettings) -> None:
+async def serve(config: Config) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    pool = await create_pool(settings.database_url, max_size=4)
-    client = delivery.create_client(settings)
+    pool = await create_pool(config.shared.database_url, max_size=4)
+    client = delivery.create_client(config.webhooks)
     try:
         log.info("webhook dispatcher started (concurrency %d, %d per endpoint)",
-                 settings.concurrency, settings.per_endpoint_concurrency)
-        await Dispatcher(pool, settings, client).run(stopping)
+                 config.webhooks.concurrency, config.webhooks.per_endpoint_concurrency)
+        await Dispatcher(pool, config.webhooks, client).run(stopping)
     finally:
         await client.aclose()
         await pool.close()
 
 
 def main() -> None:
-    settings = WebhookSettings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvloop.run(serve(settings))
+    config = load_or_exit(os.environ)
+    logging.basicConfig(level=config.shared.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvloop.run(serve(config))
 
 
 if __name__ == "__main__":

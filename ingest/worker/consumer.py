@@ -42,9 +42,9 @@ from ingest.worker.batch import InsertBatch
 from ingest.worker.dead_letter import DeadLetters, insert_sorting_out
 from ingest.events import Topics
 from ingest.worker.lag import LagReporter
-from ingest.settings import WorkerSettings
 from storage.clickhouse import writer
 from storage.clickhouse.writer import Rejected
+from storage.config import Config
 from storage.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -69,17 +69,18 @@ def tables(topics: Topics) -> dict[str, str]:
 
 
 class Consumer:
-    def __init__(self, settings: WorkerSettings, thread: writer.ClickHouseThread, client):
-        topics = Topics.with_prefix(settings.kafka_topic_prefix)
+    def __init__(self, config: Config, thread: writer.ClickHouseThread, client):
+        shared, worker = config.shared, config.worker
+        topics = Topics.with_prefix(shared.kafka_topic_prefix)
         self.tables = tables(topics)
         self._topic_json = {topic: orjson.dumps(topic) for topic in self.tables}
         self.thread, self.client = thread, client
-        self.batch = InsertBatch(settings.batch_rows, settings.batch_ms)
+        self.batch = InsertBatch(worker.batch_rows, worker.batch_ms)
         self.kafka = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.consumer_group,
+            bootstrap_servers=shared.kafka_bootstrap_servers, group_id=worker.consumer_group,
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES)
-        self.dead_letters = DeadLetters(settings.kafka_bootstrap_servers, topics.dead_letter)
+        self.dead_letters = DeadLetters(shared.kafka_bootstrap_servers, topics.dead_letter)
         self.committed: dict = {}  # TopicPartition → next offset to read, as last committed
         # (topic, partition) → highest offset known to be in ClickHouse. The seek on assignment
         # should keep those records away, but a fetch aiokafka started from the committed offset

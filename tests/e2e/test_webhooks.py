@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 from ingest.webhooks import delivery
 from ingest.webhooks.dispatcher import Dispatcher
 from ingest.webhooks.retry_schedule import MAX_ATTEMPTS
-from ingest.webhooks.settings import WebhookSettings
+from storage.config import WebhooksConfig
 from storage.postgres.pool import create_pool
 from tests.conftest import running_api
 from tests.integration.ingest.test_dispatcher import Clock
@@ -42,8 +42,8 @@ async def pool(database_url):
 
 @pytest.fixture
 async def dispatch(pool, https_receiver):
-    settings = WebhookSettings(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),),
-                               verify=https_receiver.ca_path, timeout_seconds=5)
+    settings = WebhooksConfig(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+                              verify=https_receiver.ca_path, timeout_seconds=5)
     clock = Clock()
     async with delivery.create_client(settings) as client:
         yield Dispatcher(pool, settings, client, clock, random.Random(3)), clock

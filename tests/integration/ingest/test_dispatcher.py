@@ -23,7 +23,7 @@ from ingest.webhooks import delivery
 from ingest.webhooks.dispatcher import Dispatcher
 from ingest.webhooks.retry_schedule import JITTER, MAX_ATTEMPTS, RETRY_AFTER_MAX_SECONDS, SCHEDULE_SECONDS
 from ingest.webhooks.signing import generate_secret
-from ingest.webhooks.settings import WebhookSettings
+from storage.config import WebhooksConfig
 from storage.postgres import api_keys, webhooks
 from storage.postgres.pool import create_pool
 from tests.webhook_receiver import Answer, https_receiver  # noqa: F401 (a fixture)
@@ -49,8 +49,8 @@ async def pool(database_url):
 
 @pytest.fixture
 def settings(https_receiver):
-    return WebhookSettings(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),), verify=https_receiver.ca_path,
-                           timeout_seconds=5, lease_seconds=60)
+    return WebhooksConfig(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),), verify=https_receiver.ca_path,
+                          timeout_seconds=5, lease_seconds=60)
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ async def test_410_gone_disables_the_endpoint_at_once_and_stops_its_deliveries(
     path = unique_path("gone")
     https_receiver.script(path, Answer(410), Answer(200))
     hook = await endpoint(pool, workspace, https_receiver, path, events=["api_key.created"])
-    dispatcher.settings = replace(dispatcher.settings, per_endpoint_concurrency=1)
+    dispatcher.config = replace(dispatcher.config, per_endpoint_concurrency=1)
     await make_key(pool, workspace, "one")
     await make_key(pool, workspace, "two")
     await dispatcher.run_once()
@@ -208,7 +208,7 @@ async def test_410_gone_disables_the_endpoint_at_once_and_stops_its_deliveries(
 async def test_continuous_failures_past_the_threshold_disable_and_another_endpoint_hears_it(
         pool, dispatch, workspace, https_receiver):
     dispatcher, clock = dispatch
-    dispatcher.settings = replace(dispatcher.settings, disable_after_failures=3, disable_after_hours=1)
+    dispatcher.config = replace(dispatcher.config, disable_after_failures=3, disable_after_hours=1)
     failing, watcher = unique_path("failing"), unique_path("watcher")
     https_receiver.script(failing, Answer(500))
     hook = await endpoint(pool, workspace, https_receiver, failing, events=["api_key.created"])

@@ -5,17 +5,18 @@ import pytest
 
 from app.resources.mcp import tool_view
 from app.mcp_servers.catalogue import build_registry
-from app.mcp_servers.registry import McpSettings, Tool, schema_errors
+from app.mcp_servers.registry import Tool, schema_errors
+from storage.config import Config, load
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["path", "n"],
           "properties": {"path": {"type": "string", "description": "Where"}, "n": {"type": "integer", "maximum": 3},
                          "opts": {"type": "object", "properties": {"deep": {"type": "boolean"}}}}}
 
 
-def settings_for(tmp_path, servers, **extra) -> McpSettings:
+def config_for(tmp_path, servers, **extra) -> Config:
     path = tmp_path / "mcp.json"
     path.write_bytes(orjson.dumps({"servers": servers}))
-    return McpSettings(config_path=path, files_root=tmp_path, **extra)
+    return load({"SLUICE_MCP_CONFIG": str(path), "SLUICE_MCP_ROOT": str(tmp_path), **extra})
 
 
 def test_schema_errors_name_each_field():
@@ -31,7 +32,7 @@ def test_tool_parameters_carry_required_flags():
 
 
 def test_default_config_has_the_two_builtins():
-    registry = build_registry(McpSettings())
+    registry = build_registry(Config())
     assert list(registry.servers) == ["filesystem", "analytics"]
 
 
@@ -46,10 +47,10 @@ def test_default_config_has_the_two_builtins():
 ])
 def test_bad_config_is_refused_with_a_reason(tmp_path, servers):
     with pytest.raises(ValueError):
-        build_registry(settings_for(tmp_path, servers))
+        build_registry(config_for(tmp_path, servers))
 
 
 def test_stdio_needs_explicit_permission(tmp_path):
     servers = [{"id": "local", "type": "stdio", "command": "my-mcp-server"}]
-    registry = build_registry(settings_for(tmp_path, servers, allow_stdio=True))
+    registry = build_registry(config_for(tmp_path, servers, SLUICE_MCP_ALLOW_STDIO="on"))
     assert registry.servers["local"].kind == "external"
