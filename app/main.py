@@ -1,7 +1,8 @@
-"""Assembles the application: settings, pools, routes, middleware, lifespan."""
+"""Assembles the application: configuration, pools, routes, middleware, lifespan."""
 
 import gc
 import logging
+import os
 
 from blacksheep import Application
 from blacksheep.server.routing import Router
@@ -11,15 +12,14 @@ from app.resources import api_keys, entitlements, workspaces
 from app.pixel import domains, track as pixel
 from app.resources import mcp, seo, webhooks
 from app.access.auth import Authenticator
-from app.resources.entitlements import Ledger
-from app.pixel.track import Pixel
-from app.http.client_ip import parse_networks
+from app.resources.ledger import Ledger
+from app.pixel.intake import Pixel
 from app.access.rate_limits import FailedAuthLimit, LocalLimiter, RedisHealth
 from app.http.middleware import BodyDeadline, request_middleware
 from app.http.routing import Route, Services, endpoint, fallback
-from app.settings import Settings
 from ingest.events import Topics
 from ingest.handoff.producer import DurableProducer
+from storage.config import ApiConfig, Config, load_or_exit
 from storage.postgres.pool import create_pool
 from storage.postgres.workspace_cache import WorkspaceCache
 from storage.redis.client import close_client, create_client
@@ -42,49 +42,51 @@ def configure_routes(router: Router, services: Services) -> list[Route]:
     return routes
 
 
-def create_producer(settings: Settings, topics: Topics) -> DurableProducer:
+def create_producer(config: Config, topics: Topics) -> DurableProducer:
+    api = config.api
     return DurableProducer(
-        settings.kafka_bootstrap_servers, settings.spool_dir, linger_ms=settings.kafka_linger_ms,
-        batch_bytes=settings.kafka_batch_bytes, ack_deadline_ms=settings.kafka_ack_deadline_ms,
-        spool_max_bytes=settings.spool_max_bytes, partitions=settings.kafka_partitions,
+        config.shared.kafka_bootstrap_servers, str(api.spool_dir), linger_ms=api.kafka_linger_ms,
+        batch_bytes=api.kafka_batch_bytes, ack_deadline_ms=api.kafka_ack_deadline_ms,
+        spool_max_bytes=api.spool_max_bytes, partitions=config.shared.kafka_partitions,
         topics=(topics.pixel, topics.usage, topics.dropped, topics.dead_letter))
 
 
-def create_authenticator(settings: Settings, pool, redis) -> Authenticator:
+def create_authenticator(api: ApiConfig, pool, redis) -> Authenticator:
     health = RedisHealth()  # the process's one view of Redis: the pixel shares it (app/http/metrics.py reports it)
-    local = LocalLimiter(settings.workers) if settings.rate_limits else None
-    failures = (FailedAuthLimit(redis, health, settings.auth_failures_per_minute, settings.workers,
-                                parse_networks(settings.trusted_proxies))
-                if settings.auth_failures_per_minute > 0 else None)
-    return Authenticator(pool, KeyGate(redis, settings.rate_limits), local, settings.last_used_flush_seconds,
+    local = LocalLimiter(api.workers) if api.rate_limits else None
+    failures = (FailedAuthLimit(redis, health, api.auth_failures_per_minute, api.workers, api.trusted_proxies)
+                if api.auth_failures_per_minute > 0 else None)
+    return Authenticator(pool, KeyGate(redis, api.rate_limits), local, api.last_used_flush_seconds,
                          health, failures)
 
 
 def configure_lifespan(app: Application, services: Services) -> None:
-    settings = services.settings
+    config = services.config
+    shared, api = config.shared, config.api
 
     @app.lifespan
     async def resources():
-        services.mcp = mcp.create_registry(settings)  # first: a bad registry file stops the start cleanly
-        services.pool = await create_pool(settings.database_url, settings.pg_pool_size)
-        services.workspaces = WorkspaceCache(services.pool, settings.database_url, settings.workspace_cache_seconds)
+        services.mcp = mcp.create_registry(config)  # first: a bad registry file stops the start cleanly
+        services.pool = await create_pool(shared.database_url, api.pg_pool_size)
+        services.workspaces = WorkspaceCache(services.pool, shared.database_url, api.workspace_cache_seconds)
         await services.workspaces.start()
-        services.redis = create_client(settings.redis_url)
-        services.authenticator = create_authenticator(settings, services.pool, services.redis)
+        services.redis = create_client(shared.redis_url)
+        services.authenticator = create_authenticator(api, services.pool, services.redis)
         services.authenticator.start()  # also PINGs Redis while it is marked down
-        services.producer = create_producer(settings, services.topics)
-        await services.producer.start()  # never waits long for Kafka: it spools meanwhile
+        producer = create_producer(config, services.topics)
+        await producer.start()  # never waits long for Kafka: it spools meanwhile
+        services.sink = producer  # handlers see only the Sink protocol (ingest/handoff/sink.py)
         services.idempotency = IdempotencyStore(services.redis)
-        services.entitlements = Ledger(services)
-        services.pixel = Pixel(settings, services.pool, services.redis, services.producer,
-                               services.authenticator.health)
+        services.entitlements = Ledger(services.pool, services.redis, producer, services.topics.usage,
+                                       api.entitlements_cache_seconds)
+        services.pixel = Pixel(config, services.pool, services.redis, producer, services.authenticator.health)
         services.pixel.start()
         tune_gc()
         try:
             yield
         finally:
             await services.pixel.stop()  # its last drop counts go out with the producer's flush
-            await services.producer.stop()  # flushes to Kafka, or leaves the rest in the spool
+            await producer.stop()  # flushes to Kafka, or leaves the rest in the spool
             await services.authenticator.stop()
             await services.workspaces.stop()
             await close_client(services.redis)
@@ -102,14 +104,22 @@ def tune_gc() -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings | None = None):
-    """The ASGI application granian serves: BlackSheep's, inside the body read deadline."""
-    settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    services = Services(settings, topics=Topics.with_prefix(settings.kafka_topic_prefix))
+def create_app(config: Config | None = None):
+    """The ASGI application granian serves (`app.main:create_app`: configured from the environment),
+    BlackSheep's inside the body read deadline."""
+    config = config or load_or_exit(os.environ)
+    logging.basicConfig(level=config.shared.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    services = Services(config, topics=Topics.with_prefix(config.shared.kafka_topic_prefix))
+    app = build_application(services)
+    configure_lifespan(app, services)
+    return BodyDeadline(app, config.api.body_timeout_seconds)
+
+
+def build_application(services: Services) -> Application:
+    """Routes and middleware around `services`, without the lifespan that fills them: tests of the
+    HTTP layer pass a Services of their own (tests/unit/app/test_pixel_http.py)."""
     router = Router()
     app = Application(router=router)
     configure_routes(router, services)
     app.middlewares.append(request_middleware)
-    configure_lifespan(app, services)
-    return BodyDeadline(app, settings.body_timeout_seconds)
+    return app

@@ -6,6 +6,7 @@ ClickHouse (JSONEachRow) without re-encoding them. This module is the contract b
 API (which encodes) and the consumer (which inserts); change both sides together.
 """
 
+import enum
 import random
 import time
 from dataclasses import dataclass
@@ -93,12 +94,25 @@ class PixelEvent:
         return orjson.dumps(self)  # orjson serialises dataclasses natively: 2 µs instead of 22 with asdict
 
 
+class DropReason(enum.StrEnum):
+    """Why an event was not accepted: the `reason` column of dropped_events, and the pixel's
+    X-Sluice-Drop-Reason header and per-event results (the values are the stored ones)."""
+
+    INVALID = "invalid"
+    BOT = "bot"
+    RATE_LIMITED = "rate_limited"
+    SAMPLED_OUT = "sampled_out"
+    UNKNOWN_DOMAIN = "unknown_domain"
+    DISABLED = "disabled"
+    SPOOL_FULL = "spool_full"
+
+
 @dataclass(frozen=True, slots=True)
 class Drop:
     """Events not accepted, counted by reason (table `dropped_events`)."""
 
     workspace_id: int  # 0 when the workspace could not be known (unknown domain)
-    reason: str  # invalid | bot | rate_limited | sampled_out | unknown_domain | disabled | spool_full
+    reason: DropReason
     source: str  # json | beacon | gif | batch
     count: int
     time: str  # ch_time of the interval the count covers

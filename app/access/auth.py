@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from blacksheep import Request
 from redis.exceptions import RedisError
 
 from app.http.errors import AccessDenied, Unauthorized, ValidationFailed
-from app.access.rate_limits import FailedAuthLimit, LocalLimiter, RedisHealth, tier_limits
+from app.access.rate_limits import FailedAuthLimit, LimitMode, LocalLimiter, RedisHealth, tier_limits
 from app.access.scopes import grants
 from app.access.tiers import capped
 from app.access.tokens import hash_key, looks_like_key
@@ -117,8 +118,8 @@ class Authenticator:
         self._principals: dict[KeyRecord, Principal] = {}  # one per cached record, not per request
         self._tasks: list[asyncio.Task] = []
 
-    async def admit(self, request) -> tuple[Principal, Decision, bool]:
-        """The caller, the rate-limit decision, and whether Redis made it (False: local fallback)."""
+    async def admit(self, request: Request) -> tuple[Principal, Decision, LimitMode]:
+        """The caller, the rate-limit decision, and who made it (LOCAL: Redis is away)."""
         digest = hash_key(bearer_token(request))
         if self.failures is None:
             return await self._admit(digest)
@@ -129,7 +130,7 @@ class Authenticator:
             await self.failures.failed(request)  # the attempt that spends the budget gets the 429
             raise
 
-    async def _admit(self, digest: bytes) -> tuple[Principal, Decision, bool]:
+    async def _admit(self, digest: bytes) -> tuple[Principal, Decision, LimitMode]:
         if digest in self.unknown:
             raise Unauthorized()
         record = decision = loaded = None
@@ -140,7 +141,7 @@ class Authenticator:
                 hit = await self._check_cached(digest, remember=loaded)
             if hit:
                 record, decision = hit
-        shared = record is not None
+        mode = LimitMode.SHARED if record is not None else LimitMode.LOCAL
         if record is None:
             self.health.fallback_requests += 1
             record = loaded or await self._load(digest)
@@ -150,7 +151,7 @@ class Authenticator:
         if not is_live(record, now):
             raise Unauthorized("API key expired or revoked.")
         self.pending_last_used[record.id] = now
-        return self._principal(record), decision, shared
+        return self._principal(record), decision, mode
 
     def _principal(self, record: KeyRecord) -> Principal:
         principal = self._principals.get(record)

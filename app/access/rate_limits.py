@@ -8,6 +8,7 @@ notice Redis is back without waiting for a request to try it.
 """
 
 import asyncio
+import enum
 import logging
 import math
 import time
@@ -40,6 +41,13 @@ REDIS_PROBE_SECONDS = 1.0
 # Addresses refused for failed authentications, remembered per process; past this many the
 # expired ones are dropped, then all (Redis still holds every address's budget).
 REFUSED_ADDRESSES_MAX = 100_000
+
+
+class LimitMode(enum.StrEnum):
+    """Who decided a request's rate limit; `X-RateLimit-Mode: local` tells a caller it was not Redis."""
+
+    SHARED = "shared"  # Redis: one budget across every process
+    LOCAL = "local"  # this process alone, at its share of the limit, while Redis is away
 
 
 def tier_limits(tier: str) -> tuple[int, int]:

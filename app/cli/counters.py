@@ -9,8 +9,10 @@ import asyncio
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from app.resources.entitlements import counter_place
+import asyncpg
+
 from app.resources.features import FEATURES, billing_period
+from app.resources.ledger import counter_place
 from storage.clickhouse import client as clickhouse
 from storage.postgres import entitlements
 from storage.redis.quota import QuotaStore
@@ -42,7 +44,7 @@ def period_bounds(now: datetime) -> tuple[str, datetime, datetime]:
     return label, start, end
 
 
-async def expected(pool, ch, workspace_id: int | None, now: datetime) -> list[Count]:
+async def expected(pool: asyncpg.Pool, ch, workspace_id: int | None, now: datetime) -> list[Count]:
     """Every counter of every workspace (or the one) with its source value; Redis not read yet."""
     _, start, end = period_bounds(now)
     stock = await entitlements.stock_levels(pool, workspace_id)
@@ -68,12 +70,12 @@ async def with_redis(quota: QuotaStore, counts: list[Count]) -> list[Count]:
     return result
 
 
-async def drift(pool, quota: QuotaStore, ch, workspace_id: int | None = None) -> list[Count]:
+async def drift(pool: asyncpg.Pool, quota: QuotaStore, ch, workspace_id: int | None = None) -> list[Count]:
     """Every counter with its Redis and source values; `Count.drift` non-zero where they differ."""
     return await with_redis(quota, await expected(pool, ch, workspace_id, datetime.now(timezone.utc)))
 
 
-async def rebuild(pool, quota: QuotaStore, ch, workspace_id: int | None = None) -> list[Count]:
+async def rebuild(pool: asyncpg.Pool, quota: QuotaStore, ch, workspace_id: int | None = None) -> list[Count]:
     """Set every drifting counter to its source value; returns those counters (`redis` as found).
 
     A missing counter whose source is 0 is left missing: quota.lua starts it from the same 0.

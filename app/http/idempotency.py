@@ -18,7 +18,7 @@ from blacksheep import Content, Response
 from app.http.bodies import read_body
 from app.http.errors import ConflictError, ValidationFailed, error_response, to_api_error
 from storage.errors import Unavailable
-from storage.redis.idempotency import Begun, IdempotencyStore, StoredResponse, record_key
+from storage.redis.idempotency import BeginOutcome, Begun, IdempotencyStore, StoredResponse, record_key
 
 log = logging.getLogger("sluice.idempotency")
 
@@ -87,7 +87,7 @@ def replay(stored: StoredResponse) -> Response:
 
 
 def refusal(begun: Begun) -> Exception:
-    if begun.outcome == "mismatch":
+    if begun.outcome is BeginOutcome.MISMATCH:
         message = "This Idempotency-Key was used with a different request (method, path or body); use a new key."
         return ValidationFailed({"Idempotency-Key": [message]})
     error = ConflictError("A request with this Idempotency-Key is still being processed; retry shortly.")
@@ -102,9 +102,9 @@ async def run_idempotently(call, handler) -> Response:
     record = record_key(call.principal.key_id, key)
     store = call.services.idempotency
     begun = await store.begin(record, fingerprint(request.method, request.url.value, body))
-    if begun.outcome == "replay":
+    if begun.outcome is BeginOutcome.REPLAY:
         return replay(begun.stored)
-    if begun.outcome != "run":
+    if begun.outcome is not BeginOutcome.RUN:
         raise refusal(begun)
     return await run_once(store, record, begun.token, call, handler)
 
@@ -118,7 +118,7 @@ async def run_once(store: IdempotencyStore, record: str, token: str, call, handl
         if error is None or error.status >= 500:
             await release(store, record, token)
             raise  # the middleware answers it, as without Idempotency-Key
-        response = error_response(error, call.request.request_id)
+        response = error_response(error, call.context.request_id)
     # A cancelled handler (client gone) ends neither way: its key frees itself after
     # IN_PROGRESS_TTL_MS, since whether its writes committed is unknown.
     stored = keepable(response)

@@ -2,7 +2,7 @@
 
 from blacksheep import Content, Response
 
-from app.http.routing import Call, Route
+from app.http.routing import Call, Route, Services
 
 
 GAUGES = ("_down", "_bytes", "_pending", "_spooling")
@@ -17,7 +17,7 @@ PRODUCER_HELP = {
 }
 
 
-def render(services) -> bytes:
+def render(services: Services) -> bytes:
     health = services.authenticator.health
     counters = {
         "sluice_redis_outages_total": ("Redis outages seen by this process", health.outages),
@@ -29,8 +29,8 @@ def render(services) -> bytes:
     if services.pixel is not None:
         counters["sluice_pixel_events_accepted_total"] = ("Pixel events made durable (answered 2xx)",
                                                           services.pixel.accepted)
-    producer = services.producer.stats() if services.producer is not None else {}
-    for key, value in producer.items():
+    sink = services.sink.stats() if services.sink is not None else {}
+    for key, value in sink.items():
         counters[f"sluice_producer_{key}"] = (PRODUCER_HELP.get(key, key.replace("_", " ")), value)
     lines = []
     for name, (help_text, value) in counters.items():

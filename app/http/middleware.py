@@ -1,9 +1,13 @@
-"""The one middleware every request passes: request id in, errors out as envelopes; and, one
-layer below it, the ASGI wrapper that bounds how long a client may take to send a body."""
+"""The one middleware every request passes: request id in, errors out as envelopes, the
+request's extra response headers on whatever answers it; and, one layer below it, the ASGI
+wrapper that bounds how long a client may take to send a body."""
 
 import asyncio
 import os
 import re
+from dataclasses import dataclass
+
+from blacksheep import Request, Response
 
 from app.http.errors import RequestTimeout, error_response
 
@@ -14,26 +18,36 @@ SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 SWEEP_SECONDS = 0.5
 
 
+@dataclass(slots=True)
+class RequestContext:
+    """What the API keeps per request beside BlackSheep's Request. request_middleware sets it as
+    `request.api_context`, the one attribute Sluice adds to a Request (not `context`: BlackSheep's
+    HTTP client uses that name), and endpoint() hands it to the handler as `Call.context`."""
+
+    request_id: str
+    # Set on the response whether the handler returns or raises (a 429 carries its rate-limit
+    # headers, a rejected pixel event its drop reason and CORS headers); later ones win.
+    response_headers: list[tuple[bytes, bytes]]
+
+
 def new_request_id() -> str:
     return "req_" + os.urandom(8).hex()
 
 
-async def request_middleware(request, handler):
+async def request_middleware(request: Request, handler) -> Response:
     incoming = request.get_first_header(b"x-request-id")
     if incoming is not None and SANE_REQUEST_ID.match(incoming):
         request_id = incoming.decode()
     else:
         request_id = new_request_id()
-    request.request_id = request_id
-    request.extra_headers = None  # set by the auth wrapper: rate-limit headers
+    context = request.api_context = RequestContext(request_id, [])
     try:
         response = await handler(request)
     except Exception as exc:  # noqa: BLE001 - every error leaves as an envelope, never a bare 500
         response = error_response(exc, request_id)
     response.set_header(b"X-Request-ID", request_id.encode())
-    if request.extra_headers:
-        for name, value in request.extra_headers:
-            response.set_header(name, value)
+    for name, value in context.response_headers:
+        response.set_header(name, value)
     return response
 
 

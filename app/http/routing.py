@@ -1,7 +1,9 @@
 """Routes as data: each declares its method, path, handler and required scope.
 
 `endpoint()` wraps a handler with authentication and the scope check, so no route can
-forget them; `fallback()` answers unmatched requests with the 404 or 405 envelope.
+forget them; `fallback()` answers unmatched requests with the 404 or 405 envelope. A handler
+gets a `Call`: the request, its caller, this process's `Services`, and the request's context
+(app/http/middleware.py: its id, and the headers its response gets however it ends).
 """
 
 import math
@@ -11,47 +13,64 @@ from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from app.access.auth import Principal, check_workspace_header, require_scope
+import asyncpg
+from blacksheep import Request, Response
+from redis.asyncio import Redis
+
+from app.access.auth import Authenticator, Principal, check_workspace_header, require_scope
+from app.access.rate_limits import LimitMode, rate_limit_headers
 from app.http.errors import MethodNotAllowed, RateLimited, ResourceNotFound
 from app.http.idempotency import IDEMPOTENCY_KEY, UNSAFE_METHODS, run_idempotently
+from app.http.middleware import RequestContext
 from app.http.presenters import iso
-from app.access.rate_limits import rate_limit_headers
 from app.http.validation import parse_id
+from app.mcp_servers.registry import Registry
+from app.pixel.intake import Pixel
+from app.resources.ledger import Ledger
+from ingest.events import Topics
+from ingest.handoff.sink import Sink
+from storage.config import ApiConfig, Config
+from storage.postgres.workspace_cache import WorkspaceCache
+from storage.redis.idempotency import IdempotencyStore
+from storage.redis.rate_limit import Decision
 
 
 @dataclass
 class Services:
-    """What handlers need; filled in by the lifespan in app/main.py."""
+    """What handlers need. The lifespan in app/main.py fills in all but `config` and `topics` (None
+    until it has); a test of the HTTP layer builds one with only what its routes use."""
 
-    settings: object
-    pool: object = None
-    redis: object = None
-    authenticator: object = None
-    producer: object = None  # ingest.handoff.producer.DurableProducer
-    topics: object = None  # ingest.events.Topics
-    mcp: object = None  # app.mcp_servers.registry.Registry
-    idempotency: object = None  # storage.redis.idempotency.IdempotencyStore
-    entitlements: object = None  # app.resources.entitlements.Ledger
-    pixel: object = None  # app.pixel.track.Pixel
-    workspaces: object = None  # storage.postgres.workspace_cache.WorkspaceCache
+    config: Config
+    topics: Topics
+    pool: asyncpg.Pool | None = None
+    redis: Redis | None = None
+    authenticator: Authenticator | None = None
+    sink: Sink | None = None  # where events go: the DurableProducer, in a test an InMemorySink
+    mcp: Registry | None = None
+    idempotency: IdempotencyStore | None = None
+    entitlements: Ledger | None = None
+    pixel: Pixel | None = None
+    workspaces: WorkspaceCache | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    request: object
-    principal: Principal | None
+    request: Request
+    principal: Principal | None  # None on public routes
     services: Services
+    context: RequestContext
 
     @property
-    def settings(self):
-        return self.services.settings
+    def settings(self) -> ApiConfig:
+        """The API's section of the configuration; others are on `services.config`."""
+        return self.services.config.api
 
     @property
-    def pool(self):
+    def pool(self) -> asyncpg.Pool | None:
         return self.services.pool
 
 
-Handler = Callable[[Call], Awaitable[object]]
+Handler = Callable[[Call], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
@@ -68,24 +87,25 @@ class Route:
     errors: tuple[int, ...] = field(default=())
 
 
-def endpoint(route: Route, services: Services):
+def endpoint(route: Route, services: Services) -> Callable[[Request], Awaitable[Response]]:
     handler, scope = route.handler, route.scope
     if scope is None:
-        async def public(request):
-            return await handler(Call(request, None, services))
+        async def public(request: Request) -> Response:
+            return await handler(Call(request, None, services, request.api_context))
 
         return public
 
-    async def guarded(request):
-        principal, decision, shared = await services.authenticator.admit(request)
-        request.extra_headers = rate_limit_headers(decision, principal.tier)
-        if not shared:
-            request.extra_headers.append((b"X-RateLimit-Mode", b"local"))
+    async def guarded(request: Request) -> Response:
+        context: RequestContext = request.api_context  # set by request_middleware
+        principal, decision, mode = await services.authenticator.admit(request)
+        context.response_headers += rate_limit_headers(decision, principal.tier)
+        if mode is LimitMode.LOCAL:
+            context.response_headers.append((b"X-RateLimit-Mode", b"local"))
         if not decision.allowed:
             raise rate_limited(decision)
         require_scope(principal, scope)
         check_workspace_header(request, principal)
-        call = Call(request, principal, services)
+        call = Call(request, principal, services, context)
         if request.method in UNSAFE_METHODS and request.get_first_header(IDEMPOTENCY_KEY) is not None:
             return await run_idempotently(call, handler)
         return await handler(call)
@@ -93,7 +113,7 @@ def endpoint(route: Route, services: Services):
     return guarded
 
 
-def rate_limited(decision) -> RateLimited:
+def rate_limited(decision: Decision) -> RateLimited:
     retry_after = max(1, math.ceil(decision.retry_after))
     reset_at = datetime.fromtimestamp(time.time() + decision.reset_after, timezone.utc)
     return RateLimited(retry_after, decision.limit, iso(reset_at))
@@ -109,7 +129,7 @@ def fallback(routes: list[Route]):
     """404 for unknown paths, 405 (with Allow) for a known path and another method."""
     patterns = [(path_pattern(r.path), r.method) for r in routes]
 
-    async def not_matched(request):
+    async def not_matched(request: Request) -> Response:
         allowed = sorted({method for pattern, method in patterns if pattern.match(request.path)})
         if allowed:
             raise MethodNotAllowed(allowed)

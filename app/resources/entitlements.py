@@ -1,126 +1,30 @@
 """HTTP: /api/v1/entitlements — check a feature, record usage, summarise a workspace's usage.
 
-Limits come from the catalogue (app/resources/features.py) and the workspace's plan: its tier and
-limit overrides, read from Postgres and kept in memory for SLUICE_ENTITLEMENTS_CACHE_SECONDS.
-Counters live in Redis (storage/redis/quota.py: one atomic script checks and counts); stock
-levels are written through to Postgres, which rebuilds them; every accepted record goes to
-Kafka through the usage log. Requirements: never over-grant, so Redis away means 503; and a
-record that cannot be made durable is taken back and answered 503, never half kept.
+Each handler parses its input, asks the ledger (app/resources/ledger.py: counters, plans, durable
+usage records) and shapes the answer. Requirements: never over-grant, so Redis away means 503;
+and a record that cannot be made durable is taken back and answered 503, never half kept.
 """
 
-import asyncio
-import hashlib
-import logging
-import os
-import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import orjson
 from blacksheep import Response
 
 from app.http.bodies import read_json_object
 from app.http.errors import FeatureLimitReached, json_response
-from app.resources.features import AMOUNT_MAX, FEATURES, Feature, billing_period, limit_for, limit_message, percentage
 from app.http.presenters import iso
 from app.http.routing import Call, Route
 from app.http.validation import Checker, json_size, parse_int, present
-from ingest.events import ch_time, utc_ms, workspace_key
-from storage.errors import Unavailable
-from storage.postgres import entitlements, outbox
-from storage.postgres.entitlements import Plan
-from storage.redis.quota import ACCEPTED, MISSING, REFUSED, Outcome, QuotaStore, counter_key, marker_key
-
-log = logging.getLogger("sluice.entitlements")
+from app.resources.features import AMOUNT_MAX, FEATURES, Feature, limit_message, percentage
+from app.resources.ledger import Counter, counter_for, record_id
+from ingest.events import ch_time, utc_ms
+from storage.redis.quota import Outcome, QuotaStatus, marker_key
 
 QUANTITY_MAX = AMOUNT_MAX  # see app/resources/features.py: Lua's doubles must count exactly
 METADATA_MAX_BYTES = 2048  # the issue's bound on serialized metadata
 EVENT_ID_MAX = 100
-# A client's event id is remembered as long as an Idempotency-Key is (the spec's 24 hours).
-MARKER_TTL_SECONDS = 86_400
-# A metered counter outlives its month by a week, so last month's count can still be read.
-PERIOD_GRACE = timedelta(days=7)
-# Workspaces whose plan one process keeps; past it the cache starts over (bounded memory).
-PLAN_CACHE_MAX = 10_000
 FEATURE_NAMES = tuple(FEATURES)
-
-
-class PlanCache:
-    """Workspace id → Plan for `ttl` seconds; concurrent misses share one Postgres query."""
-
-    def __init__(self, pool, ttl: int):
-        self.pool, self.ttl = pool, ttl
-        self.entries: dict[int, tuple[float, Plan]] = {}
-        self.loading: dict[int, asyncio.Future] = {}
-
-    async def get(self, workspace_id: int) -> Plan:
-        hit = self.entries.get(workspace_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        task = self.loading.get(workspace_id)
-        if task is None:
-            task = self.loading[workspace_id] = asyncio.ensure_future(self._load(workspace_id))
-        # Shielded: one waiter's request being cancelled must not cancel the others' load.
-        return await asyncio.shield(task)
-
-    async def _load(self, workspace_id: int) -> Plan:
-        try:
-            plan = await entitlements.get_plan(self.pool, workspace_id)
-        finally:
-            del self.loading[workspace_id]
-        if len(self.entries) >= PLAN_CACHE_MAX:
-            self.entries.clear()
-        if self.ttl > 0:
-            self.entries[workspace_id] = (time.monotonic() + self.ttl, plan)
-        return plan
-
-
-class Ledger:
-    """This stage's per-process state: the quota script (its SHA loaded once) and the plan cache."""
-
-    def __init__(self, services):
-        self.redis = services.redis
-        self.quota = QuotaStore(services.redis)
-        self.plans = PlanCache(services.pool, services.settings.entitlements_cache_seconds)
-        # (workspace, feature, month) already announced as limit_reached: a client hammering its
-        # limit costs no Postgres write per refusal (the outbox deduplicates across processes).
-        self.announced: set[tuple[int, str, str]] = set()
-
-
-@dataclass(frozen=True, slots=True)
-class Counter:
-    """One feature of one workspace, now: where it is counted and against what limit."""
-
-    workspace_id: int
-    feature: Feature
-    key: str
-    limit: int
-    reset_at: datetime | None  # metered only: the first instant of the next period
-    expire_at: int  # unix seconds the Redis counter expires; 0 never (stock)
-
-
-def counter_place(workspace_id: int, feature: Feature, now: datetime) -> tuple[str, datetime | None, int]:
-    """Where a feature's counter lives: (Redis key, reset_at, expire_at in unix seconds; 0 never)."""
-    if not feature.metered:
-        return counter_key(workspace_id, feature.key), None, 0
-    period, reset_at = billing_period(now)
-    return counter_key(workspace_id, feature.key, period), reset_at, int((reset_at + PERIOD_GRACE).timestamp())
-
-
-def counter_for(workspace_id: int, feature: Feature, plan: Plan, now: datetime) -> Counter:
-    key, reset_at, expire_at = counter_place(workspace_id, feature, now)
-    return Counter(workspace_id, feature, key, limit_for(feature, plan.tier, plan.overrides), reset_at, expire_at)
-
-
-async def read_usage(call: Call, ledger: Ledger, counters: list[Counter]) -> list[int]:
-    """Every counter in one round trip; a stock counter Redis lost is rebuilt from Postgres."""
-    values = await ledger.quota.read([c.key for c in counters])
-    lost = [c for c, v in zip(counters, values) if v is None and not c.feature.metered]
-    if lost:
-        stored = await entitlements.stock_usage(call.pool, lost[0].workspace_id, [c.feature.key for c in lost])
-        rebuilt = await ledger.quota.rebuild({c.key: stored[c.feature.key] for c in lost})
-        values = [rebuilt.get(c.key, v) for c, v in zip(counters, values)]
-    return [v or 0 for v in values]
 
 
 # --- GET /entitlements/check -------------------------------------------------------------
@@ -162,7 +66,7 @@ async def check_entitlement(call: Call) -> Response:
     ledger = call.services.entitlements
     plan = await ledger.plans.get(call.principal.workspace_id)
     counter = counter_for(call.principal.workspace_id, feature, plan, datetime.now(timezone.utc))
-    [used] = await read_usage(call, ledger, [counter])
+    [used] = await ledger.read_usage([counter])
     return json_response(200, check_view(counter, used, quantity, call.settings.upgrade_url))
 
 
@@ -198,30 +102,9 @@ def parse_usage(data: dict) -> Usage:
                  event_id if present(event_id) else None)
 
 
-async def consume(call: Call, ledger: Ledger, counter: Counter, quantity: int, marker: str | None) -> Outcome:
-    """Count atomically; a stock counter Redis lost is rebuilt from Postgres on the way."""
-    async def attempt(start_from: int | None) -> Outcome:
-        return await ledger.quota.consume(counter.key, marker, quantity, counter.limit, start_from=start_from,
-                                          expire_at=counter.expire_at, marker_ttl=MARKER_TTL_SECONDS)
-
-    outcome = await attempt(0 if counter.feature.metered else None)
-    if outcome.status == MISSING:
-        stored = await entitlements.stock_usage(call.pool, counter.workspace_id, [counter.feature.key])
-        outcome = await attempt(stored[counter.feature.key])
-    return outcome
-
-
-def record_id(counter: Counter, event_id: str | None, now: datetime) -> str:
-    if event_id is not None:
-        # The same client event always maps to the same record: the log can deduplicate too.
-        digest = hashlib.sha256(f"{counter.workspace_id}:{counter.feature.key}:{event_id}".encode())
-        return "use_" + digest.hexdigest()[:32]
-    return f"use_{int(now.timestamp() * 1000):012x}{os.urandom(10).hex()}"  # time-ordered, as UUIDv7
-
-
-def usage_event(call: Call, counter: Counter, usage: Usage, applied: int, now: datetime) -> dict:
-    """The usage record in its wire form (ingest/events.py): the columns of ClickHouse's usage_events."""
-    key = call.request.get_first_header(b"idempotency-key")
+def usage_event(counter: Counter, usage: Usage, applied: int, now: datetime, key: bytes | None) -> dict:
+    """The usage record in its wire form (ingest/events.py): the columns of ClickHouse's usage_events.
+    `key`: the request's Idempotency-Key, if it has one."""
     return {
         "event_id": record_id(counter, usage.event_id, now),
         "workspace_id": counter.workspace_id,
@@ -233,67 +116,13 @@ def usage_event(call: Call, counter: Counter, usage: Usage, applied: int, now: d
     }
 
 
-async def publish(call: Call, event: dict) -> None:
-    """Durable once this returns: acknowledged by Kafka or fsync'd to the spool (ingest/handoff/producer.py)."""
-    # SpoolFull (Kafka away and the spool full) leaves as a 503 through app/http/errors.py.
-    topic = call.services.topics.usage
-    await call.services.producer.send(topic, workspace_key(event["workspace_id"]), orjson.dumps(event))
-
-
-async def make_durable(call: Call, ledger: Ledger, counter: Counter, marker: str | None, event: dict) -> None:
-    """Stock level to Postgres, then the record to Kafka; on any failure take the count back."""
-    applied, written = event["quantity"], False
-    try:
-        if not counter.feature.metered:
-            await entitlements.add_usage(call.pool, counter.workspace_id, counter.feature.key, applied)
-            written = True
-        await publish(call, event)
-    except Exception:
-        await take_back(call, ledger, counter, marker, applied, written)
-        raise
-
-
-async def take_back(call: Call, ledger: Ledger, counter: Counter, marker: str | None, applied: int,
-                    written: bool) -> None:
-    # Each undo on its own: one failing must not keep the other from running. What cannot be
-    # undone leaves the counter over-counting, which refuses too early but never over-grants.
-    try:
-        await ledger.quota.release(counter.key, marker, applied)
-    except Unavailable:
-        log.error("could not release %d %s of workspace %d in Redis", applied, counter.feature.key,
-                  counter.workspace_id)
-    if written:
-        try:
-            await entitlements.add_usage(call.pool, counter.workspace_id, counter.feature.key, -applied)
-        except Unavailable:
-            log.error("could not undo %d %s of workspace %d in Postgres", applied, counter.feature.key,
-                      counter.workspace_id)
-
-
 def usage_view(counter: Counter, outcome: Outcome) -> dict:
     body = {"recorded": True, "feature": counter.feature.key, "current_usage": outcome.used, "limit": counter.limit}
     if counter.reset_at is not None:
         body["reset_at"] = iso(counter.reset_at)
-    if outcome.status != ACCEPTED:
+    if outcome.status is not QuotaStatus.ACCEPTED:
         body["duplicate"] = True
     return body
-
-
-async def announce_limit_reached(call: Call, counter: Counter, used: int, now: datetime) -> None:
-    """entitlement.limit_reached for webhooks, at most once per workspace, feature and calendar
-    month (stock features too, so a workspace at its limit is not told on every refusal). The
-    refusal stands even if the event cannot be written: it is logged, not raised."""
-    period = billing_period(now)[0]
-    seen, mark = call.services.entitlements.announced, (counter.workspace_id, counter.feature.key, period)
-    if mark in seen:
-        return
-    try:
-        await outbox.emit_limit_reached(call.pool, counter.workspace_id, counter.feature.key, used, counter.limit,
-                                        period, counter.reset_at)
-        seen.add(mark)
-    except Exception as exc:  # noqa: BLE001 - whatever failed, the refusal is the answer
-        log.error("could not record entitlement.limit_reached for workspace %d, %s: %s", counter.workspace_id,
-                  counter.feature.key, exc)
 
 
 async def record_usage(call: Call) -> Response:
@@ -302,12 +131,13 @@ async def record_usage(call: Call) -> Response:
     workspace_id, now = call.principal.workspace_id, datetime.now(timezone.utc)
     counter = counter_for(workspace_id, usage.feature, await ledger.plans.get(workspace_id), now)
     marker = None if usage.event_id is None else marker_key(workspace_id, usage.feature.key, usage.event_id)
-    outcome = await consume(call, ledger, counter, usage.quantity, marker)
-    if outcome.status == REFUSED:
-        await announce_limit_reached(call, counter, outcome.used, now)
+    outcome = await ledger.consume(counter, usage.quantity, marker)
+    if outcome.status is QuotaStatus.REFUSED:
+        await ledger.announce_limit_reached(counter, outcome.used, now)
         raise FeatureLimitReached(usage.feature.key, call.settings.upgrade_url)
-    if outcome.status == ACCEPTED:
-        await make_durable(call, ledger, counter, marker, usage_event(call, counter, usage, outcome.applied, now))
+    if outcome.status is QuotaStatus.ACCEPTED:
+        key = call.request.get_first_header(b"idempotency-key")
+        await ledger.make_durable(counter, marker, usage_event(counter, usage, outcome.applied, now, key))
     return json_response(200, usage_view(counter, outcome))
 
 
@@ -328,7 +158,7 @@ async def get_usage_summary(call: Call) -> Response:
     workspace_id, now = call.principal.workspace_id, datetime.now(timezone.utc)
     plan = await ledger.plans.get(workspace_id)
     counters = [counter_for(workspace_id, feature, plan, now) for feature in FEATURES.values()]
-    used = await read_usage(call, ledger, counters)
+    used = await ledger.read_usage(counters)
     entries = {c.feature.key: summary_entry(c, u) for c, u in zip(counters, used)}
     return json_response(200, {"data": {"workspace_id": workspace_id, "tier": plan.tier, "entitlements": entries}})
 

@@ -7,7 +7,7 @@ arithmetic: no I/O, so unit tests check its invariants (tests/unit/app/test_feat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from app.resources.workspaces import TIERS
+from app.access.tiers import TIERS
 
 STOCK = "stock"  # a level that goes up and down (posts held), never reset
 METERED = "metered"  # consumption per billing period (calendar month, UTC), reset each period

@@ -1,1 +1,2 @@
-"""The API side of ingestion: the durable hand-off of events to Kafka (producer, spool, batches, drops)."""
+"""The API side of ingestion: the hand-off of events to Kafka behind the Sink protocol (sink), its
+durable implementation (producer, spool, batches) and the drop counts."""

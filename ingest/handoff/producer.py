@@ -20,8 +20,10 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from ingest.handoff import spool as spools
 from ingest.handoff.kafka_batches import LATE, Lanes, use_fast_lz4
+from ingest.handoff.sink import Durability, Sink
 from ingest.handoff.spool import Chunk, Position, Spool, SpoolFull
 from ingest.topics import ensure_topics
+from storage.compat import aiokafka_internals
 
 __all__ = ["DurableProducer", "SpoolFull"]
 
@@ -38,7 +40,9 @@ REPLAY_RECORDS, REPLAY_BYTES = 1000, 4 << 20
 REPLAY_POLL = 1.0
 
 
-class DurableProducer:
+class DurableProducer(Sink):
+    """The API's Sink (ingest/handoff/sink.py): Kafka when it acknowledges in time, else the spool."""
+
     def __init__(self, bootstrap_servers: str, spool_dir: str, *, linger_ms: int = 5,
                  batch_bytes: int = 262_144, ack_deadline_ms: int = 1500, spool_max_bytes: int = 1 << 30,
                  partitions: int = 6, topics: tuple[str, ...] = ()):
@@ -105,16 +109,16 @@ class DurableProducer:
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> str:
-        """Returns "kafka" or "spool" once the record is durable; raises SpoolFull."""
+    async def send(self, topic: str, key: bytes, value: bytes) -> Durability:
+        """Returns where the record is durable once it is; raises SpoolFull."""
         return await self.send_many(topic, [(key, value)])
 
-    async def send_many(self, topic: str, records: list[tuple[bytes, bytes]]) -> str:
+    async def send_many(self, topic: str, records: list[tuple[bytes, bytes]]) -> Durability:
         """All records durable (in one spool write when spooled); order kept per key."""
         if self._own is None:
             raise RuntimeError("DurableProducer.start() was not called")
         if not records:
-            return "kafka"
+            return Durability.KAFKA
         self._active += 1
         try:
             producer = self._producer
@@ -123,7 +127,7 @@ class DurableProducer:
             futures, why = await self._to_kafka(producer, topic, records)
             if why is None:
                 self._counts["sent_kafka"] += len(records)
-                return "kafka"
+                return Durability.KAFKA
             return await self._to_spool(topic, records, futures, why)
         finally:
             self._active -= 1
@@ -163,7 +167,7 @@ class DurableProducer:
         failed = next((_error(f) for f in futures if not _acked(f)), None)
         return futures, None if failed is None else repr(failed)
 
-    async def _to_spool(self, topic, records, futures, why: str) -> str:
+    async def _to_spool(self, topic, records, futures, why: str) -> Durability:
         """Spool what Kafka has not acknowledged; an ack arriving later cancels the replay."""
         todo = []
         for i, (key, value) in enumerate(records):
@@ -172,7 +176,7 @@ class DurableProducer:
                 todo.append((key, value, future))
         if not todo:  # every ack came in just past the deadline
             self._counts["sent_kafka"] += len(records)
-            return "kafka"
+            return Durability.KAFKA
         self._enter_spooling(why)
         try:
             positions = await self._own.append_many(topic, [(key, value) for key, value, _ in todo])
@@ -187,7 +191,7 @@ class DurableProducer:
         self._counts["sent_kafka"] += len(records) - len(todo)
         self._counts["sent_spool"] += len(todo)
         self._wakeup.set()
-        return "spool"
+        return Durability.SPOOL
 
     def _track(self, position: Position, future: asyncio.Future | None) -> None:
         if future is None:
@@ -272,7 +276,7 @@ class DurableProducer:
             error = KafkaError("producer closed before Kafka acknowledged")
             if lanes is not None:
                 lanes.fail_all(error)
-            producer._message_accumulator.fail_all(error)
+            aiokafka_internals.fail_pending(producer, error)
         with contextlib.suppress(Exception):
             await producer.stop()
 

@@ -6,6 +6,7 @@ that dies after claiming leaves the lease to run out; the next claim takes the d
 Every time given here comes from the dispatcher's clock, so tests can move it.
 """
 
+import enum
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -16,6 +17,24 @@ from storage.errors import Conflict, NotFound
 from storage.postgres import outbox
 from storage.postgres.domain_events import webhook_disabled_payload
 from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
+
+
+class DeliveryStatus(enum.StrEnum):
+    """A delivery's state: webhook_deliveries.status, as stored and as the API shows it."""
+
+    PENDING = "pending"  # not attempted yet, or queued again by hand
+    SUCCESS = "success"  # a 2xx answered
+    FAILED = "failed"  # no more attempts: retries ran out, 410, or the endpoint was disabled
+    RETRYING = "retrying"  # an attempt failed; the next is due at next_attempt_at
+
+
+class DisableReason(enum.StrEnum):
+    """Why the dispatcher disabled an endpoint: webhook_endpoints.disabled_reason, and the
+    webhook.disabled event's `reason`."""
+
+    GONE = "gone"  # it answered 410
+    CONSECUTIVE_FAILURES = "consecutive_failures"  # failing past both thresholds (count and time)
+
 
 COLUMNS = (
     "id, workspace_id, url, events, is_active, disabled_reason, success_count, failure_count, "
@@ -122,7 +141,7 @@ DELIVERY_LISTING = ListingSpec(
     fields=("id", "event_id", "event_type", "status", "response_code", "attempt", "delivered_at",
             "next_retry_at", "error", "created_at"),
     filters={"event_type": "event_type", "event_id": "event_id"},
-    statuses={s: f"status = '{s}'" for s in ("pending", "success", "failed", "retrying")},
+    statuses={s.value: f"status = '{s.value}'" for s in DeliveryStatus},
     date_columns={"created": "created_at", "updated": "updated_at"},
     default_sort=(("id", True),),
 )
@@ -148,14 +167,14 @@ class Claimed:
 class Outcome:
     """One attempt's result, and what the dispatcher decided follows it."""
 
-    status: str  # success | retrying | failed
+    status: DeliveryStatus  # SUCCESS, RETRYING or FAILED
     status_code: int | None
     response_body: str | None
     error: str | None
     duration_ms: int
     started_at: datetime
     next_attempt_at: datetime | None
-    disable_reason: str | None = None  # set when this outcome disables the endpoint at once (410)
+    disable_reason: DisableReason | None = None  # set when this outcome disables the endpoint at once (410)
 
 
 async def create_endpoint(pool: asyncpg.Pool, workspace_id: int, url: str, events: list[str], secret: str) -> dict:
@@ -226,7 +245,7 @@ async def requeue_delivery(pool: asyncpg.Pool, workspace_id: int, endpoint_id: i
         row = await conn.fetchrow(SELECT_DELIVERY + " FOR UPDATE OF d", workspace_id, endpoint_id, delivery_id)
         if endpoint is None or row is None:
             raise NotFound(f"delivery {delivery_id}")
-        if row["status"] == "success":
+        if row["status"] == DeliveryStatus.SUCCESS:
             raise Conflict("This delivery already succeeded.")
         if not endpoint["is_active"]:
             raise Conflict("The webhook endpoint is disabled; enable it (PATCH is_active) first.")
@@ -271,15 +290,15 @@ def _claimed(row, token: uuid.UUID) -> Claimed:
 
 async def record_outcome(
     pool: asyncpg.Pool, claimed: Claimed, outcome: Outcome, disable_after: int, disable_after_time: timedelta
-) -> str | None:
+) -> DisableReason | None:
     """Store the attempt, the delivery's new state and the endpoint's health, in one transaction.
 
     Returns the reason when the endpoint got disabled (410, or failing continuously past both
     `disable_after` attempts and `disable_after_time`); a webhook.disabled event says so."""
     async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval(LOCK_ENDPOINT, claimed.endpoint_id) and outcome.status == "retrying":
+        if not await conn.fetchval(LOCK_ENDPOINT, claimed.endpoint_id) and outcome.status == DeliveryStatus.RETRYING:
             # Disabled while this attempt was in flight: no more attempts.
-            outcome = replace(outcome, status="failed", next_attempt_at=None,
+            outcome = replace(outcome, status=DeliveryStatus.FAILED, next_attempt_at=None,
                               error=f"{outcome.error}; endpoint disabled")
         await conn.execute(INSERT_ATTEMPT, claimed.id, claimed.attempt + 1, outcome.status_code, outcome.error,
                            outcome.response_body, outcome.duration_ms, outcome.started_at)
@@ -288,19 +307,19 @@ async def record_outcome(
             outcome.response_body, outcome.error, outcome.next_attempt_at, outcome.started_at)
         if finished is None:
             return None  # the lease ran out and another worker owns the delivery now
-        succeeded = outcome.status == "success"
+        succeeded = outcome.status == DeliveryStatus.SUCCESS
         endpoint = dict(await conn.fetchrow(ENDPOINT_SUCCEEDED if succeeded else ENDPOINT_FAILED,
                                             claimed.endpoint_id, outcome.started_at))
         reason = outcome.disable_reason
         if reason is None and not succeeded and endpoint["consecutive_failures"] >= disable_after \
                 and outcome.started_at - endpoint["failing_since"] >= disable_after_time:
-            reason = "consecutive_failures"
+            reason = DisableReason.CONSECUTIVE_FAILURES
         if reason is not None and not await _disable(conn, endpoint, reason, outcome.started_at):
             reason = None
     return reason
 
 
-async def _disable(conn: asyncpg.Connection, endpoint: dict, reason: str, now: datetime) -> bool:
+async def _disable(conn: asyncpg.Connection, endpoint: dict, reason: DisableReason, now: datetime) -> bool:
     if await conn.fetchrow(DISABLE_ENDPOINT, endpoint["id"], reason) is None:
         return False  # disabled already (by a user, or by another worker's outcome)
     await conn.execute(FAIL_OPEN_DELIVERIES, endpoint["id"], f"endpoint disabled: {reason}")

@@ -6,6 +6,7 @@ request never overwrites or deletes a record it no longer owns (a random token w
 begin is checked by complete and abandon); Redis errors leave as `Unavailable`.
 """
 
+import enum
 import hashlib
 import os
 from dataclasses import dataclass
@@ -28,11 +29,20 @@ class StoredResponse:
     body: bytes
 
 
+class BeginOutcome(enum.StrEnum):
+    """What begin found; the values are the words idempotency.lua answers with."""
+
+    RUN = "run"  # the caller owns the key now: run the request
+    MISMATCH = "mismatch"  # the key was used with a different request
+    IN_PROGRESS = "in_progress"  # the first request with this key is still running
+    REPLAY = "replay"  # finished before: answer what it answered
+
+
 @dataclass(frozen=True, slots=True)
 class Begun:
-    outcome: str  # "run" (the caller owns the key now), "mismatch", "in_progress" or "replay"
+    outcome: BeginOutcome
     token: str = ""
-    stored: StoredResponse | None = None  # set for "replay"
+    stored: StoredResponse | None = None  # set for REPLAY
 
 
 def record_key(key_id: int, idempotency_key: bytes) -> str:
@@ -49,8 +59,8 @@ class IdempotencyStore:
     async def begin(self, key: str, fingerprint: str) -> Begun:
         token = os.urandom(16).hex()
         result = await self._run(key, "begin", fingerprint, token, IN_PROGRESS_TTL_MS)
-        outcome = result[0].decode()
-        if outcome != "replay":
+        outcome = BeginOutcome(result[0].decode())
+        if outcome is not BeginOutcome.REPLAY:
             return Begun(outcome, token)
         return Begun(outcome, token, StoredResponse(int(result[1]), result[2], result[3]))
 

@@ -6,6 +6,7 @@ and changes); count a client's event id once; fail closed, so every Redis error 
 hash tag, so a summary reads every counter with one MGET, Cluster or not.
 """
 
+import enum
 import hashlib
 from dataclasses import dataclass
 
@@ -15,12 +16,19 @@ from redis.exceptions import RedisError
 from storage.errors import Unavailable
 from storage.redis.scripts import Script
 
-ACCEPTED, REFUSED, DUPLICATE, MISSING = 1, 0, 2, 3
+
+class QuotaStatus(enum.IntEnum):
+    """What a consume did; the values are the codes quota.lua answers with."""
+
+    REFUSED = 0  # past the limit: nothing counted
+    ACCEPTED = 1  # counted
+    DUPLICATE = 2  # this event id was counted already: `used` is what the first call answered
+    MISSING = 3  # no counter and no `start_from`: rebuild it, then call again
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    status: int  # ACCEPTED, REFUSED, DUPLICATE or MISSING
+    status: QuotaStatus
     used: int  # the counter after the call (for DUPLICATE: what the first call answered)
     applied: int  # what was added; differs from the quantity when a release stops at 0
 
@@ -44,11 +52,11 @@ class QuotaStore:
     async def consume(self, counter: str, marker: str | None, quantity: int, limit: int, *,
                       start_from: int | None, expire_at: int, marker_ttl: int) -> Outcome:
         """Add `quantity` unless that passes `limit`. A missing counter starts from `start_from`;
-        None answers MISSING instead (rebuild it and call again). `expire_at` 0: never expires."""
+        None answers QuotaStatus.MISSING instead. `expire_at` 0: never expires."""
         keys = [counter] + ([marker] if marker else [])
         args = ["consume", quantity, limit, "" if start_from is None else start_from, expire_at, marker_ttl]
         status, used, applied = await self._run(self.script(keys, args))
-        return Outcome(int(status), int(used), int(applied))
+        return Outcome(QuotaStatus(int(status)), int(used), int(applied))
 
     async def release(self, counter: str, marker: str | None, applied: int) -> int:
         """Take back what a consume applied, and forget its event id; returns the counter."""

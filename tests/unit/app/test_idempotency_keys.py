@@ -64,7 +64,7 @@ class FakeStore:
         return True
 
 
-CALL = SimpleNamespace(request=SimpleNamespace(request_id="req_test"),
+CALL = SimpleNamespace(context=SimpleNamespace(request_id="req_test"),
                        settings=SimpleNamespace(idempotency_ttl_seconds=7))
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.events import ch_time, event_id
+from ingest.events import DropReason, ch_time, event_id
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -44,3 +44,8 @@ def test_ch_time_matches_datetime_arithmetic_whatever_came_before(moments):
     for ms in moments + moments[::-1]:
         moment = EPOCH + timedelta(milliseconds=ms)
         assert ch_time(ms) == moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{ms % 1000:03d}"
+
+
+def test_drop_reasons_keep_their_stored_values():
+    assert [reason.value for reason in DropReason] == [
+        "invalid", "bot", "rate_limited", "sampled_out", "unknown_domain", "disabled", "spool_full"]

@@ -1,0 +1,169 @@
+"""Pixel stage "intake": the pixel's state for the process's lifetime, and what becomes of each event.
+
+admit the client (storage/redis/rate_limit.py, or the local limiter while Redis is away) → judge
+each event: validate (app/pixel/validation.py), find its site (app/pixel/sites.py, in memory), drop
+what the site does not want, bots and sampled-out events, enrich (app/pixel/enrichment.py) → hand
+the accepted ones to the sink in one call (ingest/handoff/sink.py) → count the rest by reason
+(ingest/handoff/drops.py). The routes that parse requests and shape answers are app/pixel/track.py;
+apart from them this holds no route, so app/http/routing.py's Services can name its type.
+"""
+
+import enum
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as redis
+from blacksheep import Request
+from redis.exceptions import RedisError
+
+from app.access.rate_limits import LocalLimiter, RedisHealth
+from app.http.client_ip import ip_digest, request_client_address
+from app.http.errors import ApiError, DomainNotVerified, UnknownDomain, ValidationFailed
+from app.pixel.enrichment import Arrival, enrich, sample_point, url_host
+from app.pixel.sites import MISSING, Site, SiteCache, Unserved
+from app.pixel.validation import USER_AGENT_MAX, TrackedInput, check_event
+from ingest.events import DropReason, PixelEvent, Topics, now_ms, workspace_key
+from ingest.handoff.drops import DropCounter
+from ingest.handoff.sink import Sink
+from ingest.handoff.spool import SpoolFull
+from storage.config import Config
+from storage.redis.rate_limit import Decision, RateLimiter, limiter_key
+from storage.redis.salts import DailySalts
+
+DAY_MS = 86_400_000
+
+
+class Verdict(enum.StrEnum):
+    """What became of one event: the `status` of each result in a batch's answer."""
+
+    ACCEPTED = "accepted"  # durable, answered 2xx
+    DROPPED = "dropped"  # well formed, not kept (disabled, bot, sampled out): 200 with the reason
+    REJECTED = "rejected"  # not usable (invalid, unknown domain): its error envelope
+
+
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs ~1.5 µs more per event
+class Outcome:
+    """What became of one event: accepted (event set), dropped or rejected (error set)."""
+
+    status: Verdict
+    reason: DropReason | None = None  # unless accepted
+    workspace_id: int = 0
+    event: PixelEvent | None = None
+    error: ApiError | None = None
+
+    def result(self, index: int) -> dict:
+        if self.status is Verdict.ACCEPTED:
+            return {"index": index, "status": self.status, "event_id": self.event.event_id}
+        if self.status is Verdict.DROPPED:
+            return {"index": index, "status": self.status, "reason": self.reason}
+        return {"index": index, "status": self.status, **self.error.body()}
+
+
+class Pixel:
+    """The pixel's state for the process's lifetime: site cache, salts, limiters, drop counts."""
+
+    def __init__(self, config: Config, pool: asyncpg.Pool, client: redis.Redis, sink: Sink,
+                 health: RedisHealth | None = None):
+        """`health`: the process's view of Redis, shared with the API keys' limiter (app/http/metrics.py)."""
+        self.settings = api = config.api
+        self.sink = sink
+        self.topics = Topics.with_prefix(config.shared.kafka_topic_prefix)
+        self.sites = SiteCache(pool, api.pixel_config_cache_seconds)
+        self.salts = DailySalts(client)
+        self.limiter = RateLimiter(client) if api.rate_limits else None
+        self.local = LocalLimiter(api.workers)
+        self.health = health or RedisHealth()
+        self.trusted = api.trusted_proxies
+        self.drops = DropCounter(sink, self.topics.dropped)
+        self._day = (-1, "")
+        self.accepted = 0  # events made durable and answered 2xx, for /metrics
+
+    def start(self) -> None:
+        self.drops.start()
+
+    async def stop(self) -> None:
+        await self.drops.stop()
+
+    async def arrival(self, request: Request, source: str) -> Arrival:
+        received = now_ms()
+        header = request.get_first_header(b"user-agent") or b""
+        user_agent = header.decode("latin-1")[:USER_AGENT_MAX]
+        address = request_client_address(request, self.trusted)
+        day = self._day_text(received)
+        salt = self.salts.cached(day)  # a Redis round trip once a day, not a coroutine per request
+        return Arrival(received, address, user_agent, source, salt if salt is not None else await self.salts.for_day(day))
+
+    def _day_text(self, received_ms: int) -> str:
+        day = received_ms // DAY_MS
+        if self._day[0] != day:
+            self._day = (day, time.strftime("%Y-%m-%d", time.gmtime(day * 86_400)))
+        return self._day[1]
+
+    async def admit(self, arrival: Arrival) -> Decision | None:
+        """The per-IP decision (None: rate limits are off); the key is a keyed hash of the address,
+        never the address."""
+        if self.limiter is None:
+            return None
+        key = limiter_key("pixel", ip_digest(arrival.address, arrival.salt))
+        limit = self.settings.pixel_rate_limit
+        if self.health.usable():
+            try:
+                decision = await self.limiter.allow(key, limit, limit)
+                self.health.succeeded()
+                return decision
+            except (RedisError, OSError) as exc:
+                self.health.failed(exc)
+        self.health.fallback_requests += 1
+        return self.local.allow(key, limit, limit)
+
+    async def judge(self, data: object, arrival: Arrival) -> Outcome:
+        checked = check_event(data)
+        if not isinstance(checked, TrackedInput):
+            return Outcome(Verdict.REJECTED, DropReason.INVALID, self.known_workspace(data),
+                           error=ValidationFailed(checked))
+        site = self.sites.fresh(checked.host)
+        if site is MISSING:
+            site = await self.sites.find(checked.host)
+        if site.__class__ is not Site:
+            error = DomainNotVerified(checked.host) if site is Unserved.CONTESTED else UnknownDomain(checked.host)
+            return Outcome(Verdict.REJECTED, DropReason.UNKNOWN_DOMAIN, error=error)
+        if not site.enabled or not wanted(site, checked.event):
+            return Outcome(Verdict.DROPPED, DropReason.DISABLED, site.workspace_id)
+        event = enrich(checked, site.workspace_id, arrival)
+        if event.is_bot and not self.settings.pixel_keep_bots:
+            return Outcome(Verdict.DROPPED, DropReason.BOT, site.workspace_id)
+        point = checked.sample_key if checked.sample_key is not None else sample_point(event.visitor_id)
+        if point >= site.sample_rate:
+            return Outcome(Verdict.DROPPED, DropReason.SAMPLED_OUT, site.workspace_id)
+        return Outcome(Verdict.ACCEPTED, workspace_id=site.workspace_id, event=event)
+
+    def known_workspace(self, data: object) -> int:
+        """The workspace an unusable event was meant for, if its URL names a cached site."""
+        url = data.get("url") if isinstance(data, dict) else None
+        site = self.sites.peek(url_host(url)) if isinstance(url, str) and len(url) <= 2048 else None
+        return site.workspace_id if site is not None else 0
+
+    async def deliver(self, outcomes: list[Outcome], source: str) -> None:
+        """Accepted events to the sink (Kafka, or the spool) in one call; raises SpoolFull."""
+        events = [o.event for o in outcomes if o.event is not None]
+        if not events:
+            return
+        records = [(workspace_key(e.workspace_id), e.encode()) for e in events]
+        try:
+            await self.sink.send_many(self.topics.pixel, records)
+        except SpoolFull:
+            for event in events:
+                self.drops.add(event.workspace_id, DropReason.SPOOL_FULL, source)
+            raise
+        self.accepted += len(events)
+
+    def count(self, outcomes: list[Outcome], source: str) -> None:
+        for outcome in outcomes:
+            if outcome.status is not Verdict.ACCEPTED:
+                self.drops.add(outcome.workspace_id, outcome.reason, source)
+
+
+def wanted(site: Site, event: str) -> bool:
+    """The site's features: "pageview" events need pageviews on, any other event needs events on."""
+    return site.pageviews if event == "pageview" else site.events
