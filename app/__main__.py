@@ -8,10 +8,10 @@ import sys
 
 from redis.exceptions import RedisError
 
-from app.cli import counters, supervisor
-from app.resources.features import AMOUNT_MAX, FEATURES
 from app.access.scopes import KNOWN
 from app.access.tokens import generate_key
+from app.cli import counters, supervisor
+from app.resources.features import AMOUNT_MAX, FEATURES
 from app.resources.workspaces import TIERS, slugify
 from storage.clickhouse import client as clickhouse
 from storage.config import Config, load_or_exit
@@ -35,7 +35,9 @@ async def run_create_workspace(config: Config, args) -> None:
         account_id = args.account_id
         if account_id is None:
             account_id = (await workspaces.create_account(pool, args.account_name or args.name))["id"]
-        row = await workspaces.create_workspace(pool, account_id, args.name, args.slug, slugify(args.name), args.tier, {})
+        row = await workspaces.create_workspace(
+            pool, account_id, args.name, args.slug, slugify(args.name), args.tier, {}
+        )
     finally:
         await pool.close()
     print(f"workspace {row['id']} '{row['name']}' (slug {row['slug']}, tier {row['tier']}, account {account_id})")
@@ -49,7 +51,9 @@ async def run_create_key(config: Config, args) -> None:
     key, prefix, key_hash = generate_key()
     pool = await create_pool(config.shared.database_url, 2)
     try:
-        row = await api_keys.create_key(pool, args.workspace_id, args.name, prefix, key_hash, args.scopes, args.tier, None)
+        row = await api_keys.create_key(
+            pool, args.workspace_id, args.name, prefix, key_hash, args.scopes, args.tier, None
+        )
     finally:
         await pool.close()
     print(f"api key {row['id']} for workspace {args.workspace_id}, scopes {' '.join(row['scopes'])}", file=sys.stderr)
@@ -72,13 +76,18 @@ async def run_set_tier(config: Config, args) -> int:
     try:
         await KeyGate(redis).forget(hashes)
     except (RedisError, OSError) as exc:
-        print(f"could not drop the cached records of its {len(hashes)} key(s) in Redis ({exc}); "
-              f"the old rate limit lasts at most {RECORD_TTL_SECONDS} s more", file=sys.stderr)
+        print(
+            f"could not drop the cached records of its {len(hashes)} key(s) in Redis ({exc}); "
+            f"the old rate limit lasts at most {RECORD_TTL_SECONDS} s more",
+            file=sys.stderr,
+        )
         return 1
     finally:
         await close_client(redis)
-    print(f"rate limits of its {len(hashes)} key(s) apply from the next request; its feature limits within "
-          f"SLUICE_ENTITLEMENTS_CACHE_SECONDS ({config.api.entitlements_cache_seconds} s)")
+    print(
+        f"rate limits of its {len(hashes)} key(s) apply from the next request; its feature limits within "
+        f"SLUICE_ENTITLEMENTS_CACHE_SECONDS ({config.api.entitlements_cache_seconds} s)"
+    )
     return 0
 
 
@@ -94,8 +103,10 @@ async def run_set_entitlement(config: Config, args) -> None:
     finally:
         await pool.close()
     if args.limit is None:
-        print(f"workspace {args.workspace_id}: {args.feature} back to its tier's limit"
-              + ("" if removed else " (it had no override)"))
+        print(
+            f"workspace {args.workspace_id}: {args.feature} back to its tier's limit"
+            + ("" if removed else " (it had no override)")
+        )
     else:
         print(f"workspace {args.workspace_id}: {args.feature} limited to {args.limit}")
     print(f"applies within SLUICE_ENTITLEMENTS_CACHE_SECONDS ({config.api.entitlements_cache_seconds} s)")
@@ -150,11 +161,28 @@ RESPAWN_INTERVAL_SECONDS = 1
 
 def serve_command(config: Config, workers: int) -> list[str]:
     return [
-        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop",
-        "--host", config.api.host, "--port", str(config.api.port), "--workers", str(workers),
-        "--log-level", config.shared.log_level, "--no-ws",
-        "--http1-header-read-timeout", str(config.api.header_timeout_seconds * 1000),
-        "--respawn-failed-workers", "--respawn-interval", str(RESPAWN_INTERVAL_SECONDS),
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--factory",
+        "--loop",
+        "uvloop",
+        "--host",
+        config.api.host,
+        "--port",
+        str(config.api.port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        config.shared.log_level,
+        "--no-ws",
+        "--http1-header-read-timeout",
+        str(config.api.header_timeout_seconds * 1000),
+        "--respawn-failed-workers",
+        "--respawn-interval",
+        str(RESPAWN_INTERVAL_SECONDS),
         "app.main:create_app",
     ]
 
@@ -170,13 +198,22 @@ def run_all(config: Config, args) -> int:
     """Migrate, then the API, the ingest worker and the webhook dispatcher together until Ctrl-C."""
     asyncio.run(run_migrate(config, args))
     workers = args.workers or config.api.workers
-    print(f"[run] API on http://{config.api.host}:{config.api.port} ({workers} worker(s)), the ingest worker "
-          "(Kafka → ClickHouse) and the webhook dispatcher; Ctrl-C stops them all", file=sys.stderr)
-    print("[run] query ClickHouse meanwhile with: .venv/bin/python -m ingest query 'SELECT count() FROM events'",
-          file=sys.stderr)
-    return supervisor.run_children({"ingest worker": [sys.executable, "-m", "ingest"],
-                                    "webhook dispatcher": [sys.executable, "-m", "ingest.webhooks.dispatcher"],
-                                    "API server": serve_command(config, workers)})
+    print(
+        f"[run] API on http://{config.api.host}:{config.api.port} ({workers} worker(s)), the ingest worker "
+        "(Kafka → ClickHouse) and the webhook dispatcher; Ctrl-C stops them all",
+        file=sys.stderr,
+    )
+    print(
+        "[run] query ClickHouse meanwhile with: .venv/bin/python -m ingest query 'SELECT count() FROM events'",
+        file=sys.stderr,
+    )
+    return supervisor.run_children(
+        {
+            "ingest worker": [sys.executable, "-m", "ingest"],
+            "webhook dispatcher": [sys.executable, "-m", "ingest.webhooks.dispatcher"],
+            "API server": serve_command(config, workers),
+        }
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -224,8 +261,14 @@ def main() -> None:
         return run_serve(config, args)
     if args.command == "run":
         sys.exit(run_all(config, args))
-    command = {"migrate": run_migrate, "create-workspace": run_create_workspace, "create-key": run_create_key,
-               "set-tier": run_set_tier, "set-entitlement": run_set_entitlement, "counters": run_counters}
+    command = {
+        "migrate": run_migrate,
+        "create-workspace": run_create_workspace,
+        "create-key": run_create_key,
+        "set-tier": run_set_tier,
+        "set-entitlement": run_set_entitlement,
+        "counters": run_counters,
+    }
     try:
         code = asyncio.run(command[args.command](config, args))
     except NotFound as exc:

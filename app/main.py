@@ -7,16 +7,16 @@ import os
 from blacksheep import Application
 from blacksheep.server.routing import Router
 
-from app.http import health, metrics, openapi
-from app.resources import api_keys, entitlements, workspaces
-from app.pixel import domains, track as pixel
-from app.resources import mcp, seo, webhooks
 from app.access.auth import Authenticator
-from app.resources.ledger import Ledger
-from app.pixel.intake import Pixel
 from app.access.rate_limits import FailedAuthLimit, LocalLimiter, RedisHealth
+from app.http import health, metrics, openapi
 from app.http.middleware import BodyDeadline, request_middleware
 from app.http.routing import Route, Services, endpoint, fallback
+from app.pixel import domains
+from app.pixel import track as pixel
+from app.pixel.intake import Pixel
+from app.resources import api_keys, entitlements, mcp, seo, webhooks, workspaces
+from app.resources.ledger import Ledger
 from ingest.events import Topics
 from ingest.handoff.producer import DurableProducer
 from storage.config import ApiConfig, Config, load_or_exit
@@ -29,7 +29,15 @@ from storage.redis.key_gate import KeyGate
 
 def api_routes() -> list[Route]:
     """Every route of the API; tests read this table to check each one's scope."""
-    routes = health.ROUTES + metrics.ROUTES + workspaces.ROUTES + api_keys.ROUTES + entitlements.ROUTES + seo.ROUTES + mcp.ROUTES
+    routes = (
+        health.ROUTES
+        + metrics.ROUTES
+        + workspaces.ROUTES
+        + api_keys.ROUTES
+        + entitlements.ROUTES
+        + seo.ROUTES
+        + mcp.ROUTES
+    )
     routes += pixel.ROUTES + domains.ROUTES + webhooks.ROUTES
     return routes + openapi.routes_for(routes)
 
@@ -45,19 +53,26 @@ def configure_routes(router: Router, services: Services) -> list[Route]:
 def create_producer(config: Config, topics: Topics) -> DurableProducer:
     api = config.api
     return DurableProducer(
-        config.shared.kafka_bootstrap_servers, str(api.spool_dir), linger_ms=api.kafka_linger_ms,
-        batch_bytes=api.kafka_batch_bytes, ack_deadline_ms=api.kafka_ack_deadline_ms,
-        spool_max_bytes=api.spool_max_bytes, partitions=config.shared.kafka_partitions,
-        topics=(topics.pixel, topics.usage, topics.dropped, topics.dead_letter))
+        config.shared.kafka_bootstrap_servers,
+        str(api.spool_dir),
+        linger_ms=api.kafka_linger_ms,
+        batch_bytes=api.kafka_batch_bytes,
+        ack_deadline_ms=api.kafka_ack_deadline_ms,
+        spool_max_bytes=api.spool_max_bytes,
+        partitions=config.shared.kafka_partitions,
+        topics=(topics.pixel, topics.usage, topics.dropped, topics.dead_letter),
+    )
 
 
 def create_authenticator(api: ApiConfig, pool, redis) -> Authenticator:
     health = RedisHealth()  # the process's one view of Redis: the pixel shares it (app/http/metrics.py reports it)
     local = LocalLimiter(api.workers) if api.rate_limits else None
-    failures = (FailedAuthLimit(redis, health, api.auth_failures_per_minute, api.workers, api.trusted_proxies)
-                if api.auth_failures_per_minute > 0 else None)
-    return Authenticator(pool, KeyGate(redis, api.rate_limits), local, api.last_used_flush_seconds,
-                         health, failures)
+    failures = (
+        FailedAuthLimit(redis, health, api.auth_failures_per_minute, api.workers, api.trusted_proxies)
+        if api.auth_failures_per_minute > 0
+        else None
+    )
+    return Authenticator(pool, KeyGate(redis, api.rate_limits), local, api.last_used_flush_seconds, health, failures)
 
 
 def configure_lifespan(app: Application, services: Services) -> None:
@@ -77,8 +92,9 @@ def configure_lifespan(app: Application, services: Services) -> None:
         await producer.start()  # never waits long for Kafka: it spools meanwhile
         services.sink = producer  # handlers see only the Sink protocol (ingest/handoff/sink.py)
         services.idempotency = IdempotencyStore(services.redis)
-        services.entitlements = Ledger(services.pool, services.redis, producer, services.topics.usage,
-                                       api.entitlements_cache_seconds)
+        services.entitlements = Ledger(
+            services.pool, services.redis, producer, services.topics.usage, api.entitlements_cache_seconds
+        )
         services.pixel = Pixel(config, services.pool, services.redis, producer, services.authenticator.health)
         services.pixel.start()
         tune_gc()

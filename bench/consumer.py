@@ -47,11 +47,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import machine  # noqa: E402
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
-import machine  # noqa: E402
 from ingest.events import PixelEvent, Topics, ch_time, event_id, now_ms, workspace_key  # noqa: E402
 from ingest.topics import ensure_topics  # noqa: E402
 from storage.clickhouse.client import open_reader  # noqa: E402
@@ -73,12 +73,36 @@ def make_events(n: int) -> list[bytes]:
     events = []
     for i in range(n):
         t = ch_time(base + i * 3_600_000 // n)
-        events.append(PixelEvent(
-            event_id(), 1 + i % 50, "pageview" if i % 5 else "click", t, t, None, f"https://shop.example.com/p/{i % 100}",
-            "shop.example.com", f"/p/{i % 100}", "https://www.google.com/", "www.google.com", "newsletter", "email",
-            "spring", "", "", '{"plan":"pro","value":42}', f"v{i % 5000:06d}", "203.0.113.0",
-            "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0", "Firefox", "120", "Linux",
-            "desktop", False, "json").encode())
+        events.append(
+            PixelEvent(
+                event_id(),
+                1 + i % 50,
+                "pageview" if i % 5 else "click",
+                t,
+                t,
+                None,
+                f"https://shop.example.com/p/{i % 100}",
+                "shop.example.com",
+                f"/p/{i % 100}",
+                "https://www.google.com/",
+                "www.google.com",
+                "newsletter",
+                "email",
+                "spring",
+                "",
+                "",
+                '{"plan":"pro","value":42}',
+                f"v{i % 5000:06d}",
+                "203.0.113.0",
+                "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+                "Firefox",
+                "120",
+                "Linux",
+                "desktop",
+                False,
+                "json",
+            ).encode()
+        )
     return events
 
 
@@ -89,8 +113,9 @@ def partition_of(i: int, partitions: int) -> int:
 
 
 async def fill(bootstrap: str, topic: str, events: list[bytes]) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20,
-                                compression_type="lz4")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20, compression_type="lz4"
+    )
     await producer.start()
     started = time.perf_counter()
     try:
@@ -144,7 +169,9 @@ def busy_seconds() -> float:
 
 def drain(env: dict, n: int, log_path: Path) -> dict:
     with open(log_path, "w") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "ingest"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     broker = kafka_pid()
     try:
         while STARTED not in log_path.read_text():
@@ -170,9 +197,17 @@ def drain(env: dict, n: int, log_path: Path) -> dict:
     if not count == distinct == rollup == n:
         raise SystemExit(f"refusing the figures: {count} rows, {distinct} distinct, rollup {rollup}, expected {n}")
     cores = os.cpu_count() or 1
-    return {"seconds": seconds, "rows_per_s": n / seconds, "rows_per_s_after_first_batch": after_first,
-            "cpu_us_per_row": {"worker": used[0] / n * 1e6, "kafka_broker": used[1] / n * 1e6,
-                               "all_processes": used[2] / n * 1e6, "available": seconds * cores / n * 1e6}}
+    return {
+        "seconds": seconds,
+        "rows_per_s": n / seconds,
+        "rows_per_s_after_first_batch": after_first,
+        "cpu_us_per_row": {
+            "worker": used[0] / n * 1e6,
+            "kafka_broker": used[1] / n * 1e6,
+            "all_processes": used[2] / n * 1e6,
+            "available": seconds * cores / n * 1e6,
+        },
+    }
 
 
 # Both run in a process of their own (one chdb directory per process) with the consumer's schema.
@@ -230,8 +265,12 @@ def plain_insert(events: list[bytes], topic: str, partitions: int, batch_rows: i
             out.write(source_row(value, name, p, offsets[p]) + b"\n")
             offsets[p] += 1
     figures = run_script(PLAIN_INSERT, str(workdir / "plain-chdb"), str(batch_rows), str(source))
-    return {**figures, "rows_per_s_insert_only": len(events) / figures["insert_seconds"],
-            "settings": dict(INSERT_SETTINGS), "format": "JSONEachRow (the consumer's rows and writer.insert_rows)"}
+    return {
+        **figures,
+        "rows_per_s_insert_only": len(events) / figures["insert_seconds"],
+        "settings": dict(INSERT_SETTINGS),
+        "format": "JSONEachRow (the consumer's rows and writer.insert_rows)",
+    }
 
 
 def native_insert(events: list[bytes], batch_rows: int, workdir: Path) -> dict:
@@ -239,9 +278,12 @@ def native_insert(events: list[bytes], batch_rows: int, workdir: Path) -> dict:
     source.write_bytes(b"\n".join(events) + b"\n")
     figures = run_script(NATIVE_INSERT, str(workdir / "native-chdb"), str(batch_rows), str(source))
     n = len(events)
-    return {**figures, "rows_per_s_insert_only": n / figures["insert_seconds"],
-            "rows_per_s_with_decode": n / (figures["insert_seconds"] + figures["decode_seconds"]),
-            "format": "Native via client.insert, values decoded in Python (no _topic/_partition/_offset)"}
+    return {
+        **figures,
+        "rows_per_s_insert_only": n / figures["insert_seconds"],
+        "rows_per_s_with_decode": n / (figures["insert_seconds"] + figures["decode_seconds"]),
+        "format": "Native via client.insert, values decoded in Python (no _topic/_partition/_offset)",
+    }
 
 
 def main() -> None:
@@ -256,8 +298,9 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.rows = QUICK_ROWS
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or sys.exit("KAFKA_BOOTSTRAP_SERVERS not set: run under "
-                                                                       "python -m storage.local_stack run -- ...")
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or sys.exit(
+        "KAFKA_BOOTSTRAP_SERVERS not set: run under python -m storage.local_stack run -- ..."
+    )
     info = machine.machine_info(PACKAGES)
     machine.print_machine(info)
     run = f"bench-{uuid.uuid4().hex[:8]}"
@@ -281,34 +324,51 @@ def measure(args, bootstrap: str, run: str, topics: Topics, workdir: Path) -> di
     fill_seconds = asyncio.run(fill(bootstrap, topics.pixel, events))
     print(f"filled {topics.pixel} ({args.partitions} partitions) in {fill_seconds:.1f} s", file=sys.stderr)
     # Log level info: the worker's "consuming … as group" line starts the clock.
-    env = {**os.environ, "SLUICE_KAFKA_TOPIC_PREFIX": topics.pixel[:-len("pixel")], "SLUICE_CONSUMER_GROUP": run,
-           "CLICKHOUSE_URL": f"chdb://{workdir / 'consumer-chdb'}", "SLUICE_CONSUMER_BATCH_ROWS": str(args.batch_rows),
-           "SLUICE_CONSUMER_BATCH_MS": str(args.batch_ms), "SLUICE_LOG_LEVEL": "info"}
+    env = {
+        **os.environ,
+        "SLUICE_KAFKA_TOPIC_PREFIX": topics.pixel[: -len("pixel")],
+        "SLUICE_CONSUMER_GROUP": run,
+        "CLICKHOUSE_URL": f"chdb://{workdir / 'consumer-chdb'}",
+        "SLUICE_CONSUMER_BATCH_ROWS": str(args.batch_rows),
+        "SLUICE_CONSUMER_BATCH_MS": str(args.batch_ms),
+        "SLUICE_LOG_LEVEL": "info",
+    }
     try:
         consumer = drain(env, args.rows, workdir / "worker.log")
     finally:
         asyncio.run(delete_topics(bootstrap, [*topics.ingested(), topics.dead_letter]))
     shutil.rmtree(workdir / "consumer-chdb", ignore_errors=True)
     cpu = consumer["cpu_us_per_row"]
-    print(f"consumer: {args.rows} rows in {consumer['seconds']:.2f} s = {consumer['rows_per_s']:,.0f} rows/s "
-          f"(batch_rows {args.batch_rows}, batch_ms {args.batch_ms}); after the first batch was in: "
-          f"{consumer['rows_per_s_after_first_batch'] or 0:,.0f} rows/s; CPU per row: worker {cpu['worker']:.1f} µs, "
-          f"Kafka broker {cpu['kafka_broker']:.1f} µs, all processes {cpu['all_processes']:.1f} µs "
-          f"of {cpu['available']:.1f} µs the {os.cpu_count()} cores had")
-    result = {"rows": args.rows, "batch_rows": args.batch_rows, "batch_ms": args.batch_ms,
-              "partitions": args.partitions, "consumer": consumer}
+    print(
+        f"consumer: {args.rows} rows in {consumer['seconds']:.2f} s = {consumer['rows_per_s']:,.0f} rows/s "
+        f"(batch_rows {args.batch_rows}, batch_ms {args.batch_ms}); after the first batch was in: "
+        f"{consumer['rows_per_s_after_first_batch'] or 0:,.0f} rows/s; CPU per row: worker {cpu['worker']:.1f} µs, "
+        f"Kafka broker {cpu['kafka_broker']:.1f} µs, all processes {cpu['all_processes']:.1f} µs "
+        f"of {cpu['available']:.1f} µs the {os.cpu_count()} cores had"
+    )
+    result = {
+        "rows": args.rows,
+        "batch_rows": args.batch_rows,
+        "batch_ms": args.batch_ms,
+        "partitions": args.partitions,
+        "consumer": consumer,
+    }
     if args.skip_plain:
         return result
     plain = result["plain_insert"] = plain_insert(events, topics.pixel, args.partitions, args.batch_rows, workdir)
-    print(f"plain insert (ceiling): the same rows as JSONEachRow through writer.insert_rows, same schema and views, "
-          f"settings {json.dumps(INSERT_SETTINGS)}, batches of {args.batch_rows}: "
-          f"{plain['rows_per_s_insert_only']:,.0f} rows/s")
+    print(
+        f"plain insert (ceiling): the same rows as JSONEachRow through writer.insert_rows, same schema and views, "
+        f"settings {json.dumps(INSERT_SETTINGS)}, batches of {args.batch_rows}: "
+        f"{plain['rows_per_s_insert_only']:,.0f} rows/s"
+    )
     print(f"ratio consumer / plain insert: {consumer['rows_per_s'] / plain['rows_per_s_insert_only']:.2f}")
     if not args.quick:  # a reference only, and decoding in Python takes longer than the rest
         native = result["native_insert"] = native_insert(events, args.batch_rows, workdir)
-        print(f"native insert (reference): values decoded in Python, client.insert: "
-              f"{native['rows_per_s_insert_only']:,.0f} rows/s insert only, {native['rows_per_s_with_decode']:,.0f} "
-              f"rows/s with decoding")
+        print(
+            f"native insert (reference): values decoded in Python, client.insert: "
+            f"{native['rows_per_s_insert_only']:,.0f} rows/s insert only, {native['rows_per_s_with_decode']:,.0f} "
+            f"rows/s with decoding"
+        )
     return result
 
 

@@ -50,7 +50,7 @@ class Figure:
     window_s: float | None = None  # a sustained figure: how long it was sustained
     ceiling_unit: str = ""  # when not the value's unit
 
-    def judge(self) -> "Figure":
+    def judge(self) -> Figure:
         t = TARGETS.get(self.key)
         if t is None:
             return self
@@ -73,18 +73,25 @@ class Figure:
 
 def failed(name: str, status: str, note: str) -> list[Figure]:
     """Placeholder rows for a benchmark that did not produce figures."""
-    return [Figure(key, title, None, "", status=status, note=note).judge()
-            for key, title in ROWS.get(name, [(name, name)])]
+    return [
+        Figure(key, title, None, "", status=status, note=note).judge() for key, title in ROWS.get(name, [(name, name)])
+    ]
 
 
 # The rows each benchmark contributes, in table order (for placeholders when it failed).
 ROWS = {
-    "http_api": [("pixel", "pixel/track, one event"), ("pixel_p99_80", "pixel/track p99 at 80% load"),
-                 ("pixel-batch50", "pixel/track, batch of 50"), ("workspace", "GET workspace, key limiter on"),
-                 ("usage", "POST entitlements/usage")],
+    "http_api": [
+        ("pixel", "pixel/track, one event"),
+        ("pixel_p99_80", "pixel/track p99 at 80% load"),
+        ("pixel-batch50", "pixel/track, batch of 50"),
+        ("workspace", "GET workspace, key limiter on"),
+        ("usage", "POST entitlements/usage"),
+    ],
     "redis_scripts": [("rate_limit", "rate_limit.lua"), ("key_gate", "key_gate.lua")],
-    "pixel_e2e": [("e2e_single", "e2e one event/request, into ClickHouse"),
-                  ("e2e_batch50", "e2e 50 events/request, into ClickHouse")],
+    "pixel_e2e": [
+        ("e2e_single", "e2e one event/request, into ClickHouse"),
+        ("e2e_batch50", "e2e 50 events/request, into ClickHouse"),
+    ],
     "consumer": [("consumer", "consumer alone, into chdb")],
     "webhooks": [("webhooks", "webhook deliveries")],
 }
@@ -109,26 +116,51 @@ def http_api(doc: dict) -> list[Figure]:
             out.append(Figure(label, title, None, "req/s", status="refused", note=ep["refused"] or "no samples"))
             continue
         rps, n = ep["summary"]["median_rps"], ep["events_per_request"]
-        value, unit, note = (rps * n, "events/s", f"{rps:,.0f} req/s; ratio = events/s ÷ hello req/s") if n > 1 \
-            else (rps, "req/s", "")
+        value, unit, note = (
+            (rps * n, "events/s", f"{rps:,.0f} req/s; ratio = events/s ÷ hello req/s") if n > 1 else (rps, "req/s", "")
+        )
         lat = _latency(ep)
         refused_lat = [k for k, v in lat.items() if v["non_2xx"]]
         if refused_lat:
             note = (note + "; " if note else "") + f"latency runs at {', '.join(refused_lat)} had refusals"
-        out.append(Figure(label, title, value, unit, hello_rps, "hello", value / hello_rps if hello_rps else None,
-                          ceiling_unit="req/s", note=note, latency=lat))
+        out.append(
+            Figure(
+                label,
+                title,
+                value,
+                unit,
+                hello_rps,
+                "hello",
+                value / hello_rps if hello_rps else None,
+                ceiling_unit="req/s",
+                note=note,
+                latency=lat,
+            )
+        )
         if label == "pixel" and "80%" in lat:
             p99 = lat["80%"]
-            out.append(Figure("pixel_p99_80", HTTP_TITLES["pixel_p99_80"], p99["p99_ms"], "ms", better="lower",
-                              status="refused" if p99["non_2xx"] else "ok",
-                              note=f"open loop at {p99['offered_rps']:,.0f} req/s"))
+            out.append(
+                Figure(
+                    "pixel_p99_80",
+                    HTTP_TITLES["pixel_p99_80"],
+                    p99["p99_ms"],
+                    "ms",
+                    better="lower",
+                    status="refused" if p99["non_2xx"] else "ok",
+                    note=f"open loop at {p99['offered_rps']:,.0f} req/s",
+                )
+            )
     return out
 
 
 def redis_scripts(doc: dict) -> list[Figure]:
     ops = {k: v["summary"]["median_calls_per_s"] for k, v in doc["operations"].items()}
-    return [Figure(name, f"{name}.lua (Python client)", ops[name], "calls/s", ops["get"], "Redis GET",
-                   ops[name] / ops["get"]) for name in ("rate_limit", "key_gate")]
+    return [
+        Figure(
+            name, f"{name}.lua (Python client)", ops[name], "calls/s", ops["get"], "Redis GET", ops[name] / ops["get"]
+        )
+        for name in ("rate_limit", "key_gate")
+    ]
 
 
 def pixel_e2e(doc: dict) -> list[Figure]:
@@ -138,35 +170,82 @@ def pixel_e2e(doc: dict) -> list[Figure]:
         if p["refused"]:
             out.append(Figure(key, title, None, "events/s", status="refused", note=p["refused"]))
             continue
-        short = f"; {p['window_s']:.0f} s window, the target is for {E2E_WINDOW_S} s" \
-            if p["window_s"] < E2E_WINDOW_S - 1 else f"; {p['window_s']:.0f} s window"
-        out.append(Figure(key, title, p["stored_events_per_s"], "events/s", p["http_events_per_s"],
-                          "accepted over HTTP", p["stored_events_per_s"] / p["http_events_per_s"],
-                          note=f"last row {p['drain_s']:.1f} s after the last request{short}",
-                          window_s=p["window_s"] if key == "e2e_single" else None))
+        short = (
+            f"; {p['window_s']:.0f} s window, the target is for {E2E_WINDOW_S} s"
+            if p["window_s"] < E2E_WINDOW_S - 1
+            else f"; {p['window_s']:.0f} s window"
+        )
+        out.append(
+            Figure(
+                key,
+                title,
+                p["stored_events_per_s"],
+                "events/s",
+                p["http_events_per_s"],
+                "accepted over HTTP",
+                p["stored_events_per_s"] / p["http_events_per_s"],
+                note=f"last row {p['drain_s']:.1f} s after the last request{short}",
+                window_s=p["window_s"] if key == "e2e_single" else None,
+            )
+        )
         doubled = p["stored"] - p["distinct"]
-        out.append(Figure(f"{key}_count", f"  count check ({name})", p["stored"], "rows", p["accepted"],
-                          "answered 2xx", p["stored"] / p["accepted"] if p["accepted"] else None,
-                          status="ok" if p["ok"] else "refused",
-                          note=f"{p['distinct']:,} distinct ids, {doubled:,} doubled; wrk saw {p['wrk_events']:,}"))
+        out.append(
+            Figure(
+                f"{key}_count",
+                f"  count check ({name})",
+                p["stored"],
+                "rows",
+                p["accepted"],
+                "answered 2xx",
+                p["stored"] / p["accepted"] if p["accepted"] else None,
+                status="ok" if p["ok"] else "refused",
+                note=f"{p['distinct']:,} distinct ids, {doubled:,} doubled; wrk saw {p['wrk_events']:,}",
+            )
+        )
         out.append(Figure(f"{key}_drain", f"  last request → last row ({name})", p["drain_s"], "s", better="lower"))
     return out
 
 
 def consumer(doc: dict) -> list[Figure]:
     rows, plain = doc["consumer"]["rows_per_s"], doc.get("plain_insert", {}).get("rows_per_s_insert_only")
-    return [Figure("consumer", ROWS["consumer"][0][1], rows, "rows/s", plain, "plain clickhouse-connect insert",
-                   rows / plain if plain else None, note=f"{doc.get('rows', 0):,} rows")]
+    return [
+        Figure(
+            "consumer",
+            ROWS["consumer"][0][1],
+            rows,
+            "rows/s",
+            plain,
+            "plain clickhouse-connect insert",
+            rows / plain if plain else None,
+            note=f"{doc.get('rows', 0):,} rows",
+        )
+    ]
 
 
 def webhooks(doc: dict) -> list[Figure]:
     sent, raw = doc["dispatcher"]["deliveries_per_s"], doc["raw_posts"]["posts_per_s"]
-    return [Figure("webhooks", ROWS["webhooks"][0][1], sent, "deliv/s", raw, "raw httpx POSTs", sent / raw,
-                   ceiling_unit="POST/s", note=f"attempt p99 {doc['dispatcher']['attempt_p99_ms']} ms")]
+    return [
+        Figure(
+            "webhooks",
+            ROWS["webhooks"][0][1],
+            sent,
+            "deliv/s",
+            raw,
+            "raw httpx POSTs",
+            sent / raw,
+            ceiling_unit="POST/s",
+            note=f"attempt p99 {doc['dispatcher']['attempt_p99_ms']} ms",
+        )
+    ]
 
 
-EXTRACTORS = {"http_api": http_api, "redis_scripts": redis_scripts, "pixel_e2e": pixel_e2e,
-              "consumer": consumer, "webhooks": webhooks}
+EXTRACTORS = {
+    "http_api": http_api,
+    "redis_scripts": redis_scripts,
+    "pixel_e2e": pixel_e2e,
+    "consumer": consumer,
+    "webhooks": webhooks,
+}
 
 
 def extract(name: str, result: dict) -> list[Figure]:

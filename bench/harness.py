@@ -31,9 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from machine import CLIENT_CORE, SERVER_CORE, machine_info, print_machine  # noqa: F401 - re-exported
 
@@ -44,8 +44,17 @@ THREADS = 1
 STARTUP_TIMEOUT = 30.0
 # Every HTTP server of the benchmarks, hello-world and the app alike, runs with these flags.
 GRANIAN_FLAGS = [
-    "--interface", "asgi", "--loop", "uvloop", "--http", "1", "--no-ws",
-    "--workers", "1", "--log-level", "warning",
+    "--interface",
+    "asgi",
+    "--loop",
+    "uvloop",
+    "--http",
+    "1",
+    "--no-ws",
+    "--workers",
+    "1",
+    "--log-level",
+    "warning",
 ]
 RESULTS_DIR = BENCH_DIR / "results"
 QUICK_SECONDS = 2  # make bench QUICK=1 must stay under 3 minutes in all
@@ -157,8 +166,20 @@ def with_pythonpath(env: dict[str, str], *dirs: Path) -> dict[str, str]:
 
 # BENCH_SERVER=uvicorn serves hello-world and the app alike with uvicorn instead (proxy headers
 # off: the app reads X-Forwarded-For itself, from SLUICE_TRUSTED_PROXIES only).
-UVICORN_FLAGS = ["--http", "httptools", "--loop", "uvloop", "--ws", "none", "--workers", "1",
-                 "--no-proxy-headers", "--no-access-log", "--log-level", "warning"]
+UVICORN_FLAGS = [
+    "--http",
+    "httptools",
+    "--loop",
+    "uvloop",
+    "--ws",
+    "none",
+    "--workers",
+    "1",
+    "--no-proxy-headers",
+    "--no-access-log",
+    "--log-level",
+    "warning",
+]
 SERVERS = {"granian": GRANIAN_FLAGS, "uvicorn": UVICORN_FLAGS}
 
 
@@ -194,8 +215,12 @@ def start(server: Server) -> None:
         # whole group (server plus forked workers) down ourselves.
         server.proc = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE, *server.argv],
-            cwd=server.cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            cwd=server.cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
 
@@ -215,8 +240,9 @@ def ensure_alive(server: Server) -> None:
         )
 
 
-def http_get(port: int, path: str, headers: dict[str, str] | None = None,
-             timeout: float = 1) -> tuple[int, http.client.HTTPMessage, bytes]:
+def http_get(
+    port: int, path: str, headers: dict[str, str] | None = None, timeout: float = 1
+) -> tuple[int, http.client.HTTPMessage, bytes]:
     """One GET on 127.0.0.1:port: (status, response headers, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -233,8 +259,11 @@ def _probe(port: int, path: str, headers: dict[str, str], check: ReadyCheck) -> 
 
 
 def wait_ready(
-    server: Server, path: str, check: ReadyCheck,
-    headers: dict[str, str] | None = None, timeout: float = STARTUP_TIMEOUT,
+    server: Server,
+    path: str,
+    check: ReadyCheck,
+    headers: dict[str, str] | None = None,
+    timeout: float = STARTUP_TIMEOUT,
 ) -> None:
     """Poll GET path until check accepts the answer; exit naming the server otherwise."""
     deadline = time.monotonic() + timeout
@@ -291,11 +320,14 @@ def _to_ms(value: str, unit: str) -> float:
 
 
 def wrk_argv(
-    url: str, duration: int, headers: dict[str, str] | None = None,
-    script: str | Path | None = None, connections: int = CONNECTIONS, threads: int = THREADS,
+    url: str,
+    duration: int,
+    headers: dict[str, str] | None = None,
+    script: str | Path | None = None,
+    connections: int = CONNECTIONS,
+    threads: int = THREADS,
 ) -> list[str]:
-    argv = ["taskset", "-c", CLIENT_CORE, "wrk", f"-t{threads}", f"-c{connections}",
-            f"-d{duration}s", "--latency"]
+    argv = ["taskset", "-c", CLIENT_CORE, "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
     for name, value in (headers or {}).items():
         argv += ["-H", f"{name}: {value}"]
     if script is not None:
@@ -338,8 +370,12 @@ def parse_wrk(out: str) -> Sample:
 
 
 def start_wrk(
-    url: str, duration: int, headers: dict[str, str] | None = None,
-    script: str | Path | None = None, connections: int = CONNECTIONS, threads: int = THREADS,
+    url: str,
+    duration: int,
+    headers: dict[str, str] | None = None,
+    script: str | Path | None = None,
+    connections: int = CONNECTIONS,
+    threads: int = THREADS,
 ) -> subprocess.Popen:
     """Start wrk on core 1 against url; `finish_wrk` waits for it and parses its output."""
     argv = wrk_argv(url, duration, headers, script, connections, threads)
@@ -362,8 +398,12 @@ def finish_wrk(proc: subprocess.Popen) -> tuple[Sample, str]:
 
 
 def run_wrk(
-    url: str, duration: int, headers: dict[str, str] | None = None,
-    script: str | Path | None = None, connections: int = CONNECTIONS, threads: int = THREADS,
+    url: str,
+    duration: int,
+    headers: dict[str, str] | None = None,
+    script: str | Path | None = None,
+    connections: int = CONNECTIONS,
+    threads: int = THREADS,
 ) -> tuple[Sample, str]:
     """Run wrk on core 1 against url; return the parsed sample and raw output."""
     return finish_wrk(start_wrk(url, duration, headers, script, connections, threads))
@@ -390,8 +430,9 @@ def check_round_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> a
 
 def out_arg(ap: argparse.ArgumentParser, benchmark: str) -> None:
     """--out: where the results JSON goes (the suite collects each benchmark's into one file)."""
-    ap.add_argument("--out", type=Path, default=None,
-                    help=f"results file (default bench/results/<date>-<host>-{benchmark}.json)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help=f"results file (default bench/results/<date>-<host>-{benchmark}.json)"
+    )
 
 
 def results_path(benchmark: str) -> Path:
@@ -400,7 +441,7 @@ def results_path(benchmark: str) -> Path:
 
 
 def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def write_json(path: Path, doc: dict) -> None:

@@ -100,19 +100,36 @@ class Endpoint:
 def build_endpoints(scratch: Scratch, tenant: Tenant, only: set[str]) -> list[Endpoint]:
     env, work = scratch.env(), scratch.workdir
     port = harness.free_port()
-    hello_server = Server("hello", harness.server_argv("hello_app:app", port, False), port, BENCH_DIR,
-                          harness.with_pythonpath(env, BENCH_DIR))
-    hello_targets = openloop.write_targets(work / "hello.targets", [openloop.target("GET", f"http://127.0.0.1:{port}/hello")])
+    hello_server = Server(
+        "hello",
+        harness.server_argv("hello_app:app", port, False),
+        port,
+        BENCH_DIR,
+        harness.with_pythonpath(env, BENCH_DIR),
+    )
+    hello_targets = openloop.write_targets(
+        work / "hello.targets", [openloop.target("GET", f"http://127.0.0.1:{port}/hello")]
+    )
     port = harness.free_port()
-    app = Server("app", harness.server_argv("app.main:create_app", port, True), port, ROOT,
-                 harness.with_pythonpath(env, ROOT))
+    app = Server(
+        "app", harness.server_argv("app.main:create_app", port, True), port, ROOT, harness.with_pythonpath(env, ROOT)
+    )
     base = f"http://127.0.0.1:{port}"
     track, ws_path, usage = payloads.TRACK, f"/api/v1/workspaces/{tenant.workspace_id}", "/api/v1/entitlements/usage"
     out = [Endpoint("hello", hello_server, "GET", "/hello", 0, hello_targets)]
     for label, batch in (("pixel", 1), (f"pixel-batch{BATCH}", BATCH)):
         if label in only:
-            out.append(Endpoint(label, app, "POST", track, batch, payloads.pixel_targets(work, base, HOST, batch),
-                                payloads.pixel_script(work, HOST, batch)))
+            out.append(
+                Endpoint(
+                    label,
+                    app,
+                    "POST",
+                    track,
+                    batch,
+                    payloads.pixel_targets(work, base, HOST, batch),
+                    payloads.pixel_script(work, HOST, batch),
+                )
+            )
     for label, method, path, body in (("workspace", "GET", ws_path, None), ("usage", "POST", usage, USAGE_BODY)):
         if label in only:
             script, targets = payloads.auth_files(work, label, method, base, path, tenant.keys, body)
@@ -145,8 +162,10 @@ def check_answer(ep: Endpoint) -> str:
     if ep.label in ("workspace", "usage"):
         limit, capacity = tier_limits(TIER)
         if headers.get("X-RateLimit-Limit") != str(limit) or remaining is None:
-            raise Refused(f"{ep.label}: no {TIER} rate limit headers (X-RateLimit-Limit "
-                          f"{headers.get('X-RateLimit-Limit')!r}): is the limiter off?")
+            raise Refused(
+                f"{ep.label}: no {TIER} rate limit headers (X-RateLimit-Limit "
+                f"{headers.get('X-RateLimit-Limit')!r}): is the limiter off?"
+            )
         return f", key limiter on ({limit:,}/min, {remaining} of {capacity:,} left on key 1)"
     return ""
 
@@ -191,8 +210,11 @@ def run_rounds(endpoints: list[Endpoint], rounds: int, duration: int) -> None:
                 continue
             ep.samples.append(sample)
             events = f" = {sample.rps * ep.events:>9,.0f} events/s" if ep.events > 1 else ""
-            print(f"round {r}/{rounds}: {ep.label:<14} {sample.rps:>9,.0f} req/s{events}  "
-                  f"p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms", flush=True)
+            print(
+                f"round {r}/{rounds}: {ep.label:<14} {sample.rps:>9,.0f} req/s{events}  "
+                f"p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms",
+                flush=True,
+            )
 
 
 def run_latency(endpoints: list[Endpoint], duration: int, settle: int, workdir: Path) -> None:
@@ -207,10 +229,12 @@ def run_latency(endpoints: list[Endpoint], duration: int, settle: int, workdir: 
             key = f"{load:.0%}"
             ep.latency[key] = s
             verdict = f"  REFUSED: {s.non_2xx} non-2xx {s.errors}" if s.non_2xx else ""
-            print(f"latency at {key} ({rate:>7,} req/s offered, {s.achieved_rps:>9,.0f} sent): {ep.label:<14} "
-                  f"p50 {s.p50_ms:7.2f}  p90 {s.p90_ms:7.2f}  p99 {s.p99_ms:7.2f}  max {s.max_ms:7.1f} ms  "
-                  f"(vegeta {s.vegeta_cpu_pct:.0f}% CPU, send lag p99 {s.send_lag_p99_ms:.2f} ms){verdict}",
-                  flush=True)
+            print(
+                f"latency at {key} ({rate:>7,} req/s offered, {s.achieved_rps:>9,.0f} sent): {ep.label:<14} "
+                f"p50 {s.p50_ms:7.2f}  p90 {s.p90_ms:7.2f}  p99 {s.p99_ms:7.2f}  max {s.max_ms:7.1f} ms  "
+                f"(vegeta {s.vegeta_cpu_pct:.0f}% CPU, send lag p99 {s.send_lag_p99_ms:.2f} ms){verdict}",
+                flush=True,
+            )
 
 
 # --- reporting --------------------------------------------------------------
@@ -218,8 +242,9 @@ def run_latency(endpoints: list[Endpoint], duration: int, settle: int, workdir: 
 
 def print_table(endpoints: list[Endpoint]) -> dict[str, float]:
     hello = harness.summarize(endpoints[0].samples)["median_rps"] if endpoints[0].samples else None
-    hdr = (f"{'endpoint':<14} {'median req/s':>12} {'events/s':>10} {'/ hello':>8} "
-           + "".join(f"{'p99 @' + k:>10}" for k in (f'{x:.0%}' for x in LOADS)))
+    hdr = f"{'endpoint':<14} {'median req/s':>12} {'events/s':>10} {'/ hello':>8} " + "".join(
+        f"{'p99 @' + k:>10}" for k in (f"{x:.0%}" for x in LOADS)
+    )
     print("\n" + hdr + "\n" + "-" * len(hdr))
     ratios = {}
     for ep in endpoints:
@@ -231,8 +256,9 @@ def print_table(endpoints: list[Endpoint]) -> dict[str, float]:
             ratios[ep.label] = med / hello
         events = f"{med * ep.events:>10,.0f}" if ep.events else f"{'':>10}"
         ratio = f"{ratios[ep.label]:>8.2f}" if ep.label in ratios else f"{'':>8}"
-        lat = "".join(f"{ep.latency[k].p99_ms:>8.2f}ms" if k in ep.latency else f"{'':>10}"
-                      for k in (f"{x:.0%}" for x in LOADS))
+        lat = "".join(
+            f"{ep.latency[k].p99_ms:>8.2f}ms" if k in ep.latency else f"{'':>10}" for k in (f"{x:.0%}" for x in LOADS)
+        )
         print(f"{ep.label:<14} {med:>12,.0f} {events} {ratio} {lat}")
     print("(req/s: wrk, median over rounds; p99: vegeta at that share of the endpoint's median req/s)")
     return ratios
@@ -240,20 +266,35 @@ def print_table(endpoints: list[Endpoint]) -> dict[str, float]:
 
 def result_doc(args, machine: dict, endpoints: list[Endpoint], ratios: dict[str, float]) -> dict:
     return {
-        "benchmark": BENCHMARK, "finished_at": harness.utc_now(), "machine": machine,
-        "config": {"rounds": args.rounds, "duration_s": args.duration, "latency_duration_s": args.latency_duration,
-                   "loads": list(LOADS), "warmup_s": WARMUP_SECONDS, "settle_before_latency_s": args.settle,
-                   "wrk": f"taskset -c {CLIENT_CORE} wrk -t{THREADS} -c{CONNECTIONS} --latency",
-                   "vegeta": " ".join(openloop.attack_argv(Path("vegeta"), Path("T"), 0, 0, Path("O"))[3:]),
-                   **harness.server_info(), "tier": TIER, "keys": KEYS,
-                   "order": "interleaved: " + " ".join(ep.label for ep in endpoints)},
-        "endpoints": {ep.label: {
-            "method": ep.method, "path": ep.path if ep.label != "workspace" else "/api/v1/workspaces/{id}",
-            "events_per_request": ep.events, "refused": ep.refused,
-            "summary": harness.summarize(ep.samples) if ep.samples else None,
-            "samples": [s.as_dict() for s in ep.samples],
-            "latency": {k: v.as_dict() for k, v in ep.latency.items()},
-        } for ep in endpoints},
+        "benchmark": BENCHMARK,
+        "finished_at": harness.utc_now(),
+        "machine": machine,
+        "config": {
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "latency_duration_s": args.latency_duration,
+            "loads": list(LOADS),
+            "warmup_s": WARMUP_SECONDS,
+            "settle_before_latency_s": args.settle,
+            "wrk": f"taskset -c {CLIENT_CORE} wrk -t{THREADS} -c{CONNECTIONS} --latency",
+            "vegeta": " ".join(openloop.attack_argv(Path("vegeta"), Path("T"), 0, 0, Path("O"))[3:]),
+            **harness.server_info(),
+            "tier": TIER,
+            "keys": KEYS,
+            "order": "interleaved: " + " ".join(ep.label for ep in endpoints),
+        },
+        "endpoints": {
+            ep.label: {
+                "method": ep.method,
+                "path": ep.path if ep.label != "workspace" else "/api/v1/workspaces/{id}",
+                "events_per_request": ep.events,
+                "refused": ep.refused,
+                "summary": harness.summarize(ep.samples) if ep.samples else None,
+                "samples": [s.as_dict() for s in ep.samples],
+                "latency": {k: v.as_dict() for k, v in ep.latency.items()},
+            }
+            for ep in endpoints
+        },
         "ratios_to_hello": ratios,
     }
 
@@ -271,7 +312,9 @@ def parse_args() -> argparse.Namespace:
     args = harness.check_round_args(ap, ap.parse_args())
     args.only = {x.strip() for x in args.only.split(",") if x.strip()}
     if args.only - set(LABELS):
-        ap.error(f"--only: unknown endpoint(s) {', '.join(sorted(args.only - set(LABELS)))}; known: {', '.join(LABELS)}")
+        ap.error(
+            f"--only: unknown endpoint(s) {', '.join(sorted(args.only - set(LABELS)))}; known: {', '.join(LABELS)}"
+        )
     if args.latency_duration is None:
         args.latency_duration = 2 if args.quick else 10
     args.settle = QUICK_SETTLE_SECONDS if args.quick else SETTLE_SECONDS
@@ -281,16 +324,22 @@ def parse_args() -> argparse.Namespace:
 def execute(args, scratch: Scratch, endpoints: list[Endpoint]) -> dict[str, float]:
     applied = scratch.create()
     tenant = scratch.add_tenant(host=HOST)
-    print(f"setup: database {scratch.name} ({applied} migrations); {TIER} workspace {tenant.workspace_id} "
-          f"with site {HOST}, {len(tenant.keys)} all-scopes keys, api_calls quota raised", flush=True)
+    print(
+        f"setup: database {scratch.name} ({applied} migrations); {TIER} workspace {tenant.workspace_id} "
+        f"with site {HOST}, {len(tenant.keys)} all-scopes keys, api_calls quota raised",
+        flush=True,
+    )
     endpoints.extend(build_endpoints(scratch, tenant, args.only))
     start_servers(endpoints)
     print(f"\nthroughput: {args.rounds} rounds x {args.duration}s, interleaved", flush=True)
     run_rounds(endpoints, args.rounds, args.duration)
     if not args.no_latency:
         openloop.ensure_vegeta()
-        print(f"\nlatency at fixed offered load ({', '.join(f'{x:.0%}' for x in LOADS)} of each median), "
-              f"vegeta {args.latency_duration}s each, open loop", flush=True)
+        print(
+            f"\nlatency at fixed offered load ({', '.join(f'{x:.0%}' for x in LOADS)} of each median), "
+            f"vegeta {args.latency_duration}s each, open loop",
+            flush=True,
+        )
         run_latency(endpoints, args.latency_duration, args.settle, scratch.workdir)
     return print_table(endpoints)
 

@@ -28,9 +28,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 from machine import CLIENT_CORE, ROOT
 
@@ -83,17 +83,21 @@ def ensure_vegeta() -> Path:
     if path is not None:
         return path
     if shutil.which("go") is None:
-        sys.exit("error: vegeta is not installed and `go` is not on PATH. Install Go (e.g. apt-get install "
-                 f"golang) or vegeta itself, e.g. GOBIN={BIN_DIR} go install {VEGETA_MODULE}@{VEGETA_VERSION}")
-    print(f"[bench] installing vegeta {VEGETA_VERSION} (go install, first use only, ~30 s) into {BIN_DIR}",
-          flush=True)
+        sys.exit(
+            "error: vegeta is not installed and `go` is not on PATH. Install Go (e.g. apt-get install "
+            f"golang) or vegeta itself, e.g. GOBIN={BIN_DIR} go install {VEGETA_MODULE}@{VEGETA_VERSION}"
+        )
+    print(f"[bench] installing vegeta {VEGETA_VERSION} (go install, first use only, ~30 s) into {BIN_DIR}", flush=True)
     BIN_DIR.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(["go", "install", f"{VEGETA_MODULE}@{VEGETA_VERSION}"],
-                         env={**os.environ, "GOBIN": str(BIN_DIR)})
+    res = subprocess.run(
+        ["go", "install", f"{VEGETA_MODULE}@{VEGETA_VERSION}"], env={**os.environ, "GOBIN": str(BIN_DIR)}
+    )
     path = vegeta_path()
     if res.returncode != 0 or path is None:
-        sys.exit(f"error: `go install {VEGETA_MODULE}@{VEGETA_VERSION}` failed (rc {res.returncode}); "
-                 "check that the Go module proxy is reachable (GOPROXY) and retry")
+        sys.exit(
+            f"error: `go install {VEGETA_MODULE}@{VEGETA_VERSION}` failed (rc {res.returncode}); "
+            "check that the Go module proxy is reachable (GOPROXY) and retry"
+        )
     print(f"[bench] vegeta installed: {path}", flush=True)
     return path
 
@@ -159,10 +163,24 @@ def parse_results(csv_text: str) -> tuple[list[tuple[int, int, int]], int, dict[
 
 
 def attack_argv(vegeta: Path, targets: Path, rate: int, duration: int, output: Path) -> list[str]:
-    return ["taskset", "-c", CLIENT_CORE, str(vegeta), "attack", "-format=json", f"-targets={targets}",
-            f"-rate={rate}/1s", f"-duration={duration}s", "-max-body=0", f"-timeout={TIMEOUT}",
-            f"-workers={WORKERS}", f"-max-workers={MAX_WORKERS}", f"-connections={CONNECTIONS}",
-            f"-max-connections={CONNECTIONS}", f"-output={output}"]
+    return [
+        "taskset",
+        "-c",
+        CLIENT_CORE,
+        str(vegeta),
+        "attack",
+        "-format=json",
+        f"-targets={targets}",
+        f"-rate={rate}/1s",
+        f"-duration={duration}s",
+        "-max-body=0",
+        f"-timeout={TIMEOUT}",
+        f"-workers={WORKERS}",
+        f"-max-workers={MAX_WORKERS}",
+        f"-connections={CONNECTIONS}",
+        f"-max-connections={CONNECTIONS}",
+        f"-output={output}",
+    ]
 
 
 def attack(targets: Path, rate: int, duration: int, workdir: Path) -> OpenLoopSample:
@@ -199,10 +217,17 @@ def summarize(csv_text: str, rate: int, duration: int, cpu_pct: float) -> OpenLo
     lags.sort()
     span = (max(s for _, s, _ in rows) - min(s for _, s, _ in rows)) / 1e9 if len(rows) > 1 else 0
     return OpenLoopSample(
-        offered_rps=rate, achieved_rps=round((len(rows) - 1) / span, 1) if span else 0.0, requests=len(rows),
-        non_2xx=non_2xx, errors=errors,
-        p50_ms=round(percentile(latencies, 50), 3), p90_ms=round(percentile(latencies, 90), 3),
-        p99_ms=round(percentile(latencies, 99), 3), max_ms=round(latencies[-1] if latencies else 0.0, 3),
-        vegeta_p99_ms=round(percentile(own, 99), 3), send_lag_p99_ms=round(percentile(lags, 99), 3),
-        vegeta_cpu_pct=round(cpu_pct, 1), duration_s=duration,
+        offered_rps=rate,
+        achieved_rps=round((len(rows) - 1) / span, 1) if span else 0.0,
+        requests=len(rows),
+        non_2xx=non_2xx,
+        errors=errors,
+        p50_ms=round(percentile(latencies, 50), 3),
+        p90_ms=round(percentile(latencies, 90), 3),
+        p99_ms=round(percentile(latencies, 99), 3),
+        max_ms=round(latencies[-1] if latencies else 0.0, 3),
+        vegeta_p99_ms=round(percentile(own, 99), 3),
+        send_lag_p99_ms=round(percentile(lags, 99), 3),
+        vegeta_cpu_pct=round(cpu_pct, 1),
+        duration_s=duration,
     )

@@ -23,8 +23,10 @@ TRACK = "/api/v1/pixel/track"
 PIXEL_TARGETS = 50_000
 BATCH_TARGETS = 2_000  # 13 KB each
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
-EVENT = ('{"event":"pageview","url":"https://%(host)s/page/%%d?utm_source=bench",'
-         '"referrer":"https://www.google.com/","properties":{"title":"Bench page"}}')
+EVENT = (
+    '{"event":"pageview","url":"https://%(host)s/page/%%d?utm_source=bench",'
+    '"referrer":"https://www.google.com/","properties":{"title":"Bench page"}}'
+)
 PIXEL_LUA = """
 math.randomseed(os.time() + %(seed)d)
 local event = '%(event)s'
@@ -58,8 +60,9 @@ end
 def pixel_script(workdir: Path, host: str, batch: int) -> Path:
     """A wrk script posting `batch` events (1: a single event object) to the site `host`."""
     path = workdir / f"pixel-{host}-{batch}.lua"
-    path.write_text(PIXEL_LUA % {"seed": batch, "event": EVENT % {"host": host}, "batch": batch,
-                                 "ua": USER_AGENT, "path": TRACK})
+    path.write_text(
+        PIXEL_LUA % {"seed": batch, "event": EVENT % {"host": host}, "batch": batch, "ua": USER_AGENT, "path": TRACK}
+    )
     return path
 
 
@@ -76,21 +79,44 @@ def pixel_targets(workdir: Path, base_url: str, host: str, batch: int) -> Path:
     """A vegeta targets file of the same requests, one random address each."""
     rng = random.Random(batch)
     count = PIXEL_TARGETS if batch == 1 else BATCH_TARGETS
-    return openloop.write_targets(workdir / f"pixel-{host}-{batch}.targets", (
-        openloop.target("POST", base_url + TRACK, {"Content-Type": "application/json",
-                                                   "X-Forwarded-For": random_ip(rng), "User-Agent": USER_AGENT},
-                        pixel_body(host, batch, rng))
-        for _ in range(count)))
+    return openloop.write_targets(
+        workdir / f"pixel-{host}-{batch}.targets",
+        (
+            openloop.target(
+                "POST",
+                base_url + TRACK,
+                {"Content-Type": "application/json", "X-Forwarded-For": random_ip(rng), "User-Agent": USER_AGENT},
+                pixel_body(host, batch, rng),
+            )
+            for _ in range(count)
+        ),
+    )
 
 
-def auth_files(workdir: Path, name: str, method: str, base_url: str, path: str, keys: list[str],
-               body: str | None = None) -> tuple[Path, Path]:
+def auth_files(
+    workdir: Path, name: str, method: str, base_url: str, path: str, keys: list[str], body: str | None = None
+) -> tuple[Path, Path]:
     """(wrk script, vegeta targets) of `method path` rotating over `keys`."""
     script = workdir / f"{name}.lua"
-    script.write_text(AUTH_LUA % {"keys": ", ".join(json.dumps(k) for k in keys), "method": method,
-                                  "path": path, "body": json.dumps(body) if body else "nil"})
-    targets = openloop.write_targets(workdir / f"{name}.targets", (
-        openloop.target(method, base_url + path, {"Content-Type": "application/json", "Authorization": f"Bearer {k}"},
-                        (body or "").encode())
-        for k in keys))
+    script.write_text(
+        AUTH_LUA
+        % {
+            "keys": ", ".join(json.dumps(k) for k in keys),
+            "method": method,
+            "path": path,
+            "body": json.dumps(body) if body else "nil",
+        }
+    )
+    targets = openloop.write_targets(
+        workdir / f"{name}.targets",
+        (
+            openloop.target(
+                method,
+                base_url + path,
+                {"Content-Type": "application/json", "Authorization": f"Bearer {k}"},
+                (body or "").encode(),
+            )
+            for k in keys
+        ),
+    )
     return script, targets

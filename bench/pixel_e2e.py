@@ -98,8 +98,10 @@ def clickhouse_url(scratch: Scratch) -> str:
 def count_rows(scratch: Scratch, workspace_id: int) -> tuple[int, int]:
     """(rows, distinct event ids) of the workspace in ClickHouse, through the worker's socket only."""
     reader = gateway.Reader(gateway.socket_path(chdb_directory(clickhouse_url(scratch))))
-    result = reader.query("SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = {ws:UInt64}",
-                          parameters={"ws": workspace_id})
+    result = reader.query(
+        "SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = {ws:UInt64}",
+        parameters={"ws": workspace_id},
+    )
     rows, distinct = result.result_rows[0]
     return int(rows), int(distinct)
 
@@ -107,8 +109,14 @@ def count_rows(scratch: Scratch, workspace_id: int) -> tuple[int, int]:
 def start_worker(scratch: Scratch, env: dict[str, str]) -> subprocess.Popen:
     log_path = scratch.workdir / "worker.log"
     with open(log_path, "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "ingest"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + WORKER_START_TIMEOUT
     while time.monotonic() < deadline:
         if worker.poll() is not None:
@@ -156,8 +164,10 @@ def load(phase: Phase, server: Server, scratch: Scratch, duration: int) -> tuple
             next_line += PROGRESS_EVERY
             rows, _ = count_rows(scratch, phase.workspace_id)
             phase.progress.append((round(time.monotonic() - first, 1), rows))
-            print(f"  {phase.name}: {time.monotonic() - first:4.0f} s of {duration} s, {rows:>10,} rows in ClickHouse",
-                  flush=True)
+            print(
+                f"  {phase.name}: {time.monotonic() - first:4.0f} s of {duration} s, {rows:>10,} rows in ClickHouse",
+                flush=True,
+            )
     last = time.monotonic()
     sample, _ = harness.finish_wrk(proc)
     phase.wrk = sample.as_dict()
@@ -183,13 +193,18 @@ def drain(phase: Phase, scratch: Scratch, first: float, last: float) -> float:
         if now - changed_at >= STALL_SECONDS:
             break
         time.sleep(POLL_SECONDS)
-    raise Refused(f"{phase.name}: {phase.stored:,} of {phase.accepted:,} events in ClickHouse, none more for "
-                  f"{time.monotonic() - changed_at:.0f} s: {phase.accepted - phase.stored:,} lost (see the worker's log)")
+    raise Refused(
+        f"{phase.name}: {phase.stored:,} of {phase.accepted:,} events in ClickHouse, none more for "
+        f"{time.monotonic() - changed_at:.0f} s: {phase.accepted - phase.stored:,} lost (see the worker's log)"
+    )
 
 
 def run_phase(phase: Phase, server: Server, scratch: Scratch, duration: int) -> None:
-    print(f"\n{phase.name}: {phase.batch} event(s) per request for {duration} s to {phase.host} "
-          f"(workspace {phase.workspace_id})", flush=True)
+    print(
+        f"\n{phase.name}: {phase.batch} event(s) per request for {duration} s to {phase.host} "
+        f"(workspace {phase.workspace_id})",
+        flush=True,
+    )
     before = accepted_by_server(server)
     first, last = load(phase, server, scratch, duration)
     time.sleep(0.5)  # requests wrk left in flight finish on the server
@@ -201,11 +216,17 @@ def run_phase(phase: Phase, server: Server, scratch: Scratch, duration: int) -> 
     phase.http_events_per_s = round(phase.accepted / (last - first))
     phase.stored_events_per_s = round(phase.stored / (last_row - first))
     verdict = "OK (none lost, none doubled)" if phase.ok else "FAILED"
-    print(f"  {phase.name}: {phase.http_events_per_s:,} events/s accepted over HTTP, "
-          f"{phase.stored_events_per_s:,} events/s into ClickHouse (first request → last row), "
-          f"last row {phase.drain_s:.1f} s after the last request", flush=True)
-    print(f"  count check: {phase.accepted:,} answered 2xx (wrk saw {phase.wrk_events:,}), {phase.stored:,} stored, "
-          f"{phase.distinct:,} distinct event ids: {verdict}", flush=True)
+    print(
+        f"  {phase.name}: {phase.http_events_per_s:,} events/s accepted over HTTP, "
+        f"{phase.stored_events_per_s:,} events/s into ClickHouse (first request → last row), "
+        f"last row {phase.drain_s:.1f} s after the last request",
+        flush=True,
+    )
+    print(
+        f"  count check: {phase.accepted:,} answered 2xx (wrk saw {phase.wrk_events:,}), {phase.stored:,} stored, "
+        f"{phase.distinct:,} distinct event ids: {verdict}",
+        flush=True,
+    )
     if not phase.ok:
         raise Refused(f"{phase.name}: count check failed")
 
@@ -234,14 +255,18 @@ def execute(args, scratch: Scratch, procs: dict) -> list[Phase]:
         host = f"{name}.bench.example"
         phases.append(Phase(name, PHASES[name], host, scratch.add_tenant(keys=0, host=host).workspace_id))
     warmup = scratch.add_tenant(keys=0, host="warmup.bench.example")
-    print(f"setup: database {scratch.name} ({applied} migrations), one enterprise site per phase; "
-          f"topics {scratch.prefix}*; chdb {clickhouse_url(scratch)}", flush=True)
+    print(
+        f"setup: database {scratch.name} ({applied} migrations), one enterprise site per phase; "
+        f"topics {scratch.prefix}*; chdb {clickhouse_url(scratch)}",
+        flush=True,
+    )
     env = {**scratch.env(), "CLICKHOUSE_URL": clickhouse_url(scratch)}
     print("start the ingest worker (unpinned)", flush=True)
     procs["worker"] = start_worker(scratch, env)
     port = harness.free_port()
-    server = procs["server"] = Server("app", harness.server_argv("app.main:create_app", port, True), port, ROOT,
-                                      harness.with_pythonpath(env, ROOT))
+    server = procs["server"] = Server(
+        "app", harness.server_argv("app.main:create_app", port, True), port, ROOT, harness.with_pythonpath(env, ROOT)
+    )
     print(f"start the app: taskset -c {harness.SERVER_CORE} {' '.join(server.argv)}", flush=True)
     harness.start(server)
     harness.wait_ready(server, "/readyz", lambda st, ct, b: None if st == 200 else f"HTTP {st} {b[:200]!r}")
@@ -282,13 +307,22 @@ def main() -> int:
         for problem in scratch.cleanup():
             print(f"warning: {problem}", file=sys.stderr)
     path = args.out or harness.results_path(BENCHMARK)
-    harness.write_json(path, {
-        "benchmark": BENCHMARK, "finished_at": harness.utc_now(), "machine": machine,
-        "config": {"duration_s": args.duration, "wrk": f"taskset -c {CLIENT_CORE} wrk -t{THREADS} -c{CONNECTIONS}",
-                   "server_core": harness.SERVER_CORE, **harness.server_info(),
-                   "worker": "python -m ingest, unpinned"},
-        "phases": {p.name: {**asdict(p), "ok": p.ok} for p in phases},
-    })
+    harness.write_json(
+        path,
+        {
+            "benchmark": BENCHMARK,
+            "finished_at": harness.utc_now(),
+            "machine": machine,
+            "config": {
+                "duration_s": args.duration,
+                "wrk": f"taskset -c {CLIENT_CORE} wrk -t{THREADS} -c{CONNECTIONS}",
+                "server_core": harness.SERVER_CORE,
+                **harness.server_info(),
+                "worker": "python -m ingest, unpinned",
+            },
+            "phases": {p.name: {**asdict(p), "ok": p.ok} for p in phases},
+        },
+    )
     print(f"\nresults: {path}")
     return 0 if all(p.ok for p in phases) else 1
 

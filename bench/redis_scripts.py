@@ -150,8 +150,15 @@ class KeyGateOp(Op):
         self.gate = KeyGate(client, limit=True)
         self.hashes = [secrets.token_bytes(32) for _ in range(GATE_KEYS)]  # as hash_key() makes them
         self.record = KeyRecord(
-            id=1, workspace_id=1, account_id=1, scopes=("*",), tier=TIER,
-            expires_at=None, revoked_at=None, limit=LIMIT, capacity=CAPACITY,
+            id=1,
+            workspace_id=1,
+            account_id=1,
+            scopes=("*",),
+            tier=TIER,
+            expires_at=None,
+            revoked_at=None,
+            limit=LIMIT,
+            capacity=CAPACITY,
         )
 
     async def prepare(self) -> None:
@@ -201,9 +208,14 @@ async def measure(client, op: Op, tasks: int, duration: float) -> Sample:
     calls = len(latencies)
     latencies.sort()
     return Sample(
-        calls_per_s=calls / elapsed, calls=calls, elapsed_s=elapsed,
-        p50_ms=latencies[calls // 2] * 1e3, p99_ms=latencies[min(calls - 1, calls * 99 // 100)] * 1e3,
-        client_us_per_call=cpu / calls * 1e6, redis_us_per_call=redis_cpu / calls * 1e6, bad=sum(bads),
+        calls_per_s=calls / elapsed,
+        calls=calls,
+        elapsed_s=elapsed,
+        p50_ms=latencies[calls // 2] * 1e3,
+        p99_ms=latencies[min(calls - 1, calls * 99 // 100)] * 1e3,
+        client_us_per_call=cpu / calls * 1e6,
+        redis_us_per_call=redis_cpu / calls * 1e6,
+        bad=sum(bads),
     )
 
 
@@ -247,8 +259,11 @@ def summarize(samples: list[Sample]) -> dict[str, float]:
     rates = [s.calls_per_s for s in samples]
     med = statistics.median
     return {
-        "median_calls_per_s": med(rates), "min_calls_per_s": min(rates), "max_calls_per_s": max(rates),
-        "p50_ms": med(s.p50_ms for s in samples), "p99_ms": med(s.p99_ms for s in samples),
+        "median_calls_per_s": med(rates),
+        "min_calls_per_s": min(rates),
+        "max_calls_per_s": max(rates),
+        "p50_ms": med(s.p50_ms for s in samples),
+        "p99_ms": med(s.p99_ms for s in samples),
         "client_us_per_call": med(s.client_us_per_call for s in samples),
         "redis_us_per_call": med(s.redis_us_per_call for s in samples),
     }
@@ -256,8 +271,10 @@ def summarize(samples: list[Sample]) -> dict[str, float]:
 
 def print_table(ops: list[Op]) -> dict[str, float]:
     """Print the summary table; return each operation's median calls/s over GET's."""
-    hdr = (f"{'operation':<11} {'median calls/s':>14} {'min':>9} {'max':>9} {'ratio to GET':>12} "
-           f"{'p50 ms':>7} {'p99 ms':>7} {'client us':>9} {'redis us':>8}")
+    hdr = (
+        f"{'operation':<11} {'median calls/s':>14} {'min':>9} {'max':>9} {'ratio to GET':>12} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'client us':>9} {'redis us':>8}"
+    )
     print(hdr)
     print("-" * len(hdr))
     sums = {op.label: summarize(op.samples) for op in ops}
@@ -295,10 +312,14 @@ def print_header(machine: dict, args: argparse.Namespace, server: dict, affinity
     print()
     harness.print_machine(machine)
     print(f"Redis:      {server.get('redis_version')} at {redacted(os.environ['REDIS_URL'])}; {affinity}")
-    print(f"Client:     this process pinned to core {CLIENT_CORE}; {loop}; create_client() "
-          f"(BlockingConnectionPool, max {MAX_CONNECTIONS} connections); {args.tasks} concurrent tasks")
-    print(f"Plan:       {args.rounds} rounds x {args.duration}s per operation, interleaved "
-          f"get/rate_limit/key_gate; {WARMUP_SECONDS}s warm-up each")
+    print(
+        f"Client:     this process pinned to core {CLIENT_CORE}; {loop}; create_client() "
+        f"(BlockingConnectionPool, max {MAX_CONNECTIONS} connections); {args.tasks} concurrent tasks"
+    )
+    print(
+        f"Plan:       {args.rounds} rounds x {args.duration}s per operation, interleaved "
+        f"get/rate_limit/key_gate; {WARMUP_SECONDS}s warm-up each"
+    )
     print()
 
 
@@ -307,31 +328,49 @@ def redacted(url: str) -> str:
     return f"redis://***@{tail}" if sep else url
 
 
-def write_results(machine: dict, args: argparse.Namespace, server: dict, affinity: str, loop: str,
-                  ops: list[Op], ratios: dict[str, float]) -> Path:
+def write_results(
+    machine: dict,
+    args: argparse.Namespace,
+    server: dict,
+    affinity: str,
+    loop: str,
+    ops: list[Op],
+    ratios: dict[str, float],
+) -> Path:
     path = args.out or harness.results_path(BENCHMARK)
-    harness.write_json(path, {
-        "benchmark": BENCHMARK,
-        "finished_at": harness.utc_now(),
-        "machine": machine,
-        "config": {
-            "rounds": args.rounds, "duration_s": args.duration, "warmup_s": WARMUP_SECONDS,
-            "tasks": args.tasks, "order": "interleaved A B C: " + ", ".join(op.label for op in ops),
-            "client": f"storage.redis.client.create_client (max {MAX_CONNECTIONS} connections), {loop}",
-            "client_core": CLIENT_CORE, "redis": {"version": server.get("redis_version"), "affinity": affinity},
-            "tier": {"name": TIER, "limit": LIMIT, "capacity": CAPACITY},
-            "limiter_keys": LIMITER_KEYS, "gate_keys": GATE_KEYS,
+    harness.write_json(
+        path,
+        {
+            "benchmark": BENCHMARK,
+            "finished_at": harness.utc_now(),
+            "machine": machine,
+            "config": {
+                "rounds": args.rounds,
+                "duration_s": args.duration,
+                "warmup_s": WARMUP_SECONDS,
+                "tasks": args.tasks,
+                "order": "interleaved A B C: " + ", ".join(op.label for op in ops),
+                "client": f"storage.redis.client.create_client (max {MAX_CONNECTIONS} connections), {loop}",
+                "client_core": CLIENT_CORE,
+                "redis": {"version": server.get("redis_version"), "affinity": affinity},
+                "tier": {"name": TIER, "limit": LIMIT, "capacity": CAPACITY},
+                "limiter_keys": LIMITER_KEYS,
+                "gate_keys": GATE_KEYS,
+            },
+            "operations": {
+                op.label: {
+                    "what": op.describe,
+                    "summary": summarize(op.samples),
+                    "samples": [asdict(s) for s in op.samples],
+                }
+                for op in ops
+            },
+            "ratios_to_get": ratios,
+            "per_round_ratios_to_get": {
+                op.label: [s.calls_per_s / g.calls_per_s for s, g in zip(op.samples, ops[0].samples)] for op in ops
+            },
         },
-        "operations": {
-            op.label: {"what": op.describe, "summary": summarize(op.samples),
-                       "samples": [asdict(s) for s in op.samples]}
-            for op in ops
-        },
-        "ratios_to_get": ratios,
-        "per_round_ratios_to_get": {
-            op.label: [s.calls_per_s / g.calls_per_s for s, g in zip(op.samples, ops[0].samples)] for op in ops
-        },
-    })
+    )
     return path
 
 
@@ -388,8 +427,10 @@ async def amain(args: argparse.Namespace, loop_name: str) -> int:
 def main() -> int:
     args = parse_args()
     if not os.environ.get("REDIS_URL"):
-        print("error: REDIS_URL not set: run under `python -m storage.local_stack run -- ...` "
-              "or `make bench`.", file=sys.stderr)
+        print(
+            "error: REDIS_URL not set: run under `python -m storage.local_stack run -- ...` or `make bench`.",
+            file=sys.stderr,
+        )
         return 2
     if (os.cpu_count() or 1) < 2:
         print("error: need at least 2 CPU cores (the client is pinned to core 1)", file=sys.stderr)

@@ -45,8 +45,9 @@ def suite_runs(directory: Path = RESULTS) -> list[tuple[Path, dict]]:
 
 def committed_run() -> tuple[str, dict] | None:
     """The newest suite results file as committed in git HEAD."""
-    listing = subprocess.run(["git", "ls-files", "bench/results/*.json"], cwd=ROOT, capture_output=True,
-                             text=True).stdout.split()
+    listing = subprocess.run(
+        ["git", "ls-files", "bench/results/*.json"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
     runs = []
     for name in listing:
         text = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=ROOT, capture_output=True, text=True).stdout
@@ -73,16 +74,25 @@ def rows_of(doc: dict) -> list[list[str]]:
     """[figure, value, ceiling, ratio, p99 at 50%/80%, target, met, note] per figure."""
     out = []
     for f in map(from_dict, doc["figures"]):
-        p99 = " / ".join(number(f.latency[k]["p99_ms"]) if k in f.latency else "–" for k in LOADS) \
-            if f.latency else ""
+        p99 = " / ".join(number(f.latency[k]["p99_ms"]) if k in f.latency else "–" for k in LOADS) if f.latency else ""
         met = {True: "yes", False: "NO", None: ""}[f.met]
         if f.met is None and f.target and f.status == "ok":
             met = "not shown" if f.window_s else ""
         if f.status != "ok":
             met = f.status.upper()
         ceiling = f"{number(f.ceiling, f.ceiling_unit or f.unit)} ({f.ceiling_name})" if f.ceiling is not None else ""
-        out.append([f.name, number(f.value, f.unit), ceiling, number(f.ratio) if f.ratio is not None else "",
-                    f"{p99} ms" if p99 else "", f.target, met, f.note])
+        out.append(
+            [
+                f.name,
+                number(f.value, f.unit),
+                ceiling,
+                number(f.ratio) if f.ratio is not None else "",
+                f"{p99} ms" if p99 else "",
+                f.target,
+                met,
+                f.note,
+            ]
+        )
     return out
 
 
@@ -92,27 +102,39 @@ HEADER = ["figure", "value", "ceiling (same run)", "ratio", "p99 @50%/80% load",
 def title(doc: dict) -> str:
     m = doc["machine"]
     mode = "QUICK (short runs)" if doc.get("quick") else "full"
-    return (f"Sluice benchmarks, {doc['finished_at']} on {m['hostname']}, {mode}, {doc['seconds']} s: "
-            f"{m['cpu_model']}, {m['logical_cores']} cores; {m['pinning']}")
+    return (
+        f"Sluice benchmarks, {doc['finished_at']} on {m['hostname']}, {mode}, {doc['seconds']} s: "
+        f"{m['cpu_model']}, {m['logical_cores']} cores; {m['pinning']}"
+    )
 
 
 def print_table(doc: dict) -> None:
     rows = rows_of(doc)
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER) - 1)]
-    line = lambda r: "  ".join(c.ljust(w) if i in (0, 2, 5, 6) else c.rjust(w)  # noqa: E731
-                               for i, (c, w) in enumerate(zip(r, widths))) + "  " + r[-1]
+    line = lambda r: (
+        "  ".join(
+            c.ljust(w) if i in (0, 2, 5, 6) else c.rjust(w)  # noqa: E731
+            for i, (c, w) in enumerate(zip(r, widths))
+        )
+        + "  "
+        + r[-1]
+    )
     print(title(doc))
     print(line(HEADER) + "\n" + "-" * (sum(widths) + 2 * len(widths) + 4))
     for r in rows:
         print(line(r))
-    print("(ratio: figure ÷ ceiling, both from this run; p99: open loop (vegeta) at 50%/80% of the endpoint's "
-          "max, corrected for coordinated omission)")
+    print(
+        "(ratio: figure ÷ ceiling, both from this run; p99: open loop (vegeta) at 50%/80% of the endpoint's "
+        "max, corrected for coordinated omission)"
+    )
 
 
 def markdown(doc: dict) -> str:
     m = doc["machine"]
-    head = (f"Run {doc['finished_at'][:10]} ({'`make bench QUICK=1`' if doc.get('quick') else '`make bench`'}, "
-            f"{doc['seconds']} s) on {m['cpu_model']}, {m['logical_cores']} cores; {m['pinning']}.\n\n")
+    head = (
+        f"Run {doc['finished_at'][:10]} ({'`make bench QUICK=1`' if doc.get('quick') else '`make bench`'}, "
+        f"{doc['seconds']} s) on {m['cpu_model']}, {m['logical_cores']} cores; {m['pinning']}.\n\n"
+    )
     rows = [HEADER, ["---"] * len(HEADER), *rows_of(doc)]
     return head + "\n".join("| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows)
 
@@ -146,8 +168,11 @@ def check(doc: dict, base: dict, base_name: str) -> int:
         print(f"{'DROP' if worse else 'ok':<5} {f.name:<44} {what} {number(old_v)} → {number(new_v)} ({change:+.0%})")
     if doc.get("quick") != base.get("quick"):
         print("note: one run is QUICK and the other full; short runs are noisier")
-    print(f"\n{dropped} figure(s) more than {DROP_TOLERANCE:.0%} worse" if dropped else
-          f"\nno figure more than {DROP_TOLERANCE:.0%} worse than the committed results")
+    print(
+        f"\n{dropped} figure(s) more than {DROP_TOLERANCE:.0%} worse"
+        if dropped
+        else f"\nno figure more than {DROP_TOLERANCE:.0%} worse than the committed results"
+    )
     return 1 if dropped else 0
 
 
@@ -156,8 +181,10 @@ def check(doc: dict, base: dict, base_name: str) -> int:
 
 def chart_title(doc: dict) -> str:
     m = doc["machine"]
-    return (f"{doc['finished_at'][:10]}, {'QUICK' if doc.get('quick') else 'full'} run on {m['cpu_model']}, "
-            f"{m['logical_cores']} cores; server on core 0, load generator on core 1")
+    return (
+        f"{doc['finished_at'][:10]}, {'QUICK' if doc.get('quick') else 'full'} run on {m['cpu_model']}, "
+        f"{m['logical_cores']} cores; server on core 0, load generator on core 1"
+    )
 
 
 def draw_charts(doc: dict) -> list[Path]:
@@ -172,8 +199,9 @@ def draw_charts(doc: dict) -> list[Path]:
 
     figs = [f for f in map(from_dict, doc["figures"]) if f.status == "ok"]
     ratios = [f for f in figs if f.ratio is not None and not f.key.endswith("_count")]
-    targeted = [f for f in figs if f.key in TARGETS and TARGETS[f.key].on in ("value", "max", "ratio")
-                and f.value is not None]
+    targeted = [
+        f for f in figs if f.key in TARGETS and TARGETS[f.key].on in ("value", "max", "ratio") and f.value is not None
+    ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 0.45 * max(len(ratios), len(targeted)) + 2.2))
     left.barh([f.name for f in ratios], [f.ratio for f in ratios], color="#4477aa")
     for i, f in enumerate(ratios):
@@ -184,8 +212,10 @@ def draw_charts(doc: dict) -> list[Path]:
     left.set_title("figure ÷ its ceiling, same run (red: target)", fontsize=10)
     left.invert_yaxis()
     share = [(f.ratio if TARGETS[f.key].on == "ratio" else f.value) for f in targeted]
-    share = [(TARGETS[f.key].threshold / s if TARGETS[f.key].on == "max" else s / TARGETS[f.key].threshold)
-             if s else 0 for f, s in zip(targeted, share)]
+    share = [
+        (TARGETS[f.key].threshold / s if TARGETS[f.key].on == "max" else s / TARGETS[f.key].threshold) if s else 0
+        for f, s in zip(targeted, share)
+    ]
     colours = ["#228833" if f.met else "#cc3311" if f.met is False else "#bbbbbb" for f in targeted]
     right.barh([f"{f.name} ({TARGETS[f.key].text})" for f in targeted], share, color=colours)
     right.axvline(1.0, color="black", linewidth=1)
@@ -201,17 +231,30 @@ def draw_charts(doc: dict) -> list[Path]:
 
     lat = [f for f in figs if f.latency]
     fig, ax = plt.subplots(figsize=(11, 0.9 * len(lat) + 2))
-    series = [(load, p, colour) for load, shades in zip(LOADS, (("#bbccee", "#6699cc", "#336699", "#223355"),
-                                                               ("#ffcc99", "#ee9955", "#cc6633", "#883311")))
-              for p, colour in zip(("p50_ms", "p90_ms", "p99_ms", "max_ms"), shades)]
+    series = [
+        (load, p, colour)
+        for load, shades in zip(
+            LOADS, (("#bbccee", "#6699cc", "#336699", "#223355"), ("#ffcc99", "#ee9955", "#cc6633", "#883311"))
+        )
+        for p, colour in zip(("p50_ms", "p90_ms", "p99_ms", "max_ms"), shades)
+    ]
     height = 0.8 / len(series)
     for j, (load, p, colour) in enumerate(series):
-        ax.barh([i - 0.4 + (j + 0.5) * height for i in range(len(lat))],
-                [f.latency.get(load, {}).get(p, 0) for f in lat], height=height, color=colour,
-                label=f"{p[:-3]} @{load}")
+        ax.barh(
+            [i - 0.4 + (j + 0.5) * height for i in range(len(lat))],
+            [f.latency.get(load, {}).get(p, 0) for f in lat],
+            height=height,
+            color=colour,
+            label=f"{p[:-3]} @{load}",
+        )
     ax.set_yticks(range(len(lat)), [f.name for f in lat])
-    ax.axvline(TARGETS["pixel_p99_80"].threshold, color="#cc3311", linestyle="--", linewidth=1,
-               label="pixel p99 target @80% (25 ms)")
+    ax.axvline(
+        TARGETS["pixel_p99_80"].threshold,
+        color="#cc3311",
+        linestyle="--",
+        linewidth=1,
+        label="pixel p99 target @80% (25 ms)",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("latency, ms (log), open loop at 50% and 80% of each endpoint's max, from the schedule")
     ax.invert_yaxis()
@@ -235,8 +278,9 @@ def main() -> int:
     else:
         runs = suite_runs()
         if not runs:
-            print("no suite results in bench/results/: run `make bench` (or `make bench QUICK=1`) first",
-                  file=sys.stderr)
+            print(
+                "no suite results in bench/results/: run `make bench` (or `make bench QUICK=1`) first", file=sys.stderr
+            )
             return 2
         doc = runs[-1][1]
     if args.markdown:
@@ -249,8 +293,11 @@ def main() -> int:
     if args.check:
         base = committed_run()
         if base is None:
-            print("\nno committed suite results to compare with: commit a full run's "
-                  "bench/results/<date>-<host>.json first", file=sys.stderr)
+            print(
+                "\nno committed suite results to compare with: commit a full run's "
+                "bench/results/<date>-<host>.json first",
+                file=sys.stderr,
+            )
             return 2
         print()
         return check(doc, base[1], base[0])

@@ -36,8 +36,19 @@ import report
 from harness import BENCH_DIR, RESULTS_DIR, ROOT
 
 LOCK = os.environ.get("SLUICE_BENCH_LOCK", "/tmp/sluice-bench.lock")
-PACKAGES = ["blacksheep", "granian", "uvloop", "orjson", "asyncpg", "redis", "hiredis", "aiokafka",
-            "clickhouse-connect", "chdb-core", "httpx"]
+PACKAGES = [
+    "blacksheep",
+    "granian",
+    "uvloop",
+    "orjson",
+    "asyncpg",
+    "redis",
+    "hiredis",
+    "aiokafka",
+    "clickhouse-connect",
+    "chdb-core",
+    "httpx",
+]
 # (name, what it measures, its arguments in full and in quick mode, rough seconds full/quick)
 STEPS = [
     ("redis_scripts", "Lua scripts vs a plain Redis GET", [], ["--quick"], (100, 25)),
@@ -60,9 +71,11 @@ def bench_lock(label: str, waited: list[float]):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"[bench] waiting for {LOCK}: another benchmark is running on this machine "
-                  "(if you hold it yourself, e.g. `flock ... make bench`, run with SLUICE_BENCH_LOCK= instead)",
-                  flush=True)
+            print(
+                f"[bench] waiting for {LOCK}: another benchmark is running on this machine "
+                "(if you hold it yourself, e.g. `flock ... make bench`, run with SLUICE_BENCH_LOCK= instead)",
+                flush=True,
+            )
             started = time.monotonic()
             fcntl.flock(fd, fcntl.LOCK_EX)
             waited.append(time.monotonic() - started)
@@ -76,6 +89,7 @@ def bench_lock(label: str, waited: list[float]):
 def wait_for(proc: subprocess.Popen, name: str) -> int:
     """The step's exit code. Ctrl-C reaches the step too and it cleans up (drops its database,
     stops its servers): wait for that rather than kill it; a SIGTERM to the suite is passed on."""
+
     def forward(signum, frame):  # noqa: ARG001
         proc.send_signal(signal.SIGTERM)
 
@@ -95,8 +109,11 @@ def run_step(index: int, name: str, what: str, argv: list[str], estimate: int, w
     cmd = [sys.executable, str(BENCH_DIR / f"{name}.py"), *argv]
     if name not in OWN_RESULT_FILE:
         cmd += ["--out", str(out)]
-    print(f"\n[bench {index}/{len(STEPS)}] {name}: {what} (about {estimate} s)\n"
-          f"[bench] $ {' '.join(cmd[1:]).replace(str(ROOT) + '/', '')}", flush=True)
+    print(
+        f"\n[bench {index}/{len(STEPS)}] {name}: {what} (about {estimate} s)\n"
+        f"[bench] $ {' '.join(cmd[1:]).replace(str(ROOT) + '/', '')}",
+        flush=True,
+    )
     started_wall, started, waited = time.time(), time.monotonic(), []
     with bench_lock(name, waited):
         code = wait_for(subprocess.Popen(cmd, cwd=ROOT), name)
@@ -111,15 +128,25 @@ def run_step(index: int, name: str, what: str, argv: list[str], estimate: int, w
         raise KeyboardInterrupt
     status = "ok" if code == 0 and result is not None else ("refused" if result is not None else "failed")
     verdict = {"ok": "done", "refused": "REFUSED (some figures not counted)", "failed": "FAILED"}[status]
-    print(f"[bench {index}/{len(STEPS)}] {name} {verdict} in {seconds:.0f} s"
-          + (f" (and {lock_wait:.0f} s waiting for the lock)" if lock_wait else ""), flush=True)
+    print(
+        f"[bench {index}/{len(STEPS)}] {name} {verdict} in {seconds:.0f} s"
+        + (f" (and {lock_wait:.0f} s waiting for the lock)" if lock_wait else ""),
+        flush=True,
+    )
     if status != "ok":
         rerun = " ".join([".venv/bin/python -m storage.local_stack run -- .venv/bin/python", f"bench/{name}.py", *argv])
-        print(f"[bench] {name} exited with code {code}; the reason is in its output above. "
-              f"Rerun it alone with: {rerun}", flush=True)
-    return {"status": status, "returncode": code, "seconds": seconds, "lock_wait_s": lock_wait,
-            "command": " ".join(cmd[1:]),
-            "result": result}
+        print(
+            f"[bench] {name} exited with code {code}; the reason is in its output above. Rerun it alone with: {rerun}",
+            flush=True,
+        )
+    return {
+        "status": status,
+        "returncode": code,
+        "seconds": seconds,
+        "lock_wait_s": lock_wait,
+        "command": " ".join(cmd[1:]),
+        "result": result,
+    }
 
 
 def gather(benchmarks: dict[str, dict]) -> list[dict]:
@@ -138,8 +165,10 @@ def gather(benchmarks: dict[str, dict]) -> list[dict]:
 def preflight() -> str | None:
     missing = [n for n in ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS") if not os.environ.get(n)]
     if missing:
-        return (f"{', '.join(missing)} not set: run `make bench`, or "
-                "`python -m storage.local_stack run -- python bench/suite.py`")
+        return (
+            f"{', '.join(missing)} not set: run `make bench`, or "
+            "`python -m storage.local_stack run -- python bench/suite.py`"
+        )
     return harness.missing_tools()
 
 
@@ -160,31 +189,44 @@ def main() -> int:
     info = machine.machine_info(PACKAGES)
     info["services"] = asyncio.run(machine.service_versions())
     mode = "QUICK (short runs: a sanity check, not figures to quote)" if args.quick else "full"
-    print(f"Sluice benchmark suite, {mode}: {len(STEPS)} benchmarks, about "
-          f"{sum(s[4][1 if args.quick else 0] for s in STEPS) // 60 + 1} minutes\n")
+    print(
+        f"Sluice benchmark suite, {mode}: {len(STEPS)} benchmarks, about "
+        f"{sum(s[4][1 if args.quick else 0] for s in STEPS) // 60 + 1} minutes\n"
+    )
     machine.print_machine(info)
     started_at, started = harness.utc_now(), time.monotonic()
     benchmarks: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="sluice-bench-suite-") as tmp:
         try:
             for i, (name, what, full, quick, est) in enumerate(STEPS, 1):
-                benchmarks[name] = run_step(i, name, what, quick if args.quick else full,
-                                            est[1 if args.quick else 0], Path(tmp))
+                benchmarks[name] = run_step(
+                    i, name, what, quick if args.quick else full, est[1 if args.quick else 0], Path(tmp)
+                )
         except KeyboardInterrupt:
             print("\n[bench] interrupted: no results file written", file=sys.stderr)
             return 130
     lock_wait = round(sum(b["lock_wait_s"] for b in benchmarks.values()))
     seconds = round(time.monotonic() - started) - lock_wait
-    doc = {"kind": report.KIND, "started_at": started_at, "finished_at": harness.utc_now(), "seconds": seconds,
-           "lock_wait_s": lock_wait,
-           "quick": args.quick, "machine": info, "benchmarks": benchmarks, "figures": gather(benchmarks)}
+    doc = {
+        "kind": report.KIND,
+        "started_at": started_at,
+        "finished_at": harness.utc_now(),
+        "seconds": seconds,
+        "lock_wait_s": lock_wait,
+        "quick": args.quick,
+        "machine": info,
+        "benchmarks": benchmarks,
+        "figures": gather(benchmarks),
+    }
     # A quick run must not overwrite the day's full results.
     suffix = "-quick" if args.quick else ""
     path = RESULTS_DIR / f"{datetime.date.today().isoformat()}-{socket.gethostname()}{suffix}.json"
     harness.write_json(path, doc)
     waits = f" (plus {lock_wait} s waiting for the lock)" if lock_wait else ""
-    print(f"\n[bench] all {len(STEPS)} benchmarks in {seconds // 60} min {seconds % 60} s{waits}; results: "
-          f"{path.relative_to(ROOT)}\n")
+    print(
+        f"\n[bench] all {len(STEPS)} benchmarks in {seconds // 60} min {seconds % 60} s{waits}; results: "
+        f"{path.relative_to(ROOT)}\n"
+    )
     report.print_table(doc)
     charts = report.draw_charts(doc)
     for chart in charts:

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 
-from app.resources.features import AMOUNT_MAX  # noqa: E402
 from app.access.tokens import generate_key  # noqa: E402
+from app.resources.features import AMOUNT_MAX  # noqa: E402
 from ingest.events import Topics  # noqa: E402
 from storage.postgres import api_keys, domains, entitlements, workspaces  # noqa: E402
 from storage.postgres.migrate import migrate  # noqa: E402
@@ -108,19 +108,28 @@ class Scratch:
     def env(self) -> dict[str, str]:
         """The app's environment for this run: its database, topics, spool; limits on."""
         base = {k: v for k, v in os.environ.items() if k != "SLUICE_RATE_LIMITS"}
-        return {**base, "DATABASE_URL": self.dsn, "SLUICE_KAFKA_TOPIC_PREFIX": self.prefix,
-                "SLUICE_CONSUMER_GROUP": self.prefix + "ingest", "SLUICE_SPOOL_DIR": str(self.workdir / "spool"),
-                "SLUICE_TRUSTED_PROXIES": "127.0.0.1", "SLUICE_LOG_LEVEL": "warning"}
+        return {
+            **base,
+            "DATABASE_URL": self.dsn,
+            "SLUICE_KAFKA_TOPIC_PREFIX": self.prefix,
+            "SLUICE_CONSUMER_GROUP": self.prefix + "ingest",
+            "SLUICE_SPOOL_DIR": str(self.workdir / "spool"),
+            "SLUICE_TRUSTED_PROXIES": "127.0.0.1",
+            "SLUICE_LOG_LEVEL": "warning",
+        }
 
     def create(self) -> int:
         """Create and migrate the database; the number of migrations applied."""
+
         async def go() -> int:
             await _admin(self.admin_dsn, f'CREATE DATABASE "{self.name}"')
             self.created = True
             applied = await migrate(self.dsn)
             # A random start for workspace ids (see the module docstring).
-            await _admin(self.dsn, "SELECT setval(pg_get_serial_sequence('workspaces', 'id'), "
-                                   f"{random.randrange(10**9, 2 * 10**9)})")
+            await _admin(
+                self.dsn,
+                f"SELECT setval(pg_get_serial_sequence('workspaces', 'id'), {random.randrange(10**9, 2 * 10**9)})",
+            )
             return len(applied)
 
         return asyncio.run(go())
@@ -133,8 +142,11 @@ class Scratch:
     def cleanup(self) -> list[str]:
         """Drop the database, the topics and the quota counters, remove the directory; the problems."""
         problems = []
-        for what, step in (("database", self._drop_database), ("topics", self._delete_topics),
-                           ("quota counters", self._delete_counters)):
+        for what, step in (
+            ("database", self._drop_database),
+            ("topics", self._delete_topics),
+            ("quota counters", self._delete_counters),
+        ):
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - report every leftover, not only the first

@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 import uvloop  # noqa: E402
-
 from harness import machine_info, out_arg, results_path, utc_now, write_json  # noqa: E402
+
 from ingest.webhooks import delivery  # noqa: E402
 from ingest.webhooks.dispatcher import Dispatcher  # noqa: E402
 from ingest.webhooks.signing import generate_secret  # noqa: E402
@@ -49,7 +49,7 @@ from storage.postgres.migrate import migrate  # noqa: E402
 from storage.postgres.pool import create_pool  # noqa: E402
 from tests.webhook_receiver import make_certificates  # noqa: E402
 
-RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 17\r\n\r\n{\"received\":true}"
+RESPONSE = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 17\r\n\r\n{"received":true}'
 EMIT_BATCH = 500
 PAYLOAD = {"id": 1, "name": "bench", "scopes": ["posts:read"], "note": "x" * 200}
 
@@ -62,8 +62,14 @@ async def serve_receiver(port: int, cert: str, key: str) -> None:
     async def handle(reader, writer):
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 await reader.readexactly(length)
                 writer.write(RESPONSE)
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
@@ -79,6 +85,7 @@ async def serve_receiver(port: int, cert: str, key: str) -> None:
 def start_receiver(workdir: Path) -> tuple[subprocess.Popen, int, str]:
     ca, cert, key = (str(p) for p in make_certificates(workdir))
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -143,9 +150,15 @@ async def dispatch(pool, settings: WebhooksConfig, expected: int) -> dict:
         stopping.set()
         await task
     durations = await pool.fetchval(
-        "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY duration_ms) FROM webhook_attempts")
-    return {"deliveries": expected, "seconds": round(elapsed, 2), "deliveries_per_s": round(expected / elapsed, 1),
-            "attempt_p50_ms": round(durations[0], 1), "attempt_p99_ms": round(durations[1], 1)}
+        "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY duration_ms) FROM webhook_attempts"
+    )
+    return {
+        "deliveries": expected,
+        "seconds": round(elapsed, 2),
+        "deliveries_per_s": round(expected / elapsed, 1),
+        "attempt_p50_ms": round(durations[0], 1),
+        "attempt_p99_ms": round(durations[1], 1),
+    }
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -159,16 +172,22 @@ async def run(args, port: int, ca: str) -> dict:
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
     dsn = with_database(admin, name)
-    settings = WebhooksConfig(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),), verify=ca,
-                              concurrency=args.concurrency, per_endpoint_concurrency=args.per_endpoint, poll_seconds=0.05)
+    settings = WebhooksConfig(
+        allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+        verify=ca,
+        concurrency=args.concurrency,
+        per_endpoint_concurrency=args.per_endpoint,
+        poll_seconds=0.05,
+    )
     try:
         await migrate(dsn)
         pool = await create_pool(dsn, 8)
         try:
             ws = await setup(pool, port, args.endpoints)
             emitted = await emit(pool, ws["id"], args.events)
-            ceiling = await raw_posts(settings, f"https://127.0.0.1:{port}/raw", args.events * args.endpoints,
-                                      b"x" * 400)
+            ceiling = await raw_posts(
+                settings, f"https://127.0.0.1:{port}/raw", args.events * args.endpoints, b"x" * 400
+            )
             measured = await dispatch(pool, settings, args.events * args.endpoints)
         finally:
             await pool.close()
@@ -176,8 +195,11 @@ async def run(args, port: int, ca: str) -> dict:
         conn = await asyncpg.connect(admin)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.close()
-    return {"outbox_emit_events_per_s": round(emitted, 1), "raw_posts": {"posts_per_s": round(ceiling, 1)},
-            "dispatcher": measured}
+    return {
+        "outbox_emit_events_per_s": round(emitted, 1),
+        "raw_posts": {"posts_per_s": round(ceiling, 1)},
+        "dispatcher": measured,
+    }
 
 
 def main() -> None:
@@ -204,11 +226,18 @@ def main() -> None:
     d = figures["dispatcher"]
     print(f"outbox emit:     {figures['outbox_emit_events_per_s']:>10,.0f} events/s")
     print(f"raw httpx POST:  {figures['raw_posts']['posts_per_s']:>10,.0f} posts/s (ceiling)")
-    print(f"dispatcher:      {d['deliveries_per_s']:>10,.0f} deliveries/s ({d['deliveries']} in {d['seconds']} s; "
-          f"ratio {d['deliveries_per_s'] / figures['raw_posts']['posts_per_s']:.2f}); "
-          f"attempt p50 {d['attempt_p50_ms']} ms, p99 {d['attempt_p99_ms']} ms")
-    doc = {"benchmark": "webhooks", "when": utc_now(), "parameters": {**vars(args), "out": str(args.out)}, **figures,
-           "machine": machine_info(["httpx", "httpcore", "asyncpg"])}
+    print(
+        f"dispatcher:      {d['deliveries_per_s']:>10,.0f} deliveries/s ({d['deliveries']} in {d['seconds']} s; "
+        f"ratio {d['deliveries_per_s'] / figures['raw_posts']['posts_per_s']:.2f}); "
+        f"attempt p50 {d['attempt_p50_ms']} ms, p99 {d['attempt_p99_ms']} ms"
+    )
+    doc = {
+        "benchmark": "webhooks",
+        "when": utc_now(),
+        "parameters": {**vars(args), "out": str(args.out)},
+        **figures,
+        "machine": machine_info(["httpx", "httpcore", "asyncpg"]),
+    }
     path = args.out or results_path("webhooks")
     write_json(path, doc)
     print(f"results: {path}", file=sys.stderr)

@@ -16,9 +16,9 @@ import sys
 
 import orjson
 
-from ingest.worker.consumer import Consumer
 from ingest.events import Topics
 from ingest.topics import ensure_topics
+from ingest.worker.consumer import Consumer
 from storage.clickhouse import client as clickhouse
 from storage.clickhouse.gateway import Gateway, QueryFailed, socket_path
 from storage.clickhouse.writer import ClickHouseThread
@@ -63,8 +63,12 @@ async def create_topics(config: Config) -> None:
     topics = Topics.with_prefix(shared.kafka_topic_prefix)
     names = (*topics.ingested(), topics.dead_letter)
     created = await ensure_topics(shared.kafka_bootstrap_servers, names, shared.kafka_partitions)
-    log.info("Kafka %s: topics %s%s", shared.kafka_bootstrap_servers, ", ".join(names),
-             f" (created {', '.join(created)})" if created else "")
+    log.info(
+        "Kafka %s: topics %s%s",
+        shared.kafka_bootstrap_servers,
+        ", ".join(names),
+        f" (created {', '.join(created)})" if created else "",
+    )
 
 
 async def start_gateway(thread: ClickHouseThread, url: str) -> Gateway | None:
@@ -102,11 +106,15 @@ async def finish(running: asyncio.Task) -> None:
         await asyncio.wait_for(asyncio.shield(running), SHUTDOWN_GRACE)
     except TimeoutError:
         running.cancel()
-        log.warning("the last batch did not finish in %.0f s; its records are read again at the next start "
-                    "(stored offsets skip any that got in)", SHUTDOWN_GRACE)
+        log.warning(
+            "the last batch did not finish in %.0f s; its records are read again at the next start "
+            "(stored offsets skip any that got in)",
+            SHUTDOWN_GRACE,
+        )
 
 
 # --- python -m ingest query --------------------------------------------------------------------
+
 
 def query(config: Config, sql: str, fmt: str) -> None:
     reader = clickhouse.open_reader(config.shared.clickhouse_url)
@@ -142,9 +150,13 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     sub.add_parser("consume", help="run the consumer (the default)")
     q = sub.add_parser("query", help="run one read-only SQL query against the configured ClickHouse")
-    q.add_argument("sql", help="e.g. \"SELECT count() FROM events\"")
-    q.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                   help="table (default), json (one object per line) or csv")
+    q.add_argument("sql", help='e.g. "SELECT count() FROM events"')
+    q.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="table (default), json (one object per line) or csv",
+    )
     return p
 
 
@@ -169,9 +181,11 @@ def hint(service: str, config: Config) -> str:
     if service.lower() == "kafka":
         return f"Kafka at KAFKA_BOOTSTRAP_SERVERS={shared.kafka_bootstrap_servers}: is the stack up? try: make up"
     if shared.clickhouse_url.startswith("chdb:"):
-        return (f"CLICKHOUSE_URL={shared.clickhouse_url}: an embedded directory opens in one process at a time; "
-                "if another process holds it (an ingest worker answers queries for it, other commands do not), "
-                "stop that process or point CLICKHOUSE_URL at a ClickHouse server")
+        return (
+            f"CLICKHOUSE_URL={shared.clickhouse_url}: an embedded directory opens in one process at a time; "
+            "if another process holds it (an ingest worker answers queries for it, other commands do not), "
+            "stop that process or point CLICKHOUSE_URL at a ClickHouse server"
+        )
     return f"CLICKHOUSE_URL={shared.clickhouse_url}: is the ClickHouse server up?"
 
 

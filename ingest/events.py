@@ -10,7 +10,7 @@ import enum
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
@@ -134,4 +134,4 @@ def workspace_key(workspace_id: int) -> bytes:
 
 
 def utc_ms(moment: datetime) -> int:
-    return int(moment.astimezone(timezone.utc).timestamp() * 1000)
+    return int(moment.astimezone(UTC).timestamp() * 1000)

@@ -16,8 +16,9 @@ from storage.errors import Unavailable
 MAX_REPLICATION = 3
 
 
-async def ensure_topics(bootstrap_servers: str, names, partitions: int, *,
-                        replication_factor: int | None = None, timeout: float = 10.0) -> list[str]:
+async def ensure_topics(
+    bootstrap_servers: str, names, partitions: int, *, replication_factor: int | None = None, timeout: float = 10.0
+) -> list[str]:
     """The topics it created; raises Unavailable("kafka") if Kafka cannot be reached in time."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout * 1000))
     try:

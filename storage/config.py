@@ -15,9 +15,10 @@ import ipaddress
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 # The spec caps an MCP tool call at 300 s (a registry entry's own timeout_seconds too).
@@ -41,6 +42,7 @@ class Cast(Protocol):
 
 
 # -- casters ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Integer:
@@ -156,7 +158,7 @@ class Networks:
 
 @dataclass(frozen=True)
 class Nameservers:
-    """"10.0.0.2, 127.0.0.1:5353, [::1]:53" → ((address, port), …); port 53 unless given."""
+    """ "10.0.0.2, 127.0.0.1:5353, [::1]:53" → ((address, port), …); port 53 unless given."""
 
     allowed: str = "comma-separated ip, ip:port or [ipv6]:port"
 
@@ -220,26 +222,45 @@ class SharedConfig:
     """Backing services and Kafka topics, read by every process"""
 
     database_url: str = variable(
-        "DATABASE_URL", Url(("postgresql", "postgres")), "postgresql://sluice@127.0.0.1:5432/sluice",
-        "Postgres. `make run`/`make test` provision one under `.services/` and set this, unless it is set already.")
+        "DATABASE_URL",
+        Url(("postgresql", "postgres")),
+        "postgresql://sluice@127.0.0.1:5432/sluice",
+        "Postgres. `make run`/`make test` provision one under `.services/` and set this, unless it is set already.",
+    )
     redis_url: str = variable(
-        "REDIS_URL", Url(("redis", "rediss", "unix")), "redis://127.0.0.1:6379/0", "Redis; same rule.")
+        "REDIS_URL", Url(("redis", "rediss", "unix")), "redis://127.0.0.1:6379/0", "Redis; same rule."
+    )
     kafka_bootstrap_servers: str = variable(
-        "KAFKA_BOOTSTRAP_SERVERS", Text("comma-separated host:port", r"[^\s,]+(\s*,\s*[^\s,]+)*"), "127.0.0.1:9092",
-        "Kafka brokers; same rule.")
+        "KAFKA_BOOTSTRAP_SERVERS",
+        Text("comma-separated host:port", r"[^\s,]+(\s*,\s*[^\s,]+)*"),
+        "127.0.0.1:9092",
+        "Kafka brokers; same rule.",
+    )
     clickhouse_url: str = variable(
-        "CLICKHOUSE_URL", Text("a URL (chdb:///dir, http:// or https://)", r"[A-Za-z][A-Za-z0-9+.-]*://.+"),
+        "CLICKHOUSE_URL",
+        Text("a URL (chdb:///dir, http:// or https://)", r"[A-Za-z][A-Za-z0-9+.-]*://.+"),
         f"chdb://{ROOT / '.services' / 'clickhouse'}",
-        "`chdb:///dir` (embedded) or `http://user:pass@host:8123/db` (server).", "`chdb:///<repo>/.services/clickhouse`")
+        "`chdb:///dir` (embedded) or `http://user:pass@host:8123/db` (server).",
+        "`chdb:///<repo>/.services/clickhouse`",
+    )
     log_level: str = variable(
-        "SLUICE_LOG_LEVEL", Choice(("debug", "info", "warning", "error", "critical")), "info",
-        "Log level of every process (and of granian).")
+        "SLUICE_LOG_LEVEL",
+        Choice(("debug", "info", "warning", "error", "critical")),
+        "info",
+        "Log level of every process (and of granian).",
+    )
     kafka_topic_prefix: str = variable(
-        "SLUICE_KAFKA_TOPIC_PREFIX", Text("letters, digits, '.', '_' and '-'", r"[A-Za-z0-9._-]{1,200}"), "sluice.",
-        "Topic names are this prefix + `pixel`, `usage`, `dropped`, `dead-letter` (API and worker must agree).")
+        "SLUICE_KAFKA_TOPIC_PREFIX",
+        Text("letters, digits, '.', '_' and '-'", r"[A-Za-z0-9._-]{1,200}"),
+        "sluice.",
+        "Topic names are this prefix + `pixel`, `usage`, `dropped`, `dead-letter` (API and worker must agree).",
+    )
     kafka_partitions: int = variable(
-        "SLUICE_KAFKA_PARTITIONS", ONE_UP, 6,
-        "Partitions of each topic when Sluice creates it; bounds the consumer group's parallelism.")
+        "SLUICE_KAFKA_PARTITIONS",
+        ONE_UP,
+        6,
+        "Partitions of each topic when Sluice creates it; bounds the consumer group's parallelism.",
+    )
 
 
 @dataclass(frozen=True)
@@ -250,75 +271,131 @@ class ApiConfig:
     port: int = variable("SLUICE_PORT", PORT, 8000, "Port the API listens on.")
     workers: int = variable("SLUICE_WORKERS", ONE_UP, 1, "granian worker processes.")
     public_url: str = variable(
-        "SLUICE_PUBLIC_URL", Url(("http", "https"), base=True), "",
+        "SLUICE_PUBLIC_URL",
+        Url(("http", "https"), base=True),
+        "",
         "Base of absolute URLs in `links`, e.g. `https://api.example.com`.",
-        "empty (use the request's scheme and Host)")
+        "empty (use the request's scheme and Host)",
+    )
     max_body_bytes: int = variable(
-        "SLUICE_MAX_BODY_BYTES", ONE_UP, 1_048_576, "Largest request body accepted; larger → 413.")
+        "SLUICE_MAX_BODY_BYTES", ONE_UP, 1_048_576, "Largest request body accepted; larger → 413."
+    )
     body_timeout_seconds: int = variable(
-        "SLUICE_BODY_TIMEOUT_SECONDS", ONE_UP, 10,
+        "SLUICE_BODY_TIMEOUT_SECONDS",
+        ONE_UP,
+        10,
         "Time a client has, from the first read of its body, to send all of it; then 408 `request_timeout` and the "
-        "connection is closed.")
+        "connection is closed.",
+    )
     # granian's HTTP/1 header read timeout accepts at most 60 s.
     header_timeout_seconds: int = variable(
-        "SLUICE_HEADER_TIMEOUT_SECONDS", Integer(1, 60), 30,
+        "SLUICE_HEADER_TIMEOUT_SECONDS",
+        Integer(1, 60),
+        30,
         "Time a client has to send a request's headers (granian's HTTP/1 header read timeout), which is also how "
-        "long an idle keep-alive connection stays open: keep a load balancer's idle timeout below it.")
+        "long an idle keep-alive connection stays open: keep a load balancer's idle timeout below it.",
+    )
     last_used_flush_seconds: int = variable(
-        "SLUICE_LAST_USED_FLUSH_SECONDS", ONE_UP, 5,
-        "How often `last_used_at` of API keys is written (one batched UPDATE).")
+        "SLUICE_LAST_USED_FLUSH_SECONDS",
+        ONE_UP,
+        5,
+        "How often `last_used_at` of API keys is written (one batched UPDATE).",
+    )
     pg_pool_size: int = variable("SLUICE_PG_POOL_SIZE", ONE_UP, 10, "asyncpg pool size per worker process.")
     rate_limits: bool = variable("SLUICE_RATE_LIMITS", Flag(), True, "`off` disables per-key rate limiting.")
     upgrade_url: str = variable(
-        "SLUICE_UPGRADE_URL", Text(), "https://sluice.dev/upgrade", "`upgrade_url` in entitlement refusals.")
+        "SLUICE_UPGRADE_URL", Text(), "https://sluice.dev/upgrade", "`upgrade_url` in entitlement refusals."
+    )
     entitlements_cache_seconds: int = variable(
-        "SLUICE_ENTITLEMENTS_CACHE_SECONDS", ZERO_UP, 30,
-        "How long a process keeps a workspace's tier and limit overrides; changes apply within this time.")
+        "SLUICE_ENTITLEMENTS_CACHE_SECONDS",
+        ZERO_UP,
+        30,
+        "How long a process keeps a workspace's tier and limit overrides; changes apply within this time.",
+    )
     workspace_cache_seconds: int = variable(
-        "SLUICE_WORKSPACE_CACHE_SECONDS", ZERO_UP, 30,
+        "SLUICE_WORKSPACE_CACHE_SECONDS",
+        ZERO_UP,
+        30,
         "How long a process may keep a workspace row in memory. Every update or delete is announced by Postgres "
         "(`LISTEN sluice_workspaces`) and drops it at once; this only bounds a lost announcement. `0`: read Postgres "
-        "every time.")
+        "every time.",
+    )
     idempotency_ttl_seconds: int = variable(
-        "SLUICE_IDEMPOTENCY_TTL_SECONDS", ONE_UP, 86_400,  # the spec: repeats within 24 hours are replayed
-        "How long a finished request's answer is replayed for its `Idempotency-Key`.")
+        "SLUICE_IDEMPOTENCY_TTL_SECONDS",
+        ONE_UP,
+        86_400,  # the spec: repeats within 24 hours are replayed
+        "How long a finished request's answer is replayed for its `Idempotency-Key`.",
+    )
     kafka_linger_ms: int = variable(
-        "SLUICE_KAFKA_LINGER_MS", ZERO_UP, 5,
+        "SLUICE_KAFKA_LINGER_MS",
+        ZERO_UP,
+        5,
         "Linger of aiokafka's own batches (spool replays, drop counts). Events from requests do not linger: they "
-        "join the partition's open batch, sent as soon as the previous one is acknowledged.")
+        "join the partition's open batch, sent as soon as the previous one is acknowledged.",
+    )
     kafka_batch_bytes: int = variable(
-        "SLUICE_KAFKA_BATCH_BYTES", ONE_UP, 262_144, "Producer batch size per partition (uncompressed).")
+        "SLUICE_KAFKA_BATCH_BYTES", ONE_UP, 262_144, "Producer batch size per partition (uncompressed)."
+    )
     kafka_ack_deadline_ms: int = variable(
-        "SLUICE_KAFKA_ACK_DEADLINE_MS", ZERO_UP, 1500,
-        "How long a request waits for Kafka's acknowledgement before its events go to the spool.")
+        "SLUICE_KAFKA_ACK_DEADLINE_MS",
+        ZERO_UP,
+        1500,
+        "How long a request waits for Kafka's acknowledgement before its events go to the spool.",
+    )
     spool_dir: Path = variable(
-        "SLUICE_SPOOL_DIR", FsPath(), ROOT / ".services" / "spool",
+        "SLUICE_SPOOL_DIR",
+        FsPath(),
+        ROOT / ".services" / "spool",
         "On-disk spool (fsync'd) for events Kafka could not take yet; replayed in order when it is back.",
-        "`<repo>/.services/spool`")
+        "`<repo>/.services/spool`",
+    )
     spool_max_bytes: int = variable(
-        "SLUICE_SPOOL_MAX_BYTES", ONE_UP, 1 << 30,
-        "Spool size limit per API process; when full, ingest endpoints answer 503 with `Retry-After`.")
+        "SLUICE_SPOOL_MAX_BYTES",
+        ONE_UP,
+        1 << 30,
+        "Spool size limit per API process; when full, ingest endpoints answer 503 with `Retry-After`.",
+    )
     trusted_proxies: tuple[Network, ...] = variable(
-        "SLUICE_TRUSTED_PROXIES", Networks(), (),
-        "Addresses/networks whose `X-Forwarded-For` is believed, e.g. `10.0.0.0/8,127.0.0.1`.", "empty (trust none)")
+        "SLUICE_TRUSTED_PROXIES",
+        Networks(),
+        (),
+        "Addresses/networks whose `X-Forwarded-For` is believed, e.g. `10.0.0.0/8,127.0.0.1`.",
+        "empty (trust none)",
+    )
     auth_failures_per_minute: int = variable(
-        "SLUICE_AUTH_FAILURES_PER_MINUTE", ZERO_UP, 60,
+        "SLUICE_AUTH_FAILURES_PER_MINUTE",
+        ZERO_UP,
+        60,
         "Failed authentications (unknown, expired or revoked keys) per client address per minute before it gets "
-        "429; `0`: no limit.")
+        "429; `0`: no limit.",
+    )
     pixel_rate_limit: int = variable(
-        "SLUICE_PIXEL_RATE_LIMIT", ONE_UP, 300,  # the spec's limit
-        "`pixel/track` requests per minute per client IP.")
+        "SLUICE_PIXEL_RATE_LIMIT",
+        ONE_UP,
+        300,  # the spec's limit
+        "`pixel/track` requests per minute per client IP.",
+    )
     pixel_max_batch: int = variable("SLUICE_PIXEL_MAX_BATCH", ONE_UP, 100, "Most events in one batch request.")
     pixel_config_cache_seconds: int = variable(
-        "SLUICE_PIXEL_CONFIG_CACHE_SECONDS", ZERO_UP, 30,
-        "How long a process keeps a domain's pixel configuration (and unknown domains).")
+        "SLUICE_PIXEL_CONFIG_CACHE_SECONDS",
+        ZERO_UP,
+        30,
+        "How long a process keeps a domain's pixel configuration (and unknown domains).",
+    )
     pixel_keep_bots: bool = variable(
-        "SLUICE_PIXEL_KEEP_BOTS", Flag(), False,
-        "`on` stores events from bots (flagged `is_bot`) instead of dropping them as `bot`.")
+        "SLUICE_PIXEL_KEEP_BOTS",
+        Flag(),
+        False,
+        "`on` stores events from bots (flagged `is_bot`) instead of dropping them as `bot`.",
+    )
     dns_nameservers: tuple[tuple[str, int], ...] = variable(
-        "SLUICE_DNS_NAMESERVERS", Nameservers(), (),
+        "SLUICE_DNS_NAMESERVERS",
+        Nameservers(),
+        (),
         "Nameservers domain verification asks (TXT records, and the site's address for its file and page fetches), "
-        "e.g. `10.0.0.2,[::1]:5353`.", "empty (the system's resolver)")
+        "e.g. `10.0.0.2,[::1]:5353`.",
+        "empty (the system's resolver)",
+    )
 
 
 @dataclass(frozen=True)
@@ -326,14 +403,18 @@ class WorkerConfig:
     """The ingest worker (`python -m ingest`)"""
 
     consumer_group: str = variable(
-        "SLUICE_CONSUMER_GROUP", Text(), "sluice-ingest", "Kafka consumer group of the ingest workers.")
+        "SLUICE_CONSUMER_GROUP", Text(), "sluice-ingest", "Kafka consumer group of the ingest workers."
+    )
     # 600k-row drains (bench/consumer.py's clock): 197k rows/s at 100k, 187k at 50k, 192k at 200k.
     batch_rows: int = variable(
-        "SLUICE_CONSUMER_BATCH_ROWS", ONE_UP, 100_000, "The worker inserts a batch when it holds this many rows…")
+        "SLUICE_CONSUMER_BATCH_ROWS", ONE_UP, 100_000, "The worker inserts a batch when it holds this many rows…"
+    )
     batch_ms: int = variable(
-        "SLUICE_CONSUMER_BATCH_MS", ONE_UP, 1000, "…or when its oldest row waited this long, whichever comes first.")
+        "SLUICE_CONSUMER_BATCH_MS", ONE_UP, 1000, "…or when its oldest row waited this long, whichever comes first."
+    )
     events_ttl_days: int = variable(
-        "SLUICE_EVENTS_TTL_DAYS", ONE_UP, 400, "Raw events older than this are deleted by ClickHouse (TTL).")
+        "SLUICE_EVENTS_TTL_DAYS", ONE_UP, 400, "Raw events older than this are deleted by ClickHouse (TTL)."
+    )
 
 
 @dataclass(frozen=True)
@@ -342,34 +423,55 @@ class WebhooksConfig:
 
     # The spec's limit; a receiver should answer at once and do its work afterwards.
     timeout_seconds: float = variable(
-        "SLUICE_WEBHOOK_TIMEOUT_SECONDS", POSITIVE, 30.0, "Whole-exchange timeout of one webhook attempt.")
+        "SLUICE_WEBHOOK_TIMEOUT_SECONDS", POSITIVE, 30.0, "Whole-exchange timeout of one webhook attempt."
+    )
     # Each send is mostly waiting, so 64 in flight cost little; a slow endpoint holds only its share.
     concurrency: int = variable(
-        "SLUICE_WEBHOOK_CONCURRENCY", ONE_UP, 64, "Webhook sends in flight per dispatcher process.")
+        "SLUICE_WEBHOOK_CONCURRENCY", ONE_UP, 64, "Webhook sends in flight per dispatcher process."
+    )
     per_endpoint_concurrency: int = variable(
-        "SLUICE_WEBHOOK_PER_ENDPOINT_CONCURRENCY", ONE_UP, 4,
-        "…and to one endpoint, so a slow one holds only its share.")
+        "SLUICE_WEBHOOK_PER_ENDPOINT_CONCURRENCY",
+        ONE_UP,
+        4,
+        "…and to one endpoint, so a slow one holds only its share.",
+    )
     allowed_networks: tuple[Network, ...] = variable(
-        "SLUICE_WEBHOOK_ALLOWED_NETWORKS", Networks(), (),
+        "SLUICE_WEBHOOK_ALLOWED_NETWORKS",
+        Networks(),
+        (),
         "Networks the SSRF guard lets through although private (tests, private deployments), for webhook "
-        "deliveries and domain-verification fetches. Off by default.", "empty")
+        "deliveries and domain-verification fetches. Off by default.",
+        "empty",
+    )
     verify: str | bool = variable(
-        "SLUICE_WEBHOOK_CA_BUNDLE", CaBundle(), True,
+        "SLUICE_WEBHOOK_CA_BUNDLE",
+        CaBundle(),
+        True,
         "PEM bundle to trust for receivers' certificates; `off` disables verification (never in production).",
-        "system CAs")
+        "system CAs",
+    )
     # Longer than the timeout plus a margin, or a slow send would be claimed twice.
     lease_seconds: int = variable(
-        "SLUICE_WEBHOOK_LEASE_SECONDS", ONE_UP, 60,
-        "A claimed delivery not finished in this time is claimed again by another worker.")
+        "SLUICE_WEBHOOK_LEASE_SECONDS",
+        ONE_UP,
+        60,
+        "A claimed delivery not finished in this time is claimed again by another worker.",
+    )
     poll_seconds: float = variable(
-        "SLUICE_WEBHOOK_POLL_SECONDS", POSITIVE, 0.5, "How often an idle dispatcher looks for new events.")
+        "SLUICE_WEBHOOK_POLL_SECONDS", POSITIVE, 0.5, "How often an idle dispatcher looks for new events."
+    )
     disable_after_failures: int = variable(
-        "SLUICE_WEBHOOK_DISABLE_AFTER_FAILURES", ONE_UP, 10,
-        "An endpoint is disabled after this many failed attempts in a row…")
+        "SLUICE_WEBHOOK_DISABLE_AFTER_FAILURES",
+        ONE_UP,
+        10,
+        "An endpoint is disabled after this many failed attempts in a row…",
+    )
     disable_after_hours: float = variable(
-        "SLUICE_WEBHOOK_DISABLE_AFTER_HOURS", Number(0), 24.0, "…spanning at least this long.")
+        "SLUICE_WEBHOOK_DISABLE_AFTER_HOURS", Number(0), 24.0, "…spanning at least this long."
+    )
     outbox_keep_days: int = variable(
-        "SLUICE_WEBHOOK_OUTBOX_KEEP_DAYS", ZERO_UP, 7, "Fanned-out outbox events are pruned after this.")
+        "SLUICE_WEBHOOK_OUTBOX_KEEP_DAYS", ZERO_UP, 7, "Fanned-out outbox events are pruned after this."
+    )
 
 
 @dataclass(frozen=True)
@@ -377,27 +479,46 @@ class McpConfig:
     """The MCP gateway (in the API process)"""
 
     config_path: Path = variable(
-        "SLUICE_MCP_CONFIG", FsPath(), ROOT / "mcp_servers.json", "The MCP server registry (JSON).",
-        "`<repo>/mcp_servers.json`")
+        "SLUICE_MCP_CONFIG",
+        FsPath(),
+        ROOT / "mcp_servers.json",
+        "The MCP server registry (JSON).",
+        "`<repo>/mcp_servers.json`",
+    )
     files_root: Path = variable(
-        "SLUICE_MCP_ROOT", FsPath(), ROOT / ".services" / "mcp-files",
-        "Root of the filesystem server; each workspace gets `<root>/<workspace_id>`.", "`<repo>/.services/mcp-files`")
+        "SLUICE_MCP_ROOT",
+        FsPath(),
+        ROOT / ".services" / "mcp-files",
+        "Root of the filesystem server; each workspace gets `<root>/<workspace_id>`.",
+        "`<repo>/.services/mcp-files`",
+    )
     # A tool call holds an HTTP request open; past 30 s a client or proxy gives up anyway.
     timeout_seconds: float = variable(
-        "SLUICE_MCP_TIMEOUT_SECONDS", Number(0, MCP_MAX_TIMEOUT_SECONDS, low_included=False), 30.0,
-        "Default deadline of an MCP tool call (an entry may set `timeout_seconds`, up to 300).")
+        "SLUICE_MCP_TIMEOUT_SECONDS",
+        Number(0, MCP_MAX_TIMEOUT_SECONDS, low_included=False),
+        30.0,
+        "Default deadline of an MCP tool call (an entry may set `timeout_seconds`, up to 300).",
+    )
     # 1 MiB: a source file or a page of notes, small enough to return inside a JSON answer.
     max_file_bytes: int = variable(
-        "SLUICE_MCP_MAX_FILE_BYTES", ONE_UP, 1 << 20, "Largest file the filesystem server reads or writes.")
+        "SLUICE_MCP_MAX_FILE_BYTES", ONE_UP, 1 << 20, "Largest file the filesystem server reads or writes."
+    )
     max_entries: int = variable(
-        "SLUICE_MCP_MAX_LIST_ENTRIES", ONE_UP, 1000,
-        "Most entries a directory listing returns (then `truncated: true`).")
+        "SLUICE_MCP_MAX_LIST_ENTRIES",
+        ONE_UP,
+        1000,
+        "Most entries a directory listing returns (then `truncated: true`).",
+    )
     # External tool lists change only when the server is redeployed; a minute keeps lists cheap.
     tools_cache_seconds: float = variable(
-        "SLUICE_MCP_TOOLS_CACHE_SECONDS", Number(0), 60.0, "How long an external server's tool list is cached.")
+        "SLUICE_MCP_TOOLS_CACHE_SECONDS", Number(0), 60.0, "How long an external server's tool list is cached."
+    )
     allow_stdio: bool = variable(
-        "SLUICE_MCP_ALLOW_STDIO", Flag(), False,
-        "Allow registry entries of type `stdio` (runs a command; see MCP gateway).")
+        "SLUICE_MCP_ALLOW_STDIO",
+        Flag(),
+        False,
+        "Allow registry entries of type `stdio` (runs a command; see MCP gateway).",
+    )
 
 
 @dataclass(frozen=True)
@@ -416,6 +537,7 @@ def sections() -> list[type]:
 
 
 # -- reading ---------------------------------------------------------------------------------------
+
 
 def load(environ: Mapping[str, str]) -> Config:
     """The tree from `environ`; ConfigError naming the first variable whose value is refused."""
@@ -451,6 +573,7 @@ def _masked(raw: str) -> str:
 
 
 # -- README's configuration tables -----------------------------------------------------------------
+
 
 def markdown() -> str:
     """README's tables, one per section: names, defaults, what is allowed, meanings."""

@@ -89,7 +89,9 @@ def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> 
                 return
         except httpx.TransportError:
             time.sleep(0.2)
-    raise RuntimeError(f"API server did not answer within {SERVER_START_TIMEOUT} s; log:\n{log_path.read_text()[-3000:]}")
+    raise RuntimeError(
+        f"API server did not answer within {SERVER_START_TIMEOUT} s; log:\n{log_path.read_text()[-3000:]}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -97,20 +99,30 @@ def ingest_env(tmp_path_factory):
     """What the API and the ingest worker of this run share: topics of their own (Kafka outlives
     the run and may serve another run at once) and a chdb directory of their own."""
     run = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    return {"SLUICE_KAFKA_TOPIC_PREFIX": f"sluice-test-{run}.", "SLUICE_CONSUMER_GROUP": f"sluice-test-{run}",
-            "SLUICE_KAFKA_PARTITIONS": "2",
-            "CLICKHOUSE_URL": f"chdb://{tmp_path_factory.mktemp('clickhouse')}",
-            "SLUICE_SPOOL_DIR": str(tmp_path_factory.mktemp("spool"))}
+    return {
+        "SLUICE_KAFKA_TOPIC_PREFIX": f"sluice-test-{run}.",
+        "SLUICE_CONSUMER_GROUP": f"sluice-test-{run}",
+        "SLUICE_KAFKA_PARTITIONS": "2",
+        "CLICKHOUSE_URL": f"chdb://{tmp_path_factory.mktemp('clickhouse')}",
+        "SLUICE_SPOOL_DIR": str(tmp_path_factory.mktemp("spool")),
+    }
 
 
 @pytest.fixture(scope="session")
 def server_env(database_url, ingest_env):
-    return {**os.environ, **ingest_env, "DATABASE_URL": database_url, "SLUICE_LAST_USED_FLUSH_SECONDS": "1",
-            "SLUICE_MAX_BODY_BYTES": "65536", "SLUICE_LOG_LEVEL": "warning",
-            "SLUICE_ENTITLEMENTS_CACHE_SECONDS": "1", "SLUICE_PIXEL_CONFIG_CACHE_SECONDS": "1",
-            # Every test calls from 127.0.0.1 and concurrent runs share Redis: the failed-auth budget
-            # per address is tested on servers of its own (tests/e2e/test_auth_floods.py).
-            "SLUICE_AUTH_FAILURES_PER_MINUTE": "1000000"}
+    return {
+        **os.environ,
+        **ingest_env,
+        "DATABASE_URL": database_url,
+        "SLUICE_LAST_USED_FLUSH_SECONDS": "1",
+        "SLUICE_MAX_BODY_BYTES": "65536",
+        "SLUICE_LOG_LEVEL": "warning",
+        "SLUICE_ENTITLEMENTS_CACHE_SECONDS": "1",
+        "SLUICE_PIXEL_CONFIG_CACHE_SECONDS": "1",
+        # Every test calls from 127.0.0.1 and concurrent runs share Redis: the failed-auth budget
+        # per address is tested on servers of its own (tests/e2e/test_auth_floods.py).
+        "SLUICE_AUTH_FAILURES_PER_MINUTE": "1000000",
+    }
 
 
 @contextlib.contextmanager
@@ -118,9 +130,26 @@ def running_api(env: dict, log_dir: Path):
     """A real API server (granian, one worker) with the given environment; yields its base URL."""
     port = _free_port()
     log_path = log_dir / f"api-{port}.log"
-    command = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop",
-               "--http", "1", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-ws",
-               "app.main:create_app"]
+    command = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--factory",
+        "--loop",
+        "uvloop",
+        "--http",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-ws",
+        "app.main:create_app",
+    ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -208,8 +237,13 @@ def ingest_worker(ingest_env, tmp_path_factory):
     Yields {"process", "log"}; the log holds the worker's output."""
     log_path = tmp_path_factory.mktemp("ingest") / "worker.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env={**os.environ, **ingest_env},
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ingest"],
+            cwd=ROOT,
+            env={**os.environ, **ingest_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
     while "partitions assigned" not in log_path.read_text():
         if process.poll() is not None or time.monotonic() > deadline:

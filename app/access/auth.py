@@ -12,16 +12,16 @@ import hmac
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from blacksheep import Request
 from redis.exceptions import RedisError
 
-from app.http.errors import AccessDenied, Unauthorized, ValidationFailed
 from app.access.rate_limits import FailedAuthLimit, LimitMode, LocalLimiter, RedisHealth, tier_limits
 from app.access.scopes import grants
 from app.access.tiers import capped
 from app.access.tokens import hash_key, looks_like_key
+from app.http.errors import AccessDenied, Unauthorized, ValidationFailed
 from app.http.validation import parse_id
 from storage.postgres import api_keys
 from storage.redis.key_gate import KeyGate, KeyRecord
@@ -66,9 +66,15 @@ def record_from_row(row: dict) -> KeyRecord:
     tier = capped(row["rate_limit_tier"], row["workspace_tier"])
     limit, capacity = tier_limits(tier)
     return KeyRecord(
-        id=row["id"], workspace_id=row["workspace_id"], account_id=row["account_id"],
-        scopes=tuple(row["scopes"]), tier=tier, expires_at=_unix(row["expires_at"]),
-        revoked_at=_unix(row["revoked_at"]), limit=limit, capacity=capacity,
+        id=row["id"],
+        workspace_id=row["workspace_id"],
+        account_id=row["account_id"],
+        scopes=tuple(row["scopes"]),
+        tier=tier,
+        expires_at=_unix(row["expires_at"]),
+        revoked_at=_unix(row["revoked_at"]),
+        limit=limit,
+        capacity=capacity,
     )
 
 
@@ -102,8 +108,15 @@ class UnknownKeys:
 
 
 class Authenticator:
-    def __init__(self, pool, gate: KeyGate, local: LocalLimiter | None, flush_seconds: int,
-                 health: RedisHealth | None = None, failures: FailedAuthLimit | None = None):
+    def __init__(
+        self,
+        pool,
+        gate: KeyGate,
+        local: LocalLimiter | None,
+        flush_seconds: int,
+        health: RedisHealth | None = None,
+        failures: FailedAuthLimit | None = None,
+    ):
         """`local` limits while Redis is away (None when rate limits are switched off); `health` is the
         process's view of Redis, shared with the pixel; `failures` None: failed attempts are not limited."""
         self.pool = pool
@@ -145,8 +158,11 @@ class Authenticator:
         if record is None:
             self.health.fallback_requests += 1
             record = loaded or await self._load(digest)
-            decision = (self.local.allow(digest.hex(), record.limit, record.capacity) if self.local
-                        else Decision(True, record.limit, record.capacity, record.capacity, 0.0, 0.0))
+            decision = (
+                self.local.allow(digest.hex(), record.limit, record.capacity)
+                if self.local
+                else Decision(True, record.limit, record.capacity, record.capacity, 0.0, 0.0)
+            )
         now = time.time()
         if not is_live(record, now):
             raise Unauthorized("API key expired or revoked.")
@@ -159,7 +175,8 @@ class Authenticator:
             if len(self._principals) >= PRINCIPALS_MAX:
                 self._principals.clear()
             principal = self._principals[record] = Principal(
-                record.id, record.workspace_id, record.account_id, frozenset(record.scopes), record.tier)
+                record.id, record.workspace_id, record.account_id, frozenset(record.scopes), record.tier
+            )
         return principal
 
     async def _check_cached(self, digest: bytes, remember: KeyRecord | None = None):
@@ -186,7 +203,7 @@ class Authenticator:
     def last_used(self, key_id: int) -> datetime | None:
         """This process's not yet written last use of a key."""
         used = self.pending_last_used.get(key_id)
-        return None if used is None else datetime.fromtimestamp(used, timezone.utc)
+        return None if used is None else datetime.fromtimestamp(used, UTC)
 
     async def forget(self, key_hashes: list[bytes]) -> None:
         """Drop cached records after a revocation, rotation or tier change; retried if Redis is away."""
@@ -216,7 +233,7 @@ class Authenticator:
         pending, self.pending_last_used = self.pending_last_used, {}
         try:
             await api_keys.touch_last_used(
-                self.pool, {key_id: datetime.fromtimestamp(t, timezone.utc) for key_id, t in pending.items()}
+                self.pool, {key_id: datetime.fromtimestamp(t, UTC) for key_id, t in pending.items()}
             )
         except Exception:  # noqa: BLE001 - losing a last_used_at update must not kill the loop
             log.warning("could not record last_used_at for %d keys", len(pending), exc_info=True)

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
 
@@ -198,8 +198,7 @@ class FailedAuthLimit:
 
     def _refusal(self, retry_at: float, full_at: float) -> RateLimited:
         retry_after = max(1, math.ceil(retry_at - time.time()))
-        error = RateLimited(retry_after, self.per_minute, iso(datetime.fromtimestamp(full_at, timezone.utc)))
-        error.message = (f"Too many failed authentications from this address. "
-                         f"Please retry after {retry_after} seconds.")
+        error = RateLimited(retry_after, self.per_minute, iso(datetime.fromtimestamp(full_at, UTC)))
+        error.message = f"Too many failed authentications from this address. Please retry after {retry_after} seconds."
         error.headers = [(b"Retry-After", str(retry_after).encode())]
         return error

@@ -7,7 +7,7 @@ billing period. `python -m app counters rebuild | drift` (app/__main__.py) runs 
 
 import asyncio
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -40,7 +40,7 @@ class Count:
 def period_bounds(now: datetime) -> tuple[str, datetime, datetime]:
     """The billing period holding `now`: its label, first instant and the first of the next."""
     label, end = billing_period(now)
-    start = datetime.strptime(label, "%Y-%m").replace(tzinfo=timezone.utc)
+    start = datetime.strptime(label, "%Y-%m").replace(tzinfo=UTC)
     return label, start, end
 
 
@@ -72,7 +72,7 @@ async def with_redis(quota: QuotaStore, counts: list[Count]) -> list[Count]:
 
 async def drift(pool: asyncpg.Pool, quota: QuotaStore, ch, workspace_id: int | None = None) -> list[Count]:
     """Every counter with its Redis and source values; `Count.drift` non-zero where they differ."""
-    return await with_redis(quota, await expected(pool, ch, workspace_id, datetime.now(timezone.utc)))
+    return await with_redis(quota, await expected(pool, ch, workspace_id, datetime.now(UTC)))
 
 
 async def rebuild(pool: asyncpg.Pool, quota: QuotaStore, ch, workspace_id: int | None = None) -> list[Count]:
@@ -88,8 +88,12 @@ async def rebuild(pool: asyncpg.Pool, quota: QuotaStore, ch, workspace_id: int |
 def table(counts: list[Count]) -> str:
     """A readable table of counters: workspace, feature, Redis value (- missing), source, drift."""
     rows = [("workspace", "feature", "redis", "source", "drift")]
-    rows += [(str(c.workspace_id), c.feature, "-" if c.redis is None else str(c.redis), str(c.source),
-              f"{c.drift:+d}") for c in counts]
+    rows += [
+        (str(c.workspace_id), c.feature, "-" if c.redis is None else str(c.redis), str(c.source), f"{c.drift:+d}")
+        for c in counts
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    return "\n".join("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in
-                               enumerate(zip(row, widths))) for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    )

@@ -81,9 +81,11 @@ def run_children(children: dict[str, list[str]]) -> int:
         if not stopping:
             looping = _tend(supervised, time.monotonic())
     if looping is not None:
-        print(f"[run] {looping.name} exited with {looping.process.returncode}: {CRASH_LOOP_EXITS} exits, each within "
-              f"{CRASH_LOOP_GAP_SECONDS:g} s of the last, is a crash loop; stopping the others (its log is above)",
-              file=sys.stderr)
+        print(
+            f"[run] {looping.name} exited with {looping.process.returncode}: {CRASH_LOOP_EXITS} exits, each within "
+            f"{CRASH_LOOP_GAP_SECONDS:g} s of the last, is a crash loop; stopping the others (its log is above)",
+            file=sys.stderr,
+        )
     else:
         print("[run] stopping (waiting for in-flight events to be flushed)", file=sys.stderr)
     _stop_all(supervised)
@@ -100,8 +102,11 @@ def _tend(supervised: list[Child], now: float) -> Child | None:
                 return child
             child.restarts += 1
             child.restart_at = now + delay
-            print(f"[run] {child.name} exited with {child.process.returncode}; restarting in {delay:g} s "
-                  f"(restart {child.restarts})", file=sys.stderr)
+            print(
+                f"[run] {child.name} exited with {child.process.returncode}; restarting in {delay:g} s "
+                f"(restart {child.restarts})",
+                file=sys.stderr,
+            )
         elif child.restart_at is not None and now >= child.restart_at:
             _clear_group(child.process.pid)
             child.start(now)

@@ -89,8 +89,10 @@ class UnknownDomain(ApiError):
     status, code = 422, "unknown_domain"
 
     def __init__(self, host: str):
-        super().__init__(f"The host {host!r} is not registered for pixel tracking; "
-                         "register it with POST /api/v1/pixel/domains.", host=host)
+        super().__init__(
+            f"The host {host!r} is not registered for pixel tracking; register it with POST /api/v1/pixel/domains.",
+            host=host,
+        )
 
 
 class DomainNotVerified(ApiError):
@@ -99,9 +101,12 @@ class DomainNotVerified(ApiError):
     status, code = 422, "domain_not_verified"
 
     def __init__(self, host: str):
-        super().__init__(f"The host {host!r} is claimed by more than one workspace and none has verified it; "
-                         "its events are refused until its owner verifies the domain with "
-                         "POST /api/v1/pixel/domains/{id}/verify.", host=host)
+        super().__init__(
+            f"The host {host!r} is claimed by more than one workspace and none has verified it; "
+            "its events are refused until its owner verifies the domain with "
+            "POST /api/v1/pixel/domains/{id}/verify.",
+            host=host,
+        )
 
 
 class VerificationFailed(ApiError):
@@ -138,7 +143,10 @@ class RateLimited(ApiError):
     def __init__(self, retry_after: int, limit: int, reset_at: str):
         super().__init__(
             f"Too many requests. Please retry after {retry_after} seconds.",
-            retry_after=retry_after, limit=limit, remaining=0, reset_at=reset_at,
+            retry_after=retry_after,
+            limit=limit,
+            remaining=0,
+            reset_at=reset_at,
         )
 
 

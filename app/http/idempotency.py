@@ -12,7 +12,6 @@ import logging
 import re
 
 import orjson
-
 from blacksheep import Content, Response
 
 from app.http.bodies import read_body

@@ -54,14 +54,12 @@ def _names(raw: str | None, name: str, allowed, errors: dict) -> list[str]:
     if raw is None:
         return []
     names = [part.strip() for part in raw.split(",")]
-    unknown = [n for n in names if n.lstrip("-") not in allowed] if name == "sort" else [
-        n for n in names if n not in allowed
-    ]
+    unknown = (
+        [n for n in names if n.lstrip("-") not in allowed] if name == "sort" else [n for n in names if n not in allowed]
+    )
     if unknown or not all(names):
         shown = ", ".join(repr(n) for n in unknown) or "an empty name"
-        errors.setdefault(name, []).append(
-            f"Unknown {name} field {shown}; allowed: {', '.join(sorted(allowed))}."
-        )
+        errors.setdefault(name, []).append(f"Unknown {name} field {shown}; allowed: {', '.join(sorted(allowed))}.")
     return names
 
 
@@ -72,7 +70,10 @@ def parse_list_query(request, spec: ListingSpec) -> ListQuery:
         page=_bounded_int(_single(query, "page", errors), "page", 1, MAX_PAGE, errors),
         per_page=_bounded_int(_single(query, "per_page", errors), "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE, errors),
     )
-    result.sort = [(n.lstrip("-"), n.startswith("-")) for n in _names(_single(query, "sort", errors), "sort", spec.sort_columns, errors)]
+    result.sort = [
+        (n.lstrip("-"), n.startswith("-"))
+        for n in _names(_single(query, "sort", errors), "sort", spec.sort_columns, errors)
+    ]
     fields = _single(query, "fields", errors)
     result.fields = _names(fields, "fields", spec.fields, errors) if fields is not None else None
     result.include = _names(_single(query, "include", errors), "include", spec.includes, errors)
@@ -100,8 +101,9 @@ def parse_list_query(request, spec: ListingSpec) -> ListQuery:
         try:
             result.date_bounds.append((column, op, parse_datetime(raw)))
         except ValueError:
-            errors.setdefault(param, []).append(f"The {param} must be an ISO 8601 date or date-time in the years "
-                                                f"{YEAR_MIN}-{YEAR_MAX}.")
+            errors.setdefault(param, []).append(
+                f"The {param} must be an ISO 8601 date or date-time in the years {YEAR_MIN}-{YEAR_MAX}."
+            )
     if errors:
         raise ValidationFailed(errors)
     return result

@@ -4,7 +4,6 @@ from blacksheep import Content, Response
 
 from app.http.routing import Call, Route, Services
 
-
 GAUGES = ("_down", "_bytes", "_pending", "_spooling")
 PRODUCER_HELP = {
     "sent_kafka": "Records acknowledged by Kafka within the deadline",
@@ -22,13 +21,17 @@ def render(services: Services) -> bytes:
     counters = {
         "sluice_redis_outages_total": ("Redis outages seen by this process", health.outages),
         # One RedisHealth per process, shared by the API keys' and the pixel's limiters.
-        "sluice_redis_fallback_requests_total": ("Requests limited locally without Redis (API keys and pixel)",
-                                                 health.fallback_requests),
+        "sluice_redis_fallback_requests_total": (
+            "Requests limited locally without Redis (API keys and pixel)",
+            health.fallback_requests,
+        ),
         "sluice_redis_down": ("1 while this process considers Redis unreachable", int(health.down_since is not None)),
     }
     if services.pixel is not None:
-        counters["sluice_pixel_events_accepted_total"] = ("Pixel events made durable (answered 2xx)",
-                                                          services.pixel.accepted)
+        counters["sluice_pixel_events_accepted_total"] = (
+            "Pixel events made durable (answered 2xx)",
+            services.pixel.accepted,
+        )
     sink = services.sink.stats() if services.sink is not None else {}
     for key, value in sink.items():
         counters[f"sluice_producer_{key}"] = (PRODUCER_HELP.get(key, key.replace("_", " ")), value)

@@ -51,7 +51,6 @@ async def request_middleware(request: Request, handler) -> Response:
     return response
 
 
-
 class BodyDeadline:
     """The ASGI app with each request's body reads bounded to `seconds` from its first read.
 

@@ -3,11 +3,10 @@
 import html
 
 import orjson
-
 from blacksheep import Content, Response
 
-from app.resources import webhooks
 from app.http.routing import Call, Route
+from app.resources import webhooks
 
 ERROR_DESCRIPTIONS = {
     400: "Malformed JSON or wrong content type",
@@ -39,19 +38,29 @@ ERROR_SCHEMA = {
 def _operation(route: Route) -> dict:
     op = {"summary": route.summary, "tags": [route.tag], "operationId": route.handler.__name__}
     kind = "string" if route.path.startswith(STRING_PARAMETER_PATHS) else "integer"
-    params = [{"name": _parameter_name(n), "in": "path", "required": True, "schema": {"type": kind}}
-              for n in _path_names(route.path)]
+    params = [
+        {"name": _parameter_name(n), "in": "path", "required": True, "schema": {"type": kind}}
+        for n in _path_names(route.path)
+    ]
     params += [{"name": q, "in": "query", "schema": {"type": "string"}} for q in route.query]
     mutating = route.scope and route.method in ("POST", "PUT", "PATCH", "DELETE")
     if mutating:
-        params.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                       "description": "Run once; repeats within the TTL replay the answer (see README)",
-                       "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
+        params.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Run once; repeats within the TTL replay the answer (see README)",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            }
+        )
     if params:
         op["parameters"] = params
     if route.body is not None:
-        op["requestBody"] = {"required": route.method != "POST" or "required" in route.body,
-                             "content": {"application/json": {"schema": route.body}}}
+        op["requestBody"] = {
+            "required": route.method != "POST" or "required" in route.body,
+            "content": {"application/json": {"schema": route.body}},
+        }
     responses = {str(route.status): {"description": "Success"}}
     codes = set(route.errors) | ({401, 403, 429} if route.scope else set())
     if mutating:
@@ -59,8 +68,10 @@ def _operation(route: Route) -> dict:
     if route.body is not None:
         codes |= {400, 413, 422}
     for code in sorted(codes):
-        responses[str(code)] = {"description": ERROR_DESCRIPTIONS[code],
-                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        responses[str(code)] = {
+            "description": ERROR_DESCRIPTIONS[code],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
     op["responses"] = responses
     if route.scope:
         op["security"] = [{"apiKey": []}]

@@ -1,6 +1,6 @@
 """Rows to the spec's JSON shapes: timestamps in UTC with Z, secrets never included."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 DEFAULT_SETTINGS = {"timezone": "UTC", "locale": "en_GB"}
@@ -10,7 +10,7 @@ DEFAULT_SETTINGS = {"timezone": "UTC", "locale": "en_GB"}
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def workspace_view(row: dict) -> dict:
@@ -37,7 +37,7 @@ def key_status(row: dict, now: datetime) -> str:
 
 def api_key_view(row: dict, last_used: datetime | None = None) -> dict:
     """The public view of a key; `last_used` is this process's not yet written value."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     status = key_status(row, now)
     used = max(filter(None, (row["last_used_at"], last_used)), default=None)
     view = {

@@ -9,9 +9,9 @@ gets a `Call`: the request, its caller, this process's `Services`, and the reque
 import math
 import re
 import time
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from datetime import UTC, datetime
 
 import asyncpg
 from blacksheep import Request, Response
@@ -90,6 +90,7 @@ class Route:
 def endpoint(route: Route, services: Services) -> Callable[[Request], Awaitable[Response]]:
     handler, scope = route.handler, route.scope
     if scope is None:
+
         async def public(request: Request) -> Response:
             return await handler(Call(request, None, services, request.api_context))
 
@@ -115,7 +116,7 @@ def endpoint(route: Route, services: Services) -> Callable[[Request], Awaitable[
 
 def rate_limited(decision: Decision) -> RateLimited:
     retry_after = max(1, math.ceil(decision.retry_after))
-    reset_at = datetime.fromtimestamp(time.time() + decision.reset_after, timezone.utc)
+    reset_at = datetime.fromtimestamp(time.time() + decision.reset_after, UTC)
     return RateLimited(retry_after, decision.limit, iso(reset_at))
 
 

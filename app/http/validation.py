@@ -8,7 +8,7 @@ converting a date near year 1 or 9999 to UTC overflows; urlsplit raises on a mal
 """
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import SplitResult, urlsplit
 
 import orjson
@@ -49,10 +49,10 @@ def parse_datetime(text: str) -> datetime:
         raise ValueError("not an ISO 8601 date")
     value = datetime.fromisoformat(text)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    elif value.tzinfo is not timezone.utc:  # what "Z" and "+00:00" give
+        value = value.replace(tzinfo=UTC)
+    elif value.tzinfo is not UTC:  # what "Z" and "+00:00" give
         try:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
         except OverflowError:  # 0001-01-01T00:00+14:00 is in year 0 in UTC
             raise ValueError("out of range") from None
     if not YEAR_MIN <= value.year <= YEAR_MAX:

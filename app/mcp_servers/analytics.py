@@ -4,12 +4,12 @@ the workspace id comes from the caller's API key and is not an argument at all.
 """
 
 import asyncio
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from app.http.errors import ValidationFailed
-from app.mcp_servers.registry import Caller, Tool
 from app.http.presenters import iso
 from app.http.validation import YEAR_MAX, YEAR_MIN, parse_datetime
+from app.mcp_servers.registry import Caller, Tool
 from storage.clickhouse import analytics
 from storage.config import Config
 
@@ -22,8 +22,13 @@ RANGE = {
     "start": {"type": "string", "format": "date-time", "description": f"ISO 8601; default {DEFAULT_DAYS} days ago"},
     "end": {"type": "string", "format": "date-time", "description": "ISO 8601, exclusive; default now"},
 }
-LIMIT = {"type": "integer", "minimum": 1, "maximum": analytics.MAX_ROWS, "default": DEFAULT_LIMIT,
-         "description": "Rows to return"}
+LIMIT = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": analytics.MAX_ROWS,
+    "default": DEFAULT_LIMIT,
+    "description": "Rows to return",
+}
 
 
 def _schema(**extra) -> dict:
@@ -34,13 +39,25 @@ def _schema(**extra) -> dict:
 # entitlements:read, so it needs that scope too.
 READS = ("mcp:read",)
 TOOLS = [
-    Tool("event_counts", "Count events by name over a time range", _schema(
-        event={**NAME, "description": "Only this event name"}, limit=LIMIT), READS),
-    Tool("top_pages", "Busiest pages (path) over a time range, with their unique visitors", _schema(
-        event={**NAME, "description": "Event to count, default pageview"}, limit=LIMIT), READS),
+    Tool(
+        "event_counts",
+        "Count events by name over a time range",
+        _schema(event={**NAME, "description": "Only this event name"}, limit=LIMIT),
+        READS,
+    ),
+    Tool(
+        "top_pages",
+        "Busiest pages (path) over a time range, with their unique visitors",
+        _schema(event={**NAME, "description": "Event to count, default pageview"}, limit=LIMIT),
+        READS,
+    ),
     Tool("unique_visitors", "Unique visitors over a time range, in total and per UTC day", _schema(), READS),
-    Tool("feature_usage", "Metered usage per feature over a time range", _schema(
-        feature={**NAME, "description": "Only this feature"}, limit=LIMIT), READS + ("entitlements:read",)),
+    Tool(
+        "feature_usage",
+        "Metered usage per feature over a time range",
+        _schema(feature={**NAME, "description": "Only this feature"}, limit=LIMIT),
+        READS + ("entitlements:read",),
+    ),
 ]
 
 
@@ -55,8 +72,9 @@ def time_range(arguments: dict) -> tuple[datetime, datetime]:
             bounds[name] = parse_datetime(raw)
         except ValueError:
             errors[f"arguments.{name}"] = [
-                f"The {name} must be an ISO 8601 date-time in the years {YEAR_MIN}-{YEAR_MAX}."]
-    end = bounds.get("end") or datetime.now(timezone.utc)
+                f"The {name} must be an ISO 8601 date-time in the years {YEAR_MIN}-{YEAR_MAX}."
+            ]
+    end = bounds.get("end") or datetime.now(UTC)
     start = bounds.get("start") or end - timedelta(days=DEFAULT_DAYS)
     if not errors and not start < end:
         errors["arguments.end"] = ["The end must be after the start."]
@@ -95,8 +113,7 @@ class AnalyticsServer:
             if name == "event_counts":
                 rows = analytics.event_counts(reader, workspace_id, start, end, arguments.get("event"), limit)
             elif name == "top_pages":
-                rows = analytics.top_pages(reader, workspace_id, start, end, arguments.get("event", "pageview"),
-                                           limit)
+                rows = analytics.top_pages(reader, workspace_id, start, end, arguments.get("event", "pageview"), limit)
             elif name == "feature_usage":
                 rows = analytics.feature_usage(reader, workspace_id, start, end, arguments.get("feature"), limit)
             else:

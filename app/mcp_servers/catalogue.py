@@ -15,7 +15,9 @@ def build_server(entry: dict, config: Config):
     if kind == "builtin":
         builtin = BUILTINS.get(entry.get("builtin", entry["id"]))
         if builtin is None:
-            raise ValueError(f"MCP server {entry['id']!r}: no built-in server named {entry.get('builtin', entry['id'])!r}")
+            raise ValueError(
+                f"MCP server {entry['id']!r}: no built-in server named {entry.get('builtin', entry['id'])!r}"
+            )
         return builtin(entry["id"], entry.get("name", entry["id"]), entry.get("description", ""), config, timeout)
     if kind not in EXTERNAL:
         raise ValueError(f"MCP server {entry['id']!r}: type must be builtin, {' or '.join(EXTERNAL)}")

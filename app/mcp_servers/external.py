@@ -54,8 +54,12 @@ class ExternalServer:
         """Run `work(client)` on a fresh connection; any failure of the upstream is a 502."""
         http = None
         if self.transport == "stdio":
-            target = StdioServerParameters(command=self.entry["command"], args=self.entry.get("args", []),
-                                           env=self.entry.get("env"), cwd=self.entry.get("cwd"))
+            target = StdioServerParameters(
+                command=self.entry["command"],
+                args=self.entry.get("args", []),
+                env=self.entry.get("env"),
+                cwd=self.entry.get("cwd"),
+            )
         else:
             http = mcp_internals.mcp_http_client(self.entry.get("headers"))
             target = streamable_http_client(self.entry["url"], http_client=http)

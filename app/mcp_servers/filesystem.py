@@ -18,21 +18,40 @@ READS = ("mcp:read",)  # the same files GET /mcp/resources/file:… serves under
 
 def tools(max_file_bytes: int) -> list[Tool]:
     return [
-        Tool("read_file", "Read contents of a file", {
-            "type": "object", "additionalProperties": False, "required": ["path"],
-            "properties": {"path": {**PATH, "minLength": 1, "description": "File path to read"}},
-        }, READS),
-        Tool("write_file", "Create or replace a file atomically (parent directories are created)", {
-            "type": "object", "additionalProperties": False, "required": ["path", "content"],
-            "properties": {
-                "path": {**PATH, "minLength": 1, "description": "File path to write"},
-                "content": {"type": "string", "maxLength": max_file_bytes, "description": "UTF-8 text to write"},
+        Tool(
+            "read_file",
+            "Read contents of a file",
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["path"],
+                "properties": {"path": {**PATH, "minLength": 1, "description": "File path to read"}},
             },
-        }),
-        Tool("list_directory", "List a directory's entries, sorted by name", {
-            "type": "object", "additionalProperties": False,
-            "properties": {"path": {**PATH, "description": "Directory path; the root when omitted"}},
-        }, READS),
+            READS,
+        ),
+        Tool(
+            "write_file",
+            "Create or replace a file atomically (parent directories are created)",
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["path", "content"],
+                "properties": {
+                    "path": {**PATH, "minLength": 1, "description": "File path to write"},
+                    "content": {"type": "string", "maxLength": max_file_bytes, "description": "UTF-8 text to write"},
+                },
+            },
+        ),
+        Tool(
+            "list_directory",
+            "List a directory's entries, sorted by name",
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"path": {**PATH, "description": "Directory path; the root when omitted"}},
+            },
+            READS,
+        ),
     ]
 
 
@@ -80,5 +99,8 @@ class FilesystemServer:
         # file:///notes/a.txt and file:notes/a.txt both name notes/a.txt under the workspace root.
         path = uri.split(":", 1)[1].removeprefix("//").lstrip("/")
         result = await self.call_tool(caller, "read_file", {"path": path})
-        return {"uri": uri, "mime_type": "text/plain" if result["encoding"] == "utf-8" else "application/octet-stream",
-                **{k: result[k] for k in ("content", "encoding", "size")}}
+        return {
+            "uri": uri,
+            "mime_type": "text/plain" if result["encoding"] == "utf-8" else "application/octet-stream",
+            **{k: result[k] for k in ("content", "encoding", "size")},
+        }

@@ -16,8 +16,8 @@ from typing import Protocol
 import orjson
 from jsonschema import validators
 
-from app.http.errors import AccessDenied, BadGateway, GatewayTimeout, ResourceNotFound, ValidationFailed
 from app.access.scopes import grants
+from app.http.errors import AccessDenied, BadGateway, GatewayTimeout, ResourceNotFound, ValidationFailed
 from storage.config import MCP_MAX_TIMEOUT_SECONDS, McpConfig
 from storage.errors import Unavailable
 from storage.postgres import mcp_calls
@@ -136,8 +136,10 @@ async def call_tool(registry: Registry, pool, caller: Caller, server_id: str, na
 def check_scopes(tool: Tool, server: Server, caller: Caller) -> None:
     for scope in tool.scopes:
         if not grants(caller.scopes, scope):
-            raise AccessDenied(f"Insufficient permissions. The tool {tool.name!r} of MCP server {server.id!r} "
-                               f"also requires scope: {scope}")
+            raise AccessDenied(
+                f"Insufficient permissions. The tool {tool.name!r} of MCP server {server.id!r} "
+                f"also requires scope: {scope}"
+            )
 
 
 async def _run(server: Server, caller: Caller, name: str, arguments: dict) -> tuple[dict, str]:
@@ -158,7 +160,7 @@ def read_config(path: Path) -> list[dict]:
         raise ValueError(f"MCP config {path}: {exc}") from exc
     servers = data.get("servers") if isinstance(data, dict) else None
     if not isinstance(servers, list) or not all(isinstance(s, dict) and isinstance(s.get("id"), str) for s in servers):
-        raise ValueError(f"MCP config {path}: expected {{\"servers\": [{{\"id\": …}}, …]}}")
+        raise ValueError(f'MCP config {path}: expected {{"servers": [{{"id": …}}, …]}}')
     ids = [s["id"] for s in servers]
     if len(set(ids)) != len(ids):
         raise ValueError(f"MCP config {path}: server ids must be unique")

@@ -11,12 +11,12 @@ import re
 from blacksheep import Response
 
 from app.http.bodies import read_json_object
-from app.pixel.verification import instructions, verify_claim
 from app.http.errors import json_response
 from app.http.listing import page_body, parse_list_query
 from app.http.presenters import iso
 from app.http.routing import Call, Route, path_id
 from app.http.validation import Checker, present
+from app.pixel.verification import instructions, verify_claim
 from storage.postgres import domains
 
 HOST_MAX = 253  # DNS
@@ -26,7 +26,7 @@ FIELDS = ("host", "enabled", "features", "sample_rate")
 
 
 def normalise_host(value: str) -> str | None:
-    """"Example.COM." → "example.com"; None for a URL, a port, or anything not a host name."""
+    """ "Example.COM." → "example.com"; None for a URL, a port, or anything not a host name."""
     host = value.strip().lower().rstrip(".")
     if not host.isascii():
         try:
@@ -53,10 +53,13 @@ def domain_view(row: dict) -> dict:
 
 
 def verification_view(row: dict) -> dict:
-    return {"status": "verified" if row["verified_at"] is not None else "unverified",
-            **instructions(row["host"], row["verification_token"]),
-            "method": row["verification_method"], "verified_at": iso(row["verified_at"]),
-            "lost_at": iso(row["verification_lost_at"])}
+    return {
+        "status": "verified" if row["verified_at"] is not None else "unverified",
+        **instructions(row["host"], row["verification_token"]),
+        "method": row["verification_method"],
+        "verified_at": iso(row["verified_at"]),
+        "lost_at": iso(row["verification_lost_at"]),
+    }
 
 
 def _flag(checker: Checker, data: dict, name: str, label: str):
@@ -134,9 +137,13 @@ async def update_domain(call: Call) -> Response:
 
 
 async def verify_domain(call: Call) -> Response:
-    row, check = await verify_claim(call.pool, call.settings.dns_nameservers,
-                                    call.services.config.webhooks.allowed_networks, call.principal.workspace_id,
-                                    path_id(call))
+    row, check = await verify_claim(
+        call.pool,
+        call.settings.dns_nameservers,
+        call.services.config.webhooks.allowed_networks,
+        call.principal.workspace_id,
+        path_id(call),
+    )
     forget(call, row["host"])
     return json_response(200, {"message": f"Domain verified ({check.looked_up}).", "data": domain_view(row)})
 
@@ -155,23 +162,75 @@ CONFIG_PROPERTIES = {
 CREATE_BODY = {
     "type": "object",
     "required": ["host"],
-    "properties": {"host": {"type": "string", "maxLength": HOST_MAX, "description": "e.g. example.com"},
-                   **CONFIG_PROPERTIES},
+    "properties": {
+        "host": {"type": "string", "maxLength": HOST_MAX, "description": "e.g. example.com"},
+        **CONFIG_PROPERTIES,
+    },
 }
 UPDATE_BODY = {"type": "object", "properties": CONFIG_PROPERTIES}
-LIST_QUERY = ("page", "per_page", "sort", "fields", "search", "host",
-              "created_after", "created_before", "updated_after", "updated_before")
+LIST_QUERY = (
+    "page",
+    "per_page",
+    "sort",
+    "fields",
+    "search",
+    "host",
+    "created_after",
+    "created_before",
+    "updated_after",
+    "updated_before",
+)
 BASE = "/api/v1/pixel/domains"
 ROUTES = [
-    Route("GET", BASE, list_domains, "pixel:read", "List the workspace's pixel domains", "Pixel",
-          query=LIST_QUERY, errors=(422,)),
-    Route("POST", BASE, create_domain, "pixel:write", "Register a site's host for the pixel", "Pixel",
-          status=201, body=CREATE_BODY, errors=(409, 422)),
+    Route(
+        "GET",
+        BASE,
+        list_domains,
+        "pixel:read",
+        "List the workspace's pixel domains",
+        "Pixel",
+        query=LIST_QUERY,
+        errors=(422,),
+    ),
+    Route(
+        "POST",
+        BASE,
+        create_domain,
+        "pixel:write",
+        "Register a site's host for the pixel",
+        "Pixel",
+        status=201,
+        body=CREATE_BODY,
+        errors=(409, 422),
+    ),
     Route("GET", BASE + "/{id}", get_domain, "pixel:read", "Get a pixel domain", "Pixel", errors=(404,)),
-    Route("PATCH", BASE + "/{id}", update_domain, "pixel:write", "Change a domain's pixel configuration",
-          "Pixel", body=UPDATE_BODY, errors=(404, 422)),
-    Route("POST", BASE + "/{id}/verify", verify_domain, "pixel:write",
-          "Verify control of the domain's host (DNS TXT, file or meta tag)", "Pixel", errors=(404, 422)),
-    Route("DELETE", BASE + "/{id}", delete_domain, "pixel:delete", "Unregister a domain", "Pixel",
-          status=204, errors=(404,)),
+    Route(
+        "PATCH",
+        BASE + "/{id}",
+        update_domain,
+        "pixel:write",
+        "Change a domain's pixel configuration",
+        "Pixel",
+        body=UPDATE_BODY,
+        errors=(404, 422),
+    ),
+    Route(
+        "POST",
+        BASE + "/{id}/verify",
+        verify_domain,
+        "pixel:write",
+        "Verify control of the domain's host (DNS TXT, file or meta tag)",
+        "Pixel",
+        errors=(404, 422),
+    ),
+    Route(
+        "DELETE",
+        BASE + "/{id}",
+        delete_domain,
+        "pixel:delete",
+        "Unregister a domain",
+        "Pixel",
+        status=204,
+        errors=(404,),
+    ),
 ]

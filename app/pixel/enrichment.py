@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlsplit
 
-from app.pixel.validation import TrackedInput
 from app.pixel.user_agents import parse as parse_agent
+from app.pixel.validation import TrackedInput
 from ingest.events import PixelEvent, ch_time, event_id
 
 # A client clock further than this behind is taken as wrong (or an event replayed from a

@@ -63,8 +63,9 @@ class Outcome:
 class Pixel:
     """The pixel's state for the process's lifetime: site cache, salts, limiters, drop counts."""
 
-    def __init__(self, config: Config, pool: asyncpg.Pool, client: redis.Redis, sink: Sink,
-                 health: RedisHealth | None = None):
+    def __init__(
+        self, config: Config, pool: asyncpg.Pool, client: redis.Redis, sink: Sink, health: RedisHealth | None = None
+    ):
         """`health`: the process's view of Redis, shared with the API keys' limiter (app/http/metrics.py)."""
         self.settings = api = config.api
         self.sink = sink
@@ -92,7 +93,9 @@ class Pixel:
         address = request_client_address(request, self.trusted)
         day = self._day_text(received)
         salt = self.salts.cached(day)  # a Redis round trip once a day, not a coroutine per request
-        return Arrival(received, address, user_agent, source, salt if salt is not None else await self.salts.for_day(day))
+        return Arrival(
+            received, address, user_agent, source, salt if salt is not None else await self.salts.for_day(day)
+        )
 
     def _day_text(self, received_ms: int) -> str:
         day = received_ms // DAY_MS
@@ -120,8 +123,9 @@ class Pixel:
     async def judge(self, data: object, arrival: Arrival) -> Outcome:
         checked = check_event(data)
         if not isinstance(checked, TrackedInput):
-            return Outcome(Verdict.REJECTED, DropReason.INVALID, self.known_workspace(data),
-                           error=ValidationFailed(checked))
+            return Outcome(
+                Verdict.REJECTED, DropReason.INVALID, self.known_workspace(data), error=ValidationFailed(checked)
+            )
         site = self.sites.fresh(checked.host)
         if site is MISSING:
             site = await self.sites.find(checked.host)

@@ -54,8 +54,16 @@ class Site:
 
     @classmethod
     def from_row(cls, row: dict) -> "Site":
-        return cls(row["id"], row["workspace_id"], row["host"], row["enabled"], row["pageviews"],
-                   row["events"], row["sessions"], row["sample_rate"])
+        return cls(
+            row["id"],
+            row["workspace_id"],
+            row["host"],
+            row["enabled"],
+            row["pageviews"],
+            row["events"],
+            row["sessions"],
+            row["sample_rate"],
+        )
 
 
 def www_less(host: str) -> str:

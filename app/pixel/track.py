@@ -28,8 +28,10 @@ from app.pixel.validation import body_source, parse_events, query_event
 from ingest.events import DropReason
 
 # The smallest transparent GIF (43 bytes): what an <img> pixel expects back.
-GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
-       b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
 SCRIPT = (Path(__file__).parent / "pixel.js").read_bytes()
 DROP_REASON = b"X-Sluice-Drop-Reason"
 NO_STORE = [(b"Cache-Control", b"no-store, no-cache, must-revalidate, max-age=0"), (b"Pragma", b"no-cache")]
@@ -166,11 +168,16 @@ async def preflight_track(call: Call) -> Response:
     headers = await cors_headers(call.services.pixel, call.request)
     if len(headers) == 1:
         raise OriginNotAllowed("This origin is not a site registered for pixel tracking.")
-    return Response(204, headers + [
-        (b"Access-Control-Allow-Methods", b"POST, GET, OPTIONS"),
-        (b"Access-Control-Allow-Headers", b"Content-Type"),
-        (b"Access-Control-Max-Age", PREFLIGHT_MAX_AGE),
-    ], None)
+    return Response(
+        204,
+        headers
+        + [
+            (b"Access-Control-Allow-Methods", b"POST, GET, OPTIONS"),
+            (b"Access-Control-Allow-Headers", b"Content-Type"),
+            (b"Access-Control-Max-Age", PREFLIGHT_MAX_AGE),
+        ],
+        None,
+    )
 
 
 async def get_pixel_config(call: Call) -> Response:
@@ -179,8 +186,10 @@ async def get_pixel_config(call: Call) -> Response:
     origin, referer = request.get_first_header(b"origin"), request.get_first_header(b"referer")
     host = origin_site_host(origin) if origin is not None else referer_site_host(referer) if referer else None
     site = await call.services.pixel.sites.find(host) if host else None
-    headers = [(b"Cache-Control", f"public, max-age={call.settings.pixel_config_cache_seconds}".encode()),
-               (b"Vary", b"Origin, Referer")]
+    headers = [
+        (b"Cache-Control", f"public, max-age={call.settings.pixel_config_cache_seconds}".encode()),
+        (b"Vary", b"Origin, Referer"),
+    ]
     if site.__class__ is not Site:
         return json_response(200, {"enabled": False}, headers)
     if origin is not None:
@@ -209,12 +218,36 @@ TRACK_BODY = {"oneOf": [EVENT_SCHEMA, {"type": "array", "items": EVENT_SCHEMA, "
 BASE = "/api/v1/pixel"
 ROUTES = [
     Route("GET", BASE + "/config", get_pixel_config, None, "Pixel configuration of the requesting site", "Pixel"),
-    Route("POST", BASE + "/track", track_event, None, "Track an event or a batch (207 per event)", "Pixel",
-          body=TRACK_BODY, errors=(400, 413, 422, 429, 503)),
-    Route("GET", BASE + "/track", track_gif, None, "Track an event, answered with a 1×1 GIF", "Pixel",
-          query=("event", "url", "referrer", "properties", "timestamp"), errors=(422, 429, 503)),
-    Route("OPTIONS", BASE + "/track", preflight_track, None, "CORS preflight for registered sites", "Pixel",
-          status=204, errors=(403,)),
+    Route(
+        "POST",
+        BASE + "/track",
+        track_event,
+        None,
+        "Track an event or a batch (207 per event)",
+        "Pixel",
+        body=TRACK_BODY,
+        errors=(400, 413, 422, 429, 503),
+    ),
+    Route(
+        "GET",
+        BASE + "/track",
+        track_gif,
+        None,
+        "Track an event, answered with a 1×1 GIF",
+        "Pixel",
+        query=("event", "url", "referrer", "properties", "timestamp"),
+        errors=(422, 429, 503),
+    ),
+    Route(
+        "OPTIONS",
+        BASE + "/track",
+        preflight_track,
+        None,
+        "CORS preflight for registered sites",
+        "Pixel",
+        status=204,
+        errors=(403,),
+    ),
     Route("GET", "/pixel.js", get_pixel_script, None, "The tracking script", "Pixel"),
     Route("GET", BASE + "/pixel.js", get_pixel_script, None, "The tracking script", "Pixel"),
 ]

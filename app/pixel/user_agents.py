@@ -31,27 +31,33 @@ TOOL = re.compile(
 PRODUCT = re.compile(r"^([A-Za-z][\w.-]*)/v?(\d+)")  # "facebookexternalhit/1.1 (...)"
 
 # (family, pattern whose first group is the version), first match wins.
-BROWSERS = tuple((name, re.compile(pattern)) for name, pattern in (
-    ("HeadlessChrome", r"HeadlessChrome/(\d+)"),
-    ("Edge", r"Edg(?:e|A|iOS)?/(\d+)"),
-    ("Opera", r"(?:OPR|OPT|Opera)/(\d+)"),
-    ("Samsung Internet", r"SamsungBrowser/(\d+)"),
-    ("Yandex Browser", r"YaBrowser/(\d+)"),
-    ("Vivaldi", r"Vivaldi/(\d+)"),
-    ("Firefox", r"(?:Firefox|FxiOS)/(\d+)"),
-    ("Chrome", r"(?:Chrome|CriOS)/(\d+)"),
-    ("Safari", r"Version/(\d+)[\d.]* (?:Mobile/\w+ )?Safari/"),
-    ("Internet Explorer", r"(?:MSIE |Trident/.*rv:)(\d+)"),
-))
-OSES = tuple((name, re.compile(pattern)) for name, pattern in (
-    ("Windows Phone", r"Windows Phone"),
-    ("Windows", r"Windows"),
-    ("iOS", r"iPhone|iPad|iPod"),
-    ("Chrome OS", r"CrOS"),
-    ("Android", r"Android"),
-    ("macOS", r"Mac OS X|Macintosh"),
-    ("Linux", r"Linux|X11"),
-))
+BROWSERS = tuple(
+    (name, re.compile(pattern))
+    for name, pattern in (
+        ("HeadlessChrome", r"HeadlessChrome/(\d+)"),
+        ("Edge", r"Edg(?:e|A|iOS)?/(\d+)"),
+        ("Opera", r"(?:OPR|OPT|Opera)/(\d+)"),
+        ("Samsung Internet", r"SamsungBrowser/(\d+)"),
+        ("Yandex Browser", r"YaBrowser/(\d+)"),
+        ("Vivaldi", r"Vivaldi/(\d+)"),
+        ("Firefox", r"(?:Firefox|FxiOS)/(\d+)"),
+        ("Chrome", r"(?:Chrome|CriOS)/(\d+)"),
+        ("Safari", r"Version/(\d+)[\d.]* (?:Mobile/\w+ )?Safari/"),
+        ("Internet Explorer", r"(?:MSIE |Trident/.*rv:)(\d+)"),
+    )
+)
+OSES = tuple(
+    (name, re.compile(pattern))
+    for name, pattern in (
+        ("Windows Phone", r"Windows Phone"),
+        ("Windows", r"Windows"),
+        ("iOS", r"iPhone|iPad|iPod"),
+        ("Chrome OS", r"CrOS"),
+        ("Android", r"Android"),
+        ("macOS", r"Mac OS X|Macintosh"),
+        ("Linux", r"Linux|X11"),
+    )
+)
 TABLET = re.compile(r"iPad|Tablet|Kindle|Silk/|PlayBook|Nexus (?:7|9|10)\b")
 MOBILE = re.compile(r"Mobi|iPhone|iPod|Windows Phone|BlackBerry|Opera Mini")
 DESKTOP_OSES = frozenset({"Windows", "macOS", "Linux", "Chrome OS"})

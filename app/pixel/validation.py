@@ -7,7 +7,7 @@ and an empty referrer (the common case) is valid here where Checker refuses blan
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import SplitResult, urlsplit
 
 import orjson
@@ -24,8 +24,8 @@ PROPERTIES_MAX_DEPTH = 3  # the properties object itself is depth 1
 PROPERTIES_MAX_KEYS = 50  # counted over every nested object
 FIELDS = ("event", "url", "referrer", "user_agent", "properties", "timestamp", "sample_key")
 # ClickHouse's DateTime64 holds 1900-2299; a client clock outside this range is not a clock.
-TIME_MIN_MS = int(datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
-TIME_MAX_MS = int(datetime(2100, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+TIME_MIN_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
+TIME_MAX_MS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
 SCALARS = (str, int, float, bool, type(None))
 JSON_TYPES = (b"application/json", b"text/plain", b"")  # text/plain: what sendBeacon sends
 
@@ -49,7 +49,7 @@ Errors = dict[str, list[str]]
 
 
 def body_source(content_type: bytes | None) -> str:
-    """"beacon" for text/plain, "json" for JSON (or no type); other types are refused."""
+    """ "beacon" for text/plain, "json" for JSON (or no type); other types are refused."""
     media = (content_type or b"").split(b";", 1)[0].strip().lower()
     if media not in JSON_TYPES and not (media.startswith(b"application/") and media.endswith(b"+json")):
         raise UnsupportedContentType("Content-Type must be application/json or text/plain.")

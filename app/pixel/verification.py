@@ -65,8 +65,13 @@ class Check:
 
 def instructions(host: str, token: str) -> dict:
     """Where the token may be put: the domain's `verification` fields."""
-    return {"token": token, "dns_txt_name": f"{TXT_LABEL}.{host}", "dns_txt_value": TXT_PREFIX + token,
-            "file_url": f"https://{host}{FILE_PATH}", "meta_tag": f'<meta name="{META_NAME}" content="{token}">'}
+    return {
+        "token": token,
+        "dns_txt_name": f"{TXT_LABEL}.{host}",
+        "dns_txt_value": TXT_PREFIX + token,
+        "file_url": f"https://{host}{FILE_PATH}",
+        "meta_tag": f'<meta name="{META_NAME}" content="{token}">',
+    }
 
 
 def _shown(text: str) -> str:
@@ -75,6 +80,7 @@ def _shown(text: str) -> str:
 
 
 # -- DNS ------------------------------------------------------------------------------------
+
 
 def dns_resolver(nameservers: tuple) -> dns.asyncresolver.Resolver:
     """SLUICE_DNS_NAMESERVERS' servers, else the system's (/etc/resolv.conf)."""
@@ -103,8 +109,11 @@ async def txt_check(resolver, name: str, token: str) -> Check:
     values = [b"".join(rdata.strings).decode("utf-8", "replace").strip() for rdata in answer]
     if TXT_PREFIX + token in values:
         return Check(Method.DNS_TXT, looked_up, f"{TXT_PREFIX}{token}", passed=True)
-    return Check(Method.DNS_TXT, looked_up, f"{len(values)} TXT record(s), none is {TXT_PREFIX}{token}: "
-                 + ", ".join(_shown(v) for v in values[:5]))
+    return Check(
+        Method.DNS_TXT,
+        looked_up,
+        f"{len(values)} TXT record(s), none is {TXT_PREFIX}{token}: " + ", ".join(_shown(v) for v in values[:5]),
+    )
 
 
 def address_resolver(resolver: dns.asyncresolver.Resolver):
@@ -125,6 +134,7 @@ def address_resolver(resolver: dns.asyncresolver.Resolver):
 
 
 # -- the site -------------------------------------------------------------------------------
+
 
 class MetaTags(HTMLParser):
     """The content of every <meta name="sluice-verification"> of a page."""
@@ -222,6 +232,7 @@ def _meta_contents(page: str) -> list[str]:
 
 # -- the whole ------------------------------------------------------------------------------
 
+
 async def run_checks(host: str, token: str, nameservers: tuple, allowed_networks: tuple) -> list[Check]:
     """The look-ups in order of preference, stopping at the first kind that finds the token.
     Fetches may reach `allowed_networks` although private, as webhook deliveries may."""
@@ -229,22 +240,29 @@ async def run_checks(host: str, token: str, nameservers: tuple, allowed_networks
         resolver = dns_resolver(nameservers)
     except dns.exception.DNSException as exc:  # no /etc/resolv.conf, and none configured
         return [Check(Method.DNS_TXT, "DNS", f"no resolver: {exc}")]
-    checks = list(await asyncio.gather(txt_check(resolver, f"{TXT_LABEL}.{host}", token),
-                                       txt_check(resolver, host, token)))
+    checks = list(
+        await asyncio.gather(txt_check(resolver, f"{TXT_LABEL}.{host}", token), txt_check(resolver, host, token))
+    )
     if any(check.passed for check in checks):
         return checks
     guard = Guard(allowed_networks, address_resolver(resolver) if nameservers else system_resolver)
-    async with httpx.AsyncClient(transport=guarded_transport(guard, True, 4), follow_redirects=False,
-                                 trust_env=False, timeout=httpx.Timeout(FETCH_SECONDS),
-                                 headers=REQUEST_HEADERS) as client:
-        for found in await asyncio.gather(site_checks(client, host, token, Method.FILE),
-                                          site_checks(client, host, token, Method.META_TAG)):
+    async with httpx.AsyncClient(
+        transport=guarded_transport(guard, True, 4),
+        follow_redirects=False,
+        trust_env=False,
+        timeout=httpx.Timeout(FETCH_SECONDS),
+        headers=REQUEST_HEADERS,
+    ) as client:
+        for found in await asyncio.gather(
+            site_checks(client, host, token, Method.FILE), site_checks(client, host, token, Method.META_TAG)
+        ):
             checks += found
     return checks
 
 
-async def verify_claim(pool, nameservers: tuple, allowed_networks: tuple, workspace_id: int,
-                       domain_id: int) -> tuple[dict, Check]:
+async def verify_claim(
+    pool, nameservers: tuple, allowed_networks: tuple, workspace_id: int, domain_id: int
+) -> tuple[dict, Check]:
     """Check the claim and mark it verified: (its row, the check that passed); VerificationFailed else."""
     row = await domains.get_domain(pool, workspace_id, domain_id)
     checks = await run_checks(row["host"], row["verification_token"], nameservers, allowed_networks)

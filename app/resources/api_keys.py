@@ -6,18 +6,18 @@ revoke itself).
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from blacksheep import Response
 
+from app.access.scopes import DEFAULT_KEY_SCOPES, KNOWN, can_grant, grants
+from app.access.tiers import TIERS, exceeds
+from app.access.tokens import generate_key
 from app.http.bodies import read_json_object
 from app.http.errors import AccessDenied, json_response
 from app.http.listing import page_body, parse_list_query
 from app.http.presenters import api_key_view, iso, workspace_view
 from app.http.routing import Call, Route, path_id
-from app.access.scopes import DEFAULT_KEY_SCOPES, KNOWN, can_grant, grants
-from app.access.tiers import TIERS, exceeds
-from app.access.tokens import generate_key
 from app.http.validation import Checker, present
 from storage.postgres import api_keys
 
@@ -68,8 +68,11 @@ def check_expiry(checker: Checker, expires_at, ceiling: datetime | None) -> None
     if ceiling is None:
         return
     if not present(expires_at) or expires_at is None:
-        checker.fail("expires_at", f"This API key expires at {iso(ceiling)}, so the keys it creates must expire "
-                                   "too: give an expires_at no later than that.")
+        checker.fail(
+            "expires_at",
+            f"This API key expires at {iso(ceiling)}, so the keys it creates must expire "
+            "too: give an expires_at no later than that.",
+        )
     elif expires_at > ceiling:
         checker.fail("expires_at", f"The expires_at may not be later than this API key's own expiry, {iso(ceiling)}.")
 
@@ -127,7 +130,7 @@ async def create_api_key(call: Call) -> Response:
     scopes = check_scopes(checker, call.principal.scopes)
     tier = checker.choice("rate_limit_tier", TIERS, nullable=True)
     expires_at = checker.timestamp("expires_at")
-    if present(expires_at) and expires_at is not None and expires_at <= datetime.now(timezone.utc):
+    if present(expires_at) and expires_at is not None and expires_at <= datetime.now(UTC):
         checker.fail("expires_at", "The expires_at must be in the future.")
     held = await holder(call)
     check_tier(checker, tier, held.tier)
@@ -137,8 +140,14 @@ async def create_api_key(call: Call) -> Response:
         scopes = [s for s in DEFAULT_KEY_SCOPES if grants(call.principal.scopes, s)]
     key, prefix, key_hash = generate_key()
     row = await api_keys.create_key(
-        call.pool, call.principal.workspace_id, name.strip(), prefix, key_hash, scopes,
-        tier if present(tier) else None, expires_at if present(expires_at) else None,
+        call.pool,
+        call.principal.workspace_id,
+        name.strip(),
+        prefix,
+        key_hash,
+        scopes,
+        tier if present(tier) else None,
+        expires_at if present(expires_at) else None,
     )
     return json_response(201, {"message": "API key created successfully.", "data": {**view(call, row), "key": key}})
 
@@ -151,8 +160,13 @@ async def rotate_api_key(call: Call) -> Response:
     target, held = await load_held_key(call, "rotate")
     key, prefix, key_hash = generate_key()
     row, grace_ends, old_hash = await api_keys.rotate_key(
-        call.pool, call.principal.workspace_id, target["id"], prefix, key_hash,
-        grace if present(grace) else DEFAULT_GRACE_HOURS, successor_tier(target, held),
+        call.pool,
+        call.principal.workspace_id,
+        target["id"],
+        prefix,
+        key_hash,
+        grace if present(grace) else DEFAULT_GRACE_HOURS,
+        successor_tier(target, held),
     )
     await call.services.authenticator.forget([old_hash])
     body = {**view(call, row), "key": key, "rotated_from_id": target["id"], "grace_period_ends_at": iso(grace_ends)}
@@ -173,29 +187,86 @@ KEY_BODY = {
     "properties": {
         "name": {"type": "string", "maxLength": 255},
         "scopes": {"type": "array", "items": {"type": "string", "enum": sorted(KNOWN)}},
-        "rate_limit_tier": {"type": ["string", "null"], "enum": [*TIERS, None],
-                            "description": "At most the workspace's tier; null follows the workspace"},
-        "expires_at": {"type": ["string", "null"], "format": "date-time",
-                       "description": "Required, and no later than its own, when the calling key expires"},
+        "rate_limit_tier": {
+            "type": ["string", "null"],
+            "enum": [*TIERS, None],
+            "description": "At most the workspace's tier; null follows the workspace",
+        },
+        "expires_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "Required, and no later than its own, when the calling key expires",
+        },
     },
 }
 ROTATE_BODY = {
     "type": "object",
     "properties": {"grace_period_hours": {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_HOURS}},
 }
-LIST_QUERY = ("page", "per_page", "sort", "fields", "include", "search", "status", "rate_limit_tier",
-              "created_after", "created_before", "updated_after", "updated_before")
+LIST_QUERY = (
+    "page",
+    "per_page",
+    "sort",
+    "fields",
+    "include",
+    "search",
+    "status",
+    "rate_limit_tier",
+    "created_after",
+    "created_before",
+    "updated_after",
+    "updated_before",
+)
 BASE = "/api/v1/api-keys"
 ROUTES = [
-    Route("GET", BASE, list_api_keys, "api-keys:read", "List the workspace's API keys", "API keys",
-          query=LIST_QUERY, errors=(422,)),
-    Route("POST", BASE, create_api_key, "api-keys:write", "Create an API key (the key is shown once)",
-          "API keys", status=201, body=KEY_BODY, errors=(422,)),
-    Route("GET", BASE + "/{id}", get_api_key, "api-keys:read", "Get an API key (never the secret)",
-          "API keys", errors=(404,)),
-    Route("POST", BASE + "/{id}/rotate", rotate_api_key, "api-keys:write",
-          "Rotate a key: a new key now, the old one lives for the grace period", "API keys",
-          body=ROTATE_BODY, errors=(404, 409, 422)),
-    Route("DELETE", BASE + "/{id}", revoke_api_key, "api-keys:delete", "Revoke a key at once", "API keys",
-          status=204, errors=(404,)),
+    Route(
+        "GET",
+        BASE,
+        list_api_keys,
+        "api-keys:read",
+        "List the workspace's API keys",
+        "API keys",
+        query=LIST_QUERY,
+        errors=(422,),
+    ),
+    Route(
+        "POST",
+        BASE,
+        create_api_key,
+        "api-keys:write",
+        "Create an API key (the key is shown once)",
+        "API keys",
+        status=201,
+        body=KEY_BODY,
+        errors=(422,),
+    ),
+    Route(
+        "GET",
+        BASE + "/{id}",
+        get_api_key,
+        "api-keys:read",
+        "Get an API key (never the secret)",
+        "API keys",
+        errors=(404,),
+    ),
+    Route(
+        "POST",
+        BASE + "/{id}/rotate",
+        rotate_api_key,
+        "api-keys:write",
+        "Rotate a key: a new key now, the old one lives for the grace period",
+        "API keys",
+        body=ROTATE_BODY,
+        errors=(404, 409, 422),
+    ),
+    Route(
+        "DELETE",
+        BASE + "/{id}",
+        revoke_api_key,
+        "api-keys:delete",
+        "Revoke a key at once",
+        "API keys",
+        status=204,
+        errors=(404,),
+    ),
 ]

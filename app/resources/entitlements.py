@@ -6,7 +6,7 @@ and a record that cannot be made durable is taken back and answered 503, never h
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 from blacksheep import Response
@@ -28,6 +28,7 @@ FEATURE_NAMES = tuple(FEATURES)
 
 
 # --- GET /entitlements/check -------------------------------------------------------------
+
 
 def single(query: dict[str, list[str]], name: str, checker: Checker) -> str | None:
     values = query.get(name) or []
@@ -54,23 +55,36 @@ def parse_check(query: dict[str, list[str]]) -> tuple[Feature, int]:
 def check_view(counter: Counter, used: int, quantity: int, upgrade_url: str) -> dict:
     available = max(counter.limit - used, 0)
     if used + quantity <= counter.limit:
-        return {"allowed": True, "feature": counter.feature.key, "current_usage": used,
-                "limit": counter.limit, "available": available}
-    return {"allowed": False, "feature": counter.feature.key, "reason": "LIMIT_EXCEEDED",
-            "message": limit_message(counter.feature, used, counter.limit), "current_usage": used,
-            "limit": counter.limit, "available": available, "upgrade_url": upgrade_url}
+        return {
+            "allowed": True,
+            "feature": counter.feature.key,
+            "current_usage": used,
+            "limit": counter.limit,
+            "available": available,
+        }
+    return {
+        "allowed": False,
+        "feature": counter.feature.key,
+        "reason": "LIMIT_EXCEEDED",
+        "message": limit_message(counter.feature, used, counter.limit),
+        "current_usage": used,
+        "limit": counter.limit,
+        "available": available,
+        "upgrade_url": upgrade_url,
+    }
 
 
 async def check_entitlement(call: Call) -> Response:
     feature, quantity = parse_check(call.request.query)
     ledger = call.services.entitlements
     plan = await ledger.plans.get(call.principal.workspace_id)
-    counter = counter_for(call.principal.workspace_id, feature, plan, datetime.now(timezone.utc))
+    counter = counter_for(call.principal.workspace_id, feature, plan, datetime.now(UTC))
     [used] = await ledger.read_usage([counter])
     return json_response(200, check_view(counter, used, quantity, call.settings.upgrade_url))
 
 
 # --- POST /entitlements/usage ------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -98,8 +112,9 @@ def parse_usage(data: dict) -> Usage:
     if size is None or size > METADATA_MAX_BYTES:  # None: nested too deep to encode
         checker.fail("metadata", f"The metadata may not be larger than {METADATA_MAX_BYTES} bytes as JSON.")
     checker.done()
-    return Usage(FEATURES[name], quantity, metadata if present(metadata) else None,
-                 event_id if present(event_id) else None)
+    return Usage(
+        FEATURES[name], quantity, metadata if present(metadata) else None, event_id if present(event_id) else None
+    )
 
 
 def usage_event(counter: Counter, usage: Usage, applied: int, now: datetime, key: bytes | None) -> dict:
@@ -128,7 +143,7 @@ def usage_view(counter: Counter, outcome: Outcome) -> dict:
 async def record_usage(call: Call) -> Response:
     usage = parse_usage(await read_json_object(call.request, call.settings.max_body_bytes))
     ledger = call.services.entitlements
-    workspace_id, now = call.principal.workspace_id, datetime.now(timezone.utc)
+    workspace_id, now = call.principal.workspace_id, datetime.now(UTC)
     counter = counter_for(workspace_id, usage.feature, await ledger.plans.get(workspace_id), now)
     marker = None if usage.event_id is None else marker_key(workspace_id, usage.feature.key, usage.event_id)
     outcome = await ledger.consume(counter, usage.quantity, marker)
@@ -143,9 +158,14 @@ async def record_usage(call: Call) -> Response:
 
 # --- GET /entitlements/summary -----------------------------------------------------------
 
+
 def summary_entry(counter: Counter, used: int) -> dict:
-    entry = {"used": used, "limit": counter.limit, "available": max(counter.limit - used, 0),
-             "percentage": percentage(used, counter.limit)}
+    entry = {
+        "used": used,
+        "limit": counter.limit,
+        "available": max(counter.limit - used, 0),
+        "percentage": percentage(used, counter.limit),
+    }
     if counter.reset_at is not None:
         entry["reset_at"] = iso(counter.reset_at)
     if counter.feature.unit is not None:
@@ -155,7 +175,7 @@ def summary_entry(counter: Counter, used: int) -> dict:
 
 async def get_usage_summary(call: Call) -> Response:
     ledger = call.services.entitlements
-    workspace_id, now = call.principal.workspace_id, datetime.now(timezone.utc)
+    workspace_id, now = call.principal.workspace_id, datetime.now(UTC)
     plan = await ledger.plans.get(workspace_id)
     counters = [counter_for(workspace_id, feature, plan, now) for feature in FEATURES.values()]
     used = await ledger.read_usage(counters)
@@ -168,21 +188,50 @@ USAGE_BODY = {
     "required": ["feature"],
     "properties": {
         "feature": {"type": "string", "enum": list(FEATURE_NAMES)},
-        "quantity": {"type": "integer", "minimum": -QUANTITY_MAX, "maximum": QUANTITY_MAX, "default": 1,
-                     "description": "Non-zero; negative gives stock back (never below 0); metered: at least 1"},
+        "quantity": {
+            "type": "integer",
+            "minimum": -QUANTITY_MAX,
+            "maximum": QUANTITY_MAX,
+            "default": 1,
+            "description": "Non-zero; negative gives stock back (never below 0); metered: at least 1",
+        },
         "metadata": {"type": ["object", "null"], "description": f"At most {METADATA_MAX_BYTES} bytes as JSON"},
-        "event_id": {"type": "string", "maxLength": EVENT_ID_MAX,
-                     "description": "Client id of this usage: a repeat within 24 h is not counted again"},
+        "event_id": {
+            "type": "string",
+            "maxLength": EVENT_ID_MAX,
+            "description": "Client id of this usage: a repeat within 24 h is not counted again",
+        },
     },
 }
 BASE = "/api/v1/entitlements"
 ROUTES = [
-    Route("GET", BASE + "/check", check_entitlement, "entitlements:read",
-          "Would using a quantity of a feature stay within the limit? (changes nothing)", "Entitlements",
-          query=("feature", "quantity"), errors=(422, 503)),
-    Route("POST", BASE + "/usage", record_usage, "entitlements:write",
-          "Record usage of a feature: counted atomically, refused past the limit", "Entitlements",
-          body=USAGE_BODY, errors=(422, 503)),
-    Route("GET", BASE + "/summary", get_usage_summary, "entitlements:read",
-          "Usage, limit and reset time of every feature of the workspace", "Entitlements", errors=(503,)),
+    Route(
+        "GET",
+        BASE + "/check",
+        check_entitlement,
+        "entitlements:read",
+        "Would using a quantity of a feature stay within the limit? (changes nothing)",
+        "Entitlements",
+        query=("feature", "quantity"),
+        errors=(422, 503),
+    ),
+    Route(
+        "POST",
+        BASE + "/usage",
+        record_usage,
+        "entitlements:write",
+        "Record usage of a feature: counted atomically, refused past the limit",
+        "Entitlements",
+        body=USAGE_BODY,
+        errors=(422, 503),
+    ),
+    Route(
+        "GET",
+        BASE + "/summary",
+        get_usage_summary,
+        "entitlements:read",
+        "Usage, limit and reset time of every feature of the workspace",
+        "Entitlements",
+        errors=(503,),
+    ),
 ]

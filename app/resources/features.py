@@ -5,7 +5,7 @@ arithmetic: no I/O, so unit tests check its invariants (tests/unit/app/test_feat
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from app.access.tiers import TIERS
 
@@ -37,13 +37,16 @@ def _tiers(*limits: int) -> dict[str, int]:
 
 # Pro's limits are the spec's examples (posts 1000, api_calls 10000, storage 5 GiB); the
 # others step by roughly ×10 (×5 at the cheap end) so each upgrade is worth its price.
-FEATURES: dict[str, Feature] = {f.key: f for f in (
-    Feature("posts", STOCK, "Post", _tiers(10, 100, 1_000, 10_000, 100_000)),
-    Feature("api_calls", METERED, "API call", _tiers(1_000, 5_000, 10_000, 100_000, 1_000_000)),
-    Feature("storage", STOCK, "Storage", _tiers(100 * MIB, GIB, 5 * GIB, 50 * GIB, 500 * GIB), unit="bytes"),
-    Feature("webhooks", STOCK, "Webhook endpoint", _tiers(1, 5, 20, 100, 1_000)),
-    Feature("seo_reports", METERED, "SEO report", _tiers(10, 100, 1_000, 10_000, 100_000)),
-)}
+FEATURES: dict[str, Feature] = {
+    f.key: f
+    for f in (
+        Feature("posts", STOCK, "Post", _tiers(10, 100, 1_000, 10_000, 100_000)),
+        Feature("api_calls", METERED, "API call", _tiers(1_000, 5_000, 10_000, 100_000, 1_000_000)),
+        Feature("storage", STOCK, "Storage", _tiers(100 * MIB, GIB, 5 * GIB, 50 * GIB, 500 * GIB), unit="bytes"),
+        Feature("webhooks", STOCK, "Webhook endpoint", _tiers(1, 5, 20, 100, 1_000)),
+        Feature("seo_reports", METERED, "SEO report", _tiers(10, 100, 1_000, 10_000, 100_000)),
+    )
+}
 
 
 def limit_for(feature: Feature, tier: str, overrides: dict[str, int]) -> int:
@@ -53,9 +56,9 @@ def limit_for(feature: Feature, tier: str, overrides: dict[str, int]) -> int:
 
 def billing_period(now: datetime) -> tuple[str, datetime]:
     """The calendar month (UTC) holding `now`: its label ("2026-11") and the first instant of the next."""
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
     year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
-    return f"{now.year:04d}-{now.month:02d}", datetime(year, month, 1, tzinfo=timezone.utc)
+    return f"{now.year:04d}-{now.month:02d}", datetime(year, month, 1, tzinfo=UTC)
 
 
 def limit_message(feature: Feature, used: int, limit: int) -> str:

@@ -110,8 +110,7 @@ class Ledger:
     cannot be made durable is taken back and answered 503, never half kept.
     """
 
-    def __init__(self, pool: asyncpg.Pool, client: redis.Redis, sink: Sink, usage_topic: str,
-                 plan_cache_seconds: int):
+    def __init__(self, pool: asyncpg.Pool, client: redis.Redis, sink: Sink, usage_topic: str, plan_cache_seconds: int):
         self.pool, self.sink, self.usage_topic = pool, sink, usage_topic
         self.quota = QuotaStore(client)
         self.plans = PlanCache(pool, plan_cache_seconds)
@@ -131,9 +130,17 @@ class Ledger:
 
     async def consume(self, counter: Counter, quantity: int, marker: str | None) -> Outcome:
         """Count atomically; a stock counter Redis lost is rebuilt from Postgres on the way."""
+
         async def attempt(start_from: int | None) -> Outcome:
-            return await self.quota.consume(counter.key, marker, quantity, counter.limit, start_from=start_from,
-                                            expire_at=counter.expire_at, marker_ttl=MARKER_TTL_SECONDS)
+            return await self.quota.consume(
+                counter.key,
+                marker,
+                quantity,
+                counter.limit,
+                start_from=start_from,
+                expire_at=counter.expire_at,
+                marker_ttl=MARKER_TTL_SECONDS,
+            )
 
         outcome = await attempt(0 if counter.feature.metered else None)
         if outcome.status is QuotaStatus.MISSING:
@@ -164,14 +171,19 @@ class Ledger:
         try:
             await self.quota.release(counter.key, marker, applied)
         except Unavailable:
-            log.error("could not release %d %s of workspace %d in Redis", applied, counter.feature.key,
-                      counter.workspace_id)
+            log.error(
+                "could not release %d %s of workspace %d in Redis", applied, counter.feature.key, counter.workspace_id
+            )
         if written:
             try:
                 await entitlements.add_usage(self.pool, counter.workspace_id, counter.feature.key, -applied)
             except Unavailable:
-                log.error("could not undo %d %s of workspace %d in Postgres", applied, counter.feature.key,
-                          counter.workspace_id)
+                log.error(
+                    "could not undo %d %s of workspace %d in Postgres",
+                    applied,
+                    counter.feature.key,
+                    counter.workspace_id,
+                )
 
     async def announce_limit_reached(self, counter: Counter, used: int, now: datetime) -> None:
         """entitlement.limit_reached for webhooks, at most once per workspace, feature and calendar
@@ -182,9 +194,14 @@ class Ledger:
         if mark in self.announced:
             return
         try:
-            await outbox.emit_limit_reached(self.pool, counter.workspace_id, counter.feature.key, used,
-                                            counter.limit, period, counter.reset_at)
+            await outbox.emit_limit_reached(
+                self.pool, counter.workspace_id, counter.feature.key, used, counter.limit, period, counter.reset_at
+            )
             self.announced.add(mark)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the refusal is the answer
-            log.error("could not record entitlement.limit_reached for workspace %d, %s: %s", counter.workspace_id,
-                      counter.feature.key, exc)
+            log.error(
+                "could not record entitlement.limit_reached for workspace %d, %s: %s",
+                counter.workspace_id,
+                counter.feature.key,
+                exc,
+            )

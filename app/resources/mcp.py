@@ -9,10 +9,10 @@ from blacksheep import Response
 
 from app.http.bodies import read_json_object
 from app.http.errors import ApiError, GatewayTimeout, ResourceNotFound, json_response
-from app.mcp_servers.catalogue import build_registry
-from app.mcp_servers.registry import Caller, Registry, Tool, ToolFailed, call_tool
 from app.http.routing import Call, Route
 from app.http.validation import Checker, present
+from app.mcp_servers.catalogue import build_registry
+from app.mcp_servers.registry import Caller, Registry, Tool, ToolFailed, call_tool
 from storage.config import Config
 
 CALL_SCOPE = "mcp:write"  # POST /tools/call's; a tool may need more (Tool.scopes)
@@ -38,15 +38,24 @@ def tool_view(tool: Tool) -> dict:
     """The spec's shape: each parameter is its property schema plus `required`."""
     schema = tool.input_schema
     required = set(schema.get("required", ()))
-    parameters = {name: {**prop, "required": name in required}
-                  for name, prop in schema.get("properties", {}).items()}
-    return {"name": tool.name, "description": tool.description, "parameters": parameters, "input_schema": schema,
-            "required_scopes": [CALL_SCOPE, *tool.scopes]}
+    parameters = {name: {**prop, "required": name in required} for name, prop in schema.get("properties", {}).items()}
+    return {
+        "name": tool.name,
+        "description": tool.description,
+        "parameters": parameters,
+        "input_schema": schema,
+        "required_scopes": [CALL_SCOPE, *tool.scopes],
+    }
 
 
 async def server_view(server) -> dict:
-    view = {"id": server.id, "name": server.name, "description": server.description, "type": server.kind,
-            "resource_schemes": list(server.resource_schemes)}
+    view = {
+        "id": server.id,
+        "name": server.name,
+        "description": server.description,
+        "type": server.kind,
+        "resource_schemes": list(server.resource_schemes),
+    }
     try:
         return {**view, "tools": [t.name for t in await server.list_tools()], "status": "available"}
     except ApiError:  # one unreachable external server must not hide the others
@@ -75,8 +84,9 @@ async def call_mcp_tool(call: Call) -> Response:
     tool = checker.string("tool", required=True, max_len=TOOL_MAX)
     arguments = checker.object("arguments")
     checker.done()
-    result = await call_tool(registry(call), call.pool, caller(call), server_id, tool,
-                             arguments if present(arguments) else {})
+    result = await call_tool(
+        registry(call), call.pool, caller(call), server_id, tool, arguments if present(arguments) else {}
+    )
     return json_response(200, {"result": result})
 
 
@@ -108,11 +118,32 @@ BASE = "/api/v1/mcp"
 ROUTES = [
     Route("GET", BASE + "/servers", list_mcp_servers, "mcp:read", "List MCP servers and their tool names", "MCP"),
     Route("GET", BASE + "/servers/{id}", get_mcp_server, "mcp:read", "Get an MCP server", "MCP", errors=(404,)),
-    Route("GET", BASE + "/servers/{id}/tools", list_mcp_server_tools, "mcp:read",
-          "List a server's tools with parameters from their input schemas", "MCP", errors=(404,)),
-    Route("POST", BASE + "/tools/call", call_mcp_tool, CALL_SCOPE,
-          "Call a tool (422: arguments against its schema; 502/504: upstream failed or timed out)", "MCP",
-          body=CALL_BODY, errors=(404, 422)),
-    Route("GET", BASE + "/resources/{path:uri}", get_mcp_resource, "mcp:read",
-          "Read a resource by URI (may contain slashes, URL-decoded)", "MCP", errors=(404,)),
+    Route(
+        "GET",
+        BASE + "/servers/{id}/tools",
+        list_mcp_server_tools,
+        "mcp:read",
+        "List a server's tools with parameters from their input schemas",
+        "MCP",
+        errors=(404,),
+    ),
+    Route(
+        "POST",
+        BASE + "/tools/call",
+        call_mcp_tool,
+        CALL_SCOPE,
+        "Call a tool (422: arguments against its schema; 502/504: upstream failed or timed out)",
+        "MCP",
+        body=CALL_BODY,
+        errors=(404, 422),
+    ),
+    Route(
+        "GET",
+        BASE + "/resources/{path:uri}",
+        get_mcp_resource,
+        "mcp:read",
+        "Read a resource by URI (may contain slashes, URL-decoded)",
+        "MCP",
+        errors=(404,),
+    ),
 ]

@@ -84,14 +84,25 @@ def scores_view(row: dict) -> dict:
 
 def issue_view(row: dict) -> dict:
     return {
-        "id": row["id"], "report_id": row["report_id"], "url": row["url"], "issue_type": row["issue_type"],
-        "severity": row["severity"], "details": row["details"], "created_at": iso(row["created_at"]),
+        "id": row["id"],
+        "report_id": row["report_id"],
+        "url": row["url"],
+        "issue_type": row["issue_type"],
+        "severity": row["severity"],
+        "details": row["details"],
+        "created_at": iso(row["created_at"]),
     }
 
 
 def report_view(row: dict, with_issues: bool = True) -> dict:
-    view = {"id": row["id"], "workspace_id": row["workspace_id"], "url": row["url"], "scores": scores_view(row),
-            "issue_count": row["issue_count"], "created_at": iso(row["created_at"])}
+    view = {
+        "id": row["id"],
+        "workspace_id": row["workspace_id"],
+        "url": row["url"],
+        "scores": scores_view(row),
+        "issue_count": row["issue_count"],
+        "created_at": iso(row["created_at"]),
+    }
     if with_issues:
         view["issues"] = [issue_view(i) for i in row["issues"]]
     return view
@@ -103,8 +114,9 @@ async def submit_seo_report(call: Call) -> Response:
     url, scores, issues = check_url(checker), check_scores(checker), check_issues(checker)
     checker.done()
     # seo.report.created commits with the report (transactional outbox, storage/postgres/outbox.py).
-    row = await seo_reports.create_report(call.pool, call.principal.workspace_id, url, scores, issues,
-                                          on_created=outbox.emit_seo_report_created)
+    row = await seo_reports.create_report(
+        call.pool, call.principal.workspace_id, url, scores, issues, on_created=outbox.emit_seo_report_created
+    )
     return json_response(201, {"message": "SEO report stored.", "data": report_view(row)})
 
 
@@ -165,8 +177,15 @@ def history_query(call: Call) -> tuple:
 async def get_seo_history(call: Call) -> Response:
     url, since, before, limit = history_query(call)
     rows = await seo_reports.score_history(call.pool, call.principal.workspace_id, url, since, before, limit)
-    points = [{"report_id": r["id"], "scores": scores_view(r), "issue_count": r["issue_count"],
-               "created_at": iso(r["created_at"])} for r in rows]
+    points = [
+        {
+            "report_id": r["id"],
+            "scores": scores_view(r),
+            "issue_count": r["issue_count"],
+            "created_at": iso(r["created_at"]),
+        }
+        for r in rows
+    ]
     return json_response(200, {"data": {"url": url, "history": points}})
 
 
@@ -186,26 +205,78 @@ REPORT_BODY = {
     "properties": {
         "url": {"type": "string", "format": "uri", "maxLength": URL_MAX},
         "scores": {
-            "type": "object", "required": list(SCORES), "additionalProperties": False,
+            "type": "object",
+            "required": list(SCORES),
+            "additionalProperties": False,
             "properties": {name: {"type": "integer", "minimum": 0, "maximum": 100} for name in SCORES},
         },
         "issues": {"type": "array", "maxItems": MAX_ISSUES, "items": ISSUE_SCHEMA},
     },
 }
-ISSUE_QUERY = ("page", "per_page", "sort", "fields", "search", "severity", "issue_type", "url", "report_id",
-               "created_after", "created_before")
+ISSUE_QUERY = (
+    "page",
+    "per_page",
+    "sort",
+    "fields",
+    "search",
+    "severity",
+    "issue_type",
+    "url",
+    "report_id",
+    "created_after",
+    "created_before",
+)
 REPORT_QUERY = ("page", "per_page", "sort", "fields", "search", "url", "created_after", "created_before")
 BASE = "/api/v1/seo"
 ROUTES = [
-    Route("POST", BASE + "/report", submit_seo_report, "seo:write", "Submit an SEO report for a URL", "SEO",
-          status=201, body=REPORT_BODY, errors=(422,)),
-    Route("GET", BASE + "/issues/{workspace_id}", list_seo_issues, "seo:read",
-          "List the workspace's SEO issues (filters: severity, issue_type, url, report_id, dates)", "SEO",
-          query=ISSUE_QUERY, errors=(404, 422)),
-    Route("GET", BASE + "/reports", list_seo_reports, "seo:read", "List SEO reports (scores, no issues)", "SEO",
-          query=REPORT_QUERY, errors=(422,)),
-    Route("GET", BASE + "/reports/{id}", get_seo_report, "seo:read", "Get an SEO report with its issues", "SEO",
-          errors=(404,)),
-    Route("GET", BASE + "/history", get_seo_history, "seo:read", "Score history of one URL, newest first", "SEO",
-          query=("url", "since", "before", "limit"), errors=(422,)),
+    Route(
+        "POST",
+        BASE + "/report",
+        submit_seo_report,
+        "seo:write",
+        "Submit an SEO report for a URL",
+        "SEO",
+        status=201,
+        body=REPORT_BODY,
+        errors=(422,),
+    ),
+    Route(
+        "GET",
+        BASE + "/issues/{workspace_id}",
+        list_seo_issues,
+        "seo:read",
+        "List the workspace's SEO issues (filters: severity, issue_type, url, report_id, dates)",
+        "SEO",
+        query=ISSUE_QUERY,
+        errors=(404, 422),
+    ),
+    Route(
+        "GET",
+        BASE + "/reports",
+        list_seo_reports,
+        "seo:read",
+        "List SEO reports (scores, no issues)",
+        "SEO",
+        query=REPORT_QUERY,
+        errors=(422,),
+    ),
+    Route(
+        "GET",
+        BASE + "/reports/{id}",
+        get_seo_report,
+        "seo:read",
+        "Get an SEO report with its issues",
+        "SEO",
+        errors=(404,),
+    ),
+    Route(
+        "GET",
+        BASE + "/history",
+        get_seo_history,
+        "seo:read",
+        "Score history of one URL, newest first",
+        "SEO",
+        query=("url", "since", "before", "limit"),
+        errors=(422,),
+    ),
 ]

@@ -3,16 +3,17 @@ a manual retry and secret rotation. Deliveries themselves are made by ingest/web
 
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+
 import orjson
 from blacksheep import Response
 
+from app.access.scopes import event_read_scope, grants
 from app.http.bodies import read_json_object
 from app.http.errors import AccessDenied, ApiError, json_response
 from app.http.listing import page_body, parse_list_query
 from app.http.presenters import iso
 from app.http.routing import Call, Route, path_id
-from app.access.scopes import event_read_scope, grants
 from app.http.validation import Checker, present
 from ingest.webhooks import delivery
 from ingest.webhooks.signing import decode_secret, generate_secret
@@ -41,9 +42,16 @@ def webhooks_config(call: Call) -> WebhooksConfig:
 
 
 def endpoint_view(row: dict, detail: bool = False) -> dict:
-    view = {"id": row["id"], "url": row["url"], "events": list(row["events"]), "is_active": row["is_active"],
-            "success_count": row["success_count"], "failure_count": row["failure_count"],
-            "last_delivery_at": iso(row["last_delivery_at"]), "created_at": iso(row["created_at"])}
+    view = {
+        "id": row["id"],
+        "url": row["url"],
+        "events": list(row["events"]),
+        "is_active": row["is_active"],
+        "success_count": row["success_count"],
+        "failure_count": row["failure_count"],
+        "last_delivery_at": iso(row["last_delivery_at"]),
+        "created_at": iso(row["created_at"]),
+    }
     if detail:
         view["consecutive_failures"] = row["consecutive_failures"]
         if not row["is_active"] and row["disabled_reason"]:
@@ -52,8 +60,15 @@ def endpoint_view(row: dict, detail: bool = False) -> dict:
 
 
 def delivery_view(row: dict) -> dict:
-    view = {"id": row["id"], "event_id": row["event_id"], "event_type": row["event_type"], "status": row["status"],
-            "response_code": row["response_code"], "attempt": row["attempt"], "created_at": iso(row["created_at"])}
+    view = {
+        "id": row["id"],
+        "event_id": row["event_id"],
+        "event_type": row["event_type"],
+        "status": row["status"],
+        "response_code": row["response_code"],
+        "attempt": row["attempt"],
+        "created_at": iso(row["created_at"]),
+    }
     if row["status"] == DeliveryStatus.SUCCESS:
         view["delivered_at"] = iso(row["delivered_at"])
     if row["status"] == DeliveryStatus.RETRYING:
@@ -99,8 +114,11 @@ def unreadable(patterns: list[str], held: frozenset[str]) -> dict[str, list[str]
 def check_readable(checker: Checker, events: list[str] | None, held: frozenset[str]) -> None:
     """A key subscribes an endpoint only to events whose data it may read itself."""
     for scope, names in unreadable(events or [], held).items():
-        checker.fail("events", f"This API key cannot subscribe to {', '.join(names)}: reading them needs "
-                               f"scope {scope}, which it does not hold.")
+        checker.fail(
+            "events",
+            f"This API key cannot subscribe to {', '.join(names)}: reading them needs "
+            f"scope {scope}, which it does not hold.",
+        )
 
 
 async def load_readable_endpoint(call: Call, action: str) -> dict:
@@ -110,8 +128,10 @@ async def load_readable_endpoint(call: Call, action: str) -> dict:
     missing = unreadable(list(row["events"]), call.principal.scopes)
     if missing:
         scope, names = next(iter(missing.items()))
-        raise AccessDenied(f"This API key cannot {action} webhook endpoint {row['id']}, which receives "
-                           f"{', '.join(names)}: reading them needs scope {scope}, which it does not hold.")
+        raise AccessDenied(
+            f"This API key cannot {action} webhook endpoint {row['id']}, which receives "
+            f"{', '.join(names)}: reading them needs scope {scope}, which it does not hold."
+        )
     return row
 
 
@@ -151,8 +171,14 @@ async def create_webhook(call: Call) -> Response:
     url, events, secret, _ = await read_endpoint_body(call, creating=True)
     secret = secret if present(secret) and secret else generate_secret()
     row = await webhooks.create_endpoint(call.pool, call.principal.workspace_id, url, events, secret)
-    data = {"id": row["id"], "url": row["url"], "events": list(row["events"]), "secret": row["secret"],
-            "is_active": row["is_active"], "created_at": iso(row["created_at"])}
+    data = {
+        "id": row["id"],
+        "url": row["url"],
+        "events": list(row["events"]),
+        "secret": row["secret"],
+        "is_active": row["is_active"],
+        "created_at": iso(row["created_at"]),
+    }
     return json_response(201, {"message": "Webhook endpoint created successfully.", "data": data})
 
 
@@ -161,8 +187,9 @@ async def update_webhook(call: Call) -> Response:
     if url is not None and events is None:  # its events would go elsewhere: may the caller read them?
         await load_readable_endpoint(call, "change the url of")
     row = await webhooks.update_endpoint(call.pool, call.principal.workspace_id, path_id(call), url, events, active)
-    return json_response(200, {"message": "Webhook endpoint updated successfully.",
-                               "data": endpoint_view(row, detail=True)})
+    return json_response(
+        200, {"message": "Webhook endpoint updated successfully.", "data": endpoint_view(row, detail=True)}
+    )
 
 
 async def delete_webhook(call: Call) -> Response:
@@ -176,16 +203,24 @@ async def rotate_webhook_secret(call: Call) -> Response:
     grace = checker.integer("grace_period_hours", minimum=0, maximum=MAX_GRACE_HOURS)
     checker.done()
     await load_readable_endpoint(call, "rotate the secret of")
-    row = await webhooks.rotate_secret(call.pool, call.principal.workspace_id, path_id(call), generate_secret(),
-                                       grace if present(grace) else DEFAULT_GRACE_HOURS)
-    body = {"id": row["id"], "secret": row["secret"],
-            "previous_secret_expires_at": iso(row["previous_secret_expires_at"])}
+    row = await webhooks.rotate_secret(
+        call.pool,
+        call.principal.workspace_id,
+        path_id(call),
+        generate_secret(),
+        grace if present(grace) else DEFAULT_GRACE_HOURS,
+    )
+    body = {
+        "id": row["id"],
+        "secret": row["secret"],
+        "previous_secret_expires_at": iso(row["previous_secret_expires_at"]),
+    }
     return json_response(200, {"message": "Webhook secret rotated successfully.", "data": body})
 
 
 async def test_webhook(call: Call) -> Response:
     endpoint = await webhooks.signing_endpoint(call.pool, call.principal.workspace_id, path_id(call))
-    now, event_id = datetime.now(timezone.utc), "evt_" + uuid.uuid4().hex
+    now, event_id = datetime.now(UTC), "evt_" + uuid.uuid4().hex
     payload = {"webhook_id": endpoint["id"], "message": "This is a test event from Sluice."}
     body = orjson.dumps(envelope(event_id, "webhook.test", endpoint["workspace_id"], now, payload)).decode()
     result = await send_now(webhooks_config(call), endpoint, event_id, body, now)
@@ -230,66 +265,190 @@ ENDPOINT_BODY = {
     "type": "object",
     "properties": {
         "url": {"type": "string", "format": "uri", "maxLength": URL_MAX, "pattern": "^https://"},
-        "events": {"type": "array", "minItems": 1, "maxItems": MAX_EVENTS,
-                   "items": {"type": "string", "description": "An event type or a wildcard (seo.*, *)",
-                             "examples": sorted(CATALOGUE)}},
+        "events": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_EVENTS,
+            "items": {
+                "type": "string",
+                "description": "An event type or a wildcard (seo.*, *)",
+                "examples": sorted(CATALOGUE),
+            },
+        },
     },
 }
-CREATE_BODY = {**ENDPOINT_BODY, "required": ["url", "events"], "properties": {
-    **ENDPOINT_BODY["properties"],
-    "secret": {"type": "string", "pattern": "^whsec_", "description": "Generated when absent; shown once"}}}
+CREATE_BODY = {
+    **ENDPOINT_BODY,
+    "required": ["url", "events"],
+    "properties": {
+        **ENDPOINT_BODY["properties"],
+        "secret": {"type": "string", "pattern": "^whsec_", "description": "Generated when absent; shown once"},
+    },
+}
 UPDATE_BODY = {**ENDPOINT_BODY, "properties": {**ENDPOINT_BODY["properties"], "is_active": {"type": "boolean"}}}
-ROTATE_BODY = {"type": "object", "properties": {
-    "grace_period_hours": {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_HOURS, "default": DEFAULT_GRACE_HOURS,
-                           "description": "How long the replaced secret keeps signing alongside the new one"}}}
-LIST_QUERY = ("page", "per_page", "sort", "fields", "search", "status", "created_after", "created_before",
-              "updated_after", "updated_before")
-DELIVERY_QUERY = ("page", "per_page", "sort", "fields", "status", "event_type", "event_id",
-                  "created_after", "created_before")
+ROTATE_BODY = {
+    "type": "object",
+    "properties": {
+        "grace_period_hours": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_GRACE_HOURS,
+            "default": DEFAULT_GRACE_HOURS,
+            "description": "How long the replaced secret keeps signing alongside the new one",
+        }
+    },
+}
+LIST_QUERY = (
+    "page",
+    "per_page",
+    "sort",
+    "fields",
+    "search",
+    "status",
+    "created_after",
+    "created_before",
+    "updated_after",
+    "updated_before",
+)
+DELIVERY_QUERY = (
+    "page",
+    "per_page",
+    "sort",
+    "fields",
+    "status",
+    "event_type",
+    "event_id",
+    "created_after",
+    "created_before",
+)
 BASE = "/api/v1/webhooks"
 TAG = "Webhooks"
 ROUTES = [
-    Route("GET", BASE, list_webhooks, "webhooks:read", "List the workspace's webhook endpoints", TAG,
-          query=LIST_QUERY, errors=(422,)),
-    Route("POST", BASE, create_webhook, "webhooks:write", "Create a webhook endpoint (the secret is shown once)",
-          TAG, status=201, body=CREATE_BODY, errors=(422,)),
-    Route("GET", BASE + "/{id}", get_webhook, "webhooks:read", "Get a webhook endpoint and its health", TAG,
-          errors=(404,)),
-    Route("PATCH", BASE + "/{id}", update_webhook, "webhooks:write",
-          "Update a webhook endpoint (is_active: true enables it again)", TAG, body=UPDATE_BODY, errors=(404, 422)),
-    Route("DELETE", BASE + "/{id}", delete_webhook, "webhooks:delete",
-          "Delete a webhook endpoint; its pending deliveries are cancelled", TAG, status=204, errors=(404,)),
-    Route("POST", BASE + "/{id}/test", test_webhook, "webhooks:write",
-          "Send a signed webhook.test event now and report the answer", TAG, errors=(404,)),
-    Route("POST", BASE + "/{id}/rotate-secret", rotate_webhook_secret, "webhooks:write",
-          "New signing secret; the old one signs alongside it for the grace period", TAG,
-          body=ROTATE_BODY, errors=(404, 422)),
-    Route("GET", BASE + "/{id}/deliveries", list_webhook_deliveries, "webhooks:read",
-          "List an endpoint's deliveries (status: pending, success, failed, retrying)", TAG,
-          query=DELIVERY_QUERY, errors=(404, 422)),
-    Route("POST", BASE + "/{webhook_id}/deliveries/{delivery_id}/retry", retry_webhook_delivery, "webhooks:write",
-          "Queue another attempt of a delivery that has not succeeded", TAG, errors=(400, 404, 409)),
+    Route(
+        "GET",
+        BASE,
+        list_webhooks,
+        "webhooks:read",
+        "List the workspace's webhook endpoints",
+        TAG,
+        query=LIST_QUERY,
+        errors=(422,),
+    ),
+    Route(
+        "POST",
+        BASE,
+        create_webhook,
+        "webhooks:write",
+        "Create a webhook endpoint (the secret is shown once)",
+        TAG,
+        status=201,
+        body=CREATE_BODY,
+        errors=(422,),
+    ),
+    Route(
+        "GET", BASE + "/{id}", get_webhook, "webhooks:read", "Get a webhook endpoint and its health", TAG, errors=(404,)
+    ),
+    Route(
+        "PATCH",
+        BASE + "/{id}",
+        update_webhook,
+        "webhooks:write",
+        "Update a webhook endpoint (is_active: true enables it again)",
+        TAG,
+        body=UPDATE_BODY,
+        errors=(404, 422),
+    ),
+    Route(
+        "DELETE",
+        BASE + "/{id}",
+        delete_webhook,
+        "webhooks:delete",
+        "Delete a webhook endpoint; its pending deliveries are cancelled",
+        TAG,
+        status=204,
+        errors=(404,),
+    ),
+    Route(
+        "POST",
+        BASE + "/{id}/test",
+        test_webhook,
+        "webhooks:write",
+        "Send a signed webhook.test event now and report the answer",
+        TAG,
+        errors=(404,),
+    ),
+    Route(
+        "POST",
+        BASE + "/{id}/rotate-secret",
+        rotate_webhook_secret,
+        "webhooks:write",
+        "New signing secret; the old one signs alongside it for the grace period",
+        TAG,
+        body=ROTATE_BODY,
+        errors=(404, 422),
+    ),
+    Route(
+        "GET",
+        BASE + "/{id}/deliveries",
+        list_webhook_deliveries,
+        "webhooks:read",
+        "List an endpoint's deliveries (status: pending, success, failed, retrying)",
+        TAG,
+        query=DELIVERY_QUERY,
+        errors=(404, 422),
+    ),
+    Route(
+        "POST",
+        BASE + "/{webhook_id}/deliveries/{delivery_id}/retry",
+        retry_webhook_delivery,
+        "webhooks:write",
+        "Queue another attempt of a delivery that has not succeeded",
+        TAG,
+        errors=(400, 404, 409),
+    ),
 ]
 
 
 def openapi_webhooks() -> dict:
     """OpenAPI 3.1's top-level `webhooks`: one POST per event type, its envelope and an example."""
-    headers = {name: {"required": True, "schema": {"type": "string"}, "description": text} for name, text in (
-        ("webhook-id", "The event id (evt_…), the same on every retry: deduplicate on it"),
-        ("webhook-timestamp", "Unix seconds of this attempt"),
-        ("webhook-signature", "v1,<base64 HMAC-SHA256 of id.timestamp.body>; space-separated during a rotation"),
-    )}
+    headers = {
+        name: {"required": True, "schema": {"type": "string"}, "description": text}
+        for name, text in (
+            ("webhook-id", "The event id (evt_…), the same on every retry: deduplicate on it"),
+            ("webhook-timestamp", "Unix seconds of this attempt"),
+            ("webhook-signature", "v1,<base64 HMAC-SHA256 of id.timestamp.body>; space-separated during a rotation"),
+        )
+    }
     documented = {}
     for event in CATALOGUE.values():
-        example = envelope("evt_4f1c2a9b8e7d6c5b4a3f2e1d0c9b8a7f", event.name, 12,
-                           datetime(2026, 1, 15, 10, 30, tzinfo=timezone.utc), event.example)
-        schema = {"type": "object", "required": ["id", "type", "timestamp", "workspace_id", "data"], "properties": {
-            "id": {"type": "string"}, "type": {"type": "string", "const": event.name},
-            "timestamp": {"type": "string", "format": "date-time"}, "workspace_id": {"type": "integer"},
-            "data": {"type": "object"}}}
-        documented[event.name] = {"post": {
-            "summary": event.description, "tags": [TAG],
-            "parameters": [{"in": "header", "name": name, **spec} for name, spec in headers.items()],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": schema, "example": example}}},
-            "responses": {"2XX": {"description": "Received; any other answer (3xx too) is retried"}}}}
+        example = envelope(
+            "evt_4f1c2a9b8e7d6c5b4a3f2e1d0c9b8a7f",
+            event.name,
+            12,
+            datetime(2026, 1, 15, 10, 30, tzinfo=UTC),
+            event.example,
+        )
+        schema = {
+            "type": "object",
+            "required": ["id", "type", "timestamp", "workspace_id", "data"],
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"type": "string", "const": event.name},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "workspace_id": {"type": "integer"},
+                "data": {"type": "object"},
+            },
+        }
+        documented[event.name] = {
+            "post": {
+                "summary": event.description,
+                "tags": [TAG],
+                "parameters": [{"in": "header", "name": name, **spec} for name, spec in headers.items()],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": schema, "example": example}},
+                },
+                "responses": {"2XX": {"description": "Received; any other answer (3xx too) is retried"}},
+            }
+        }
     return documented

@@ -7,12 +7,12 @@ from functools import lru_cache
 
 from blacksheep import Response
 
+from app.access.tiers import TIERS, exceeds
 from app.http.bodies import read_json_object
 from app.http.errors import AccessDenied, json_response
 from app.http.listing import page_body, parse_list_query
 from app.http.presenters import iso, workspace_view
 from app.http.routing import Call, Route, path_id
-from app.access.tiers import TIERS, exceeds
 from app.http.validation import Checker, present
 from storage.postgres import api_keys, workspaces
 
@@ -93,16 +93,20 @@ async def own_tier(call: Call) -> str:
 def check_new_tier(tier: str, own: str) -> None:
     """A key may create workspaces on its own workspace's plan or a lower one, never above."""
     if exceeds(tier, own):
-        raise AccessDenied(f"This API key's workspace is on the {own!r} tier; it cannot create a workspace "
-                           f"on the higher {tier!r} tier.")
+        raise AccessDenied(
+            f"This API key's workspace is on the {own!r} tier; it cannot create a workspace "
+            f"on the higher {tier!r} tier."
+        )
 
 
 def check_tier_unchanged(workspace: dict, tier) -> None:
     """The plan is not the client's to change: only the same tier (a no-op) is accepted."""
     if present(tier) and tier != workspace["tier"]:
-        raise AccessDenied(f"Workspace {workspace['id']} is on the {workspace['tier']!r} tier. A workspace's tier "
-                           "changes only through the operator: python -m app set-tier --workspace-id "
-                           f"{workspace['id']} --tier {tier}.")
+        raise AccessDenied(
+            f"Workspace {workspace['id']} is on the {workspace['tier']!r} tier. A workspace's tier "
+            "changes only through the operator: python -m app set-tier --workspace-id "
+            f"{workspace['id']} --tier {tier}."
+        )
 
 
 async def create_workspace(call: Call) -> Response:
@@ -157,26 +161,86 @@ WORKSPACE_BODY = {
         },
     },
 }
-CREATE_BODY = {**WORKSPACE_BODY, "required": ["name"], "properties": {
-    **WORKSPACE_BODY["properties"],
-    "tier": {"type": "string", "enum": list(TIERS), "default": "free",
-             "description": "At most the tier of the caller's own workspace (403 otherwise)"}}}
-UPDATE_BODY = {**WORKSPACE_BODY, "properties": {
-    **WORKSPACE_BODY["properties"],
-    "tier": {"type": "string", "enum": list(TIERS),
-             "description": "Accepted only if it is the current tier; the operator changes tiers (403 otherwise)"}}}
-LIST_QUERY = ("page", "per_page", "sort", "fields", "include", "search", "tier", "slug",
-              "created_after", "created_before", "updated_after", "updated_before")
+CREATE_BODY = {
+    **WORKSPACE_BODY,
+    "required": ["name"],
+    "properties": {
+        **WORKSPACE_BODY["properties"],
+        "tier": {
+            "type": "string",
+            "enum": list(TIERS),
+            "default": "free",
+            "description": "At most the tier of the caller's own workspace (403 otherwise)",
+        },
+    },
+}
+UPDATE_BODY = {
+    **WORKSPACE_BODY,
+    "properties": {
+        **WORKSPACE_BODY["properties"],
+        "tier": {
+            "type": "string",
+            "enum": list(TIERS),
+            "description": "Accepted only if it is the current tier; the operator changes tiers (403 otherwise)",
+        },
+    },
+}
+LIST_QUERY = (
+    "page",
+    "per_page",
+    "sort",
+    "fields",
+    "include",
+    "search",
+    "tier",
+    "slug",
+    "created_after",
+    "created_before",
+    "updated_after",
+    "updated_before",
+)
 BASE = "/api/v1/workspaces"
 ROUTES = [
-    Route("GET", BASE, list_workspaces, "workspaces:read", "List the account's workspaces", "Workspaces",
-          query=LIST_QUERY, errors=(422,)),
-    Route("POST", BASE, create_workspace, "workspaces:write", "Create a workspace", "Workspaces",
-          status=201, body=CREATE_BODY, errors=(422,)),
-    Route("GET", BASE + "/{id}", get_workspace, "workspaces:read", "Get a workspace", "Workspaces",
-          errors=(404,)),
-    Route("PATCH", BASE + "/{id}", update_workspace, "workspaces:write", "Update a workspace (settings merged)",
-          "Workspaces", body=UPDATE_BODY, errors=(404, 422)),
-    Route("DELETE", BASE + "/{id}", delete_workspace, "workspaces:delete",
-          "Delete a workspace and its API keys", "Workspaces", status=204, errors=(404,)),
+    Route(
+        "GET",
+        BASE,
+        list_workspaces,
+        "workspaces:read",
+        "List the account's workspaces",
+        "Workspaces",
+        query=LIST_QUERY,
+        errors=(422,),
+    ),
+    Route(
+        "POST",
+        BASE,
+        create_workspace,
+        "workspaces:write",
+        "Create a workspace",
+        "Workspaces",
+        status=201,
+        body=CREATE_BODY,
+        errors=(422,),
+    ),
+    Route("GET", BASE + "/{id}", get_workspace, "workspaces:read", "Get a workspace", "Workspaces", errors=(404,)),
+    Route(
+        "PATCH",
+        BASE + "/{id}",
+        update_workspace,
+        "workspaces:write",
+        "Update a workspace (settings merged)",
+        "Workspaces",
+        body=UPDATE_BODY,
+        errors=(404, 422),
+    ),
+    Route(
+        "DELETE",
+        BASE + "/{id}",
+        delete_workspace,
+        "workspaces:delete",
+        "Delete a workspace and its API keys",
+        "Workspaces",
+        status=204,
+        errors=(404,),
+    ),
 ]

@@ -43,9 +43,18 @@ REPLAY_POLL = 1.0
 class DurableProducer(Sink):
     """The API's Sink (ingest/handoff/sink.py): Kafka when it acknowledges in time, else the spool."""
 
-    def __init__(self, bootstrap_servers: str, spool_dir: str, *, linger_ms: int = 5,
-                 batch_bytes: int = 262_144, ack_deadline_ms: int = 1500, spool_max_bytes: int = 1 << 30,
-                 partitions: int = 6, topics: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        spool_dir: str,
+        *,
+        linger_ms: int = 5,
+        batch_bytes: int = 262_144,
+        ack_deadline_ms: int = 1500,
+        spool_max_bytes: int = 1 << 30,
+        partitions: int = 6,
+        topics: tuple[str, ...] = (),
+    ):
         self.bootstrap_servers, self.spool_dir = bootstrap_servers, spool_dir
         self.linger_ms, self.batch_bytes = linger_ms, batch_bytes
         self.ack_deadline = ack_deadline_ms / 1000
@@ -210,8 +219,7 @@ class DurableProducer(Sink):
     def _enter_spooling(self, why: str) -> None:
         if not self._spooling:
             self._spooling = True
-            log.warning("Kafka unavailable (%s): events go to the spool in %s until it is back",
-                        why, self.spool_dir)
+            log.warning("Kafka unavailable (%s): events go to the spool in %s until it is back", why, self.spool_dir)
 
     def send_soon(self, topic: str, key: bytes, value: bytes) -> None:
         """Best effort, not awaited (drop counters): never raises."""
@@ -250,8 +258,13 @@ class DurableProducer(Sink):
         if self.topics:
             await ensure_topics(self.bootstrap_servers, self.topics, self.partitions)
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True,
-            linger_ms=self.linger_ms, max_batch_size=self.batch_bytes, compression_type="lz4")
+            bootstrap_servers=self.bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self.linger_ms,
+            max_batch_size=self.batch_bytes,
+            compression_type="lz4",
+        )
         try:
             await producer.start()
         except BaseException:
@@ -316,8 +329,11 @@ class DurableProducer(Sink):
 
     async def _deliver(self, spool: Spool, chunk: Chunk) -> None:
         """Send a chunk and wait for every ack; records that reached Kafka already are skipped."""
-        waiting = {r.position: self._inflight[r.position] for r in chunk.records
-                   if spool is self._own and r.position in self._inflight}
+        waiting = {
+            r.position: self._inflight[r.position]
+            for r in chunk.records
+            if spool is self._own and r.position in self._inflight
+        }
         if waiting:  # their fate decides whether they are sent again, and order depends on it
             await asyncio.wait(waiting.values())
         todo = [r for r in chunk.records if not spool.is_done(r.position) and not _acked(waiting.get(r.position))]
@@ -336,8 +352,12 @@ class DurableProducer(Sink):
 
     def stats(self) -> dict[str, int]:
         spools_held = [s for s in (self._own, *self._adopted) if s is not None]
-        return {**self._counts, "spool_bytes": sum(s.disk_bytes for s in spools_held),
-                "spool_records_pending": sum(s.pending for s in spools_held), "spooling": int(self._spooling)}
+        return {
+            **self._counts,
+            "spool_bytes": sum(s.disk_bytes for s in spools_held),
+            "spool_records_pending": sum(s.pending for s in spools_held),
+            "spooling": int(self._spooling),
+        }
 
 
 def _acked(future: asyncio.Future | None) -> bool:

@@ -84,10 +84,10 @@ def _frame(payload: bytes) -> bytes:
 def decode_record(payload: bytes, position: Position) -> SpooledRecord:
     _kind, topic_len, key_len = RECORD_HEAD.unpack_from(payload)
     start = RECORD_HEAD.size + topic_len
-    topic = payload[RECORD_HEAD.size:start].decode()
+    topic = payload[RECORD_HEAD.size : start].decode()
     if key_len < 0:
         return SpooledRecord(topic, None, payload[start:], position)
-    return SpooledRecord(topic, payload[start:start + key_len], payload[start + key_len:], position)
+    return SpooledRecord(topic, payload[start : start + key_len], payload[start + key_len :], position)
 
 
 def parse_frames(data: bytes, base: int, max_frames: int | None = None):
@@ -98,7 +98,7 @@ def parse_frames(data: bytes, base: int, max_frames: int | None = None):
         end = offset + HEADER.size + length
         if length == 0 or length > MAX_FRAME or end > len(data):
             break
-        payload = data[offset + HEADER.size:end]
+        payload = data[offset + HEADER.size : end]
         if zlib.crc32(payload) != crc:
             break
         frames.append((base + offset, payload))
@@ -117,15 +117,14 @@ def _fsync_dir(path: Path) -> None:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
     os.fdatasync(fd)
 
 
 class Spool:
     """One process's spool directory. Open it in a thread: it scans the segments."""
 
-    def __init__(self, path: Path, max_bytes: int, *, lock_fd: int | None = None,
-                 segment_bytes: int | None = None):
+    def __init__(self, path: Path, max_bytes: int, *, lock_fd: int | None = None, segment_bytes: int | None = None):
         self.path, self.max_bytes, self._lock_fd = Path(path), max_bytes, lock_fd
         self._segment_bytes = segment_bytes or min(MAX_SEGMENT, max(MIN_SEGMENT, max_bytes // 16))
         self._sizes: dict[int, int] = {}  # intact bytes of each segment on disk
@@ -341,8 +340,11 @@ class Spool:
         if self.idle() and self._wfd is not None and segment == self._wseg:
             os.close(self._wfd)  # all written was replayed: retire it, the next write opens a new one
             self._wfd = None
-        gone = [n for n, size in self._sizes.items()
-                if n < segment or (n == segment and offset >= size and self._wfd is None)]
+        gone = [
+            n
+            for n, size in self._sizes.items()
+            if n < segment or (n == segment and offset >= size and self._wfd is None)
+        ]
         for number in gone:
             del self._sizes[number]
         if gone:
@@ -379,6 +381,7 @@ class Spool:
 
 
 # -- sharing spool_dir between processes -----------------------------------------------------
+
 
 def _try_lock(directory: Path) -> int | None:
     """An exclusive flock on directory/lock, or None if its owner lives or it is being removed."""

@@ -38,8 +38,9 @@ class Result:
 def create_client(config: WebhooksConfig, guard: Guard | None = None) -> httpx.AsyncClient:
     guard = guard or Guard(config.allowed_networks)
     transport = guarded_transport(guard, config.verify, config.concurrency)
-    return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False,
-                             timeout=httpx.Timeout(config.timeout_seconds))
+    return httpx.AsyncClient(
+        transport=transport, follow_redirects=False, trust_env=False, timeout=httpx.Timeout(config.timeout_seconds)
+    )
 
 
 async def _read_start(response: httpx.Response) -> str:
@@ -52,13 +53,21 @@ async def _read_start(response: httpx.Response) -> str:
 
 
 async def attempt(
-    client: httpx.AsyncClient, url: str, event_id: str, body: str, secrets: tuple[str, ...],
-    now: datetime, timeout: float,
+    client: httpx.AsyncClient,
+    url: str,
+    event_id: str,
+    body: str,
+    secrets: tuple[str, ...],
+    now: datetime,
+    timeout: float,
 ) -> Result:
     """POST the signed body once; never raises for anything the receiver or the network does."""
     payload = body.encode()
-    headers = {"content-type": "application/json", "user-agent": USER_AGENT,
-               **signed_headers(secrets, event_id, int(now.timestamp()), payload)}
+    headers = {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        **signed_headers(secrets, event_id, int(now.timestamp()), payload),
+    }
     started = time.monotonic()
     status = text = error = retry_after = None
     try:

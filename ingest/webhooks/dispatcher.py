@@ -12,8 +12,8 @@ import logging
 import os
 import random
 import signal
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -37,7 +37,7 @@ PRUNE_EVERY_POLLS = 1000
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def decide(claimed: Claimed, result: delivery.Result, rng: random.Random) -> Outcome:
@@ -53,13 +53,27 @@ def decide(claimed: Claimed, result: delivery.Result, rng: random.Random) -> Out
             next_at, disable = None, DisableReason.GONE
         if next_at is None:
             status = DeliveryStatus.FAILED
-    return Outcome(status, result.status_code, result.response_body, result.error, result.duration_ms,
-                   result.started_at, next_at, disable)
+    return Outcome(
+        status,
+        result.status_code,
+        result.response_body,
+        result.error,
+        result.duration_ms,
+        result.started_at,
+        next_at,
+        disable,
+    )
 
 
 class Dispatcher:
-    def __init__(self, pool, config: WebhooksConfig, client: httpx.AsyncClient, clock: Clock = utc_now,
-                 rng: random.Random | None = None):
+    def __init__(
+        self,
+        pool,
+        config: WebhooksConfig,
+        client: httpx.AsyncClient,
+        clock: Clock = utc_now,
+        rng: random.Random | None = None,
+    ):
         self.pool, self.config, self.client, self.clock = pool, config, client, clock
         self.rng = rng or random.Random()
         self.in_flight: dict[int, int] = {}  # endpoint id → sends in progress
@@ -77,16 +91,28 @@ class Dispatcher:
 
     async def claim(self, limit: int) -> list[Claimed]:
         lease = timedelta(seconds=self.config.lease_seconds)
-        return await webhooks.claim_due(self.pool, self.clock(), lease, limit,
-                                        self.config.per_endpoint_concurrency, self.in_flight)
+        return await webhooks.claim_due(
+            self.pool, self.clock(), lease, limit, self.config.per_endpoint_concurrency, self.in_flight
+        )
 
     async def send(self, claimed: Claimed) -> Outcome:
-        result = await delivery.attempt(self.client, claimed.url, claimed.event_id, claimed.body, claimed.secrets,
-                                        self.clock(), self.config.timeout_seconds)
+        result = await delivery.attempt(
+            self.client,
+            claimed.url,
+            claimed.event_id,
+            claimed.body,
+            claimed.secrets,
+            self.clock(),
+            self.config.timeout_seconds,
+        )
         outcome = decide(claimed, result, self.rng)
         disabled = await webhooks.record_outcome(
-            self.pool, claimed, outcome, self.config.disable_after_failures,
-            timedelta(hours=self.config.disable_after_hours))
+            self.pool,
+            claimed,
+            outcome,
+            self.config.disable_after_failures,
+            timedelta(hours=self.config.disable_after_hours),
+        )
         if disabled:
             log.warning("webhook endpoint %d disabled: %s", claimed.endpoint_id, disabled)
         self.sent += 1
@@ -104,8 +130,7 @@ class Dispatcher:
         if not self.in_flight[endpoint_id]:
             del self.in_flight[endpoint_id]
         if not task.cancelled() and task.exception() is not None:
-            log.error("webhook send failed; its lease will run out and it is tried again",
-                      exc_info=task.exception())
+            log.error("webhook send failed; its lease will run out and it is tried again", exc_info=task.exception())
 
     async def run_once(self) -> int:
         """One pass, to completion: fan out, send everything due now, wait. Returns sends made."""
@@ -159,8 +184,11 @@ async def serve(config: Config) -> None:
     pool = await create_pool(config.shared.database_url, max_size=4)
     client = delivery.create_client(config.webhooks)
     try:
-        log.info("webhook dispatcher started (concurrency %d, %d per endpoint)",
-                 config.webhooks.concurrency, config.webhooks.per_endpoint_concurrency)
+        log.info(
+            "webhook dispatcher started (concurrency %d, %d per endpoint)",
+            config.webhooks.concurrency,
+            config.webhooks.per_endpoint_concurrency,
+        )
         await Dispatcher(pool, config.webhooks, client).run(stopping)
     finally:
         await client.aclose()

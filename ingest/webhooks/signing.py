@@ -24,7 +24,7 @@ def decode_secret(secret: str) -> bytes:
     """The key bytes of `whsec_<base64>`; ValueError when it is not that."""
     if not secret.startswith(PREFIX):
         raise ValueError(f"a secret starts with {PREFIX}")
-    encoded = secret[len(PREFIX):]
+    encoded = secret[len(PREFIX) :]
     try:  # padding is optional, as the standardwebhooks libraries accept it
         key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except binascii.Error:

@@ -16,7 +16,7 @@ import re
 import socket
 import ssl
 import unicodedata
-from typing import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import unquote
 
 import httpcore
@@ -29,11 +29,24 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 # Ranges refused beyond what `ipaddress` calls non-global: multicast counts as global there,
 # and the cloud metadata addresses are named so the table reads as documentation.
-EXTRA_BLOCKED = tuple(ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "100.64.0.0/10", "169.254.169.254/32", "192.0.0.0/24", "198.18.0.0/15", "224.0.0.0/4",
-    "240.0.0.0/4",
-    "fd00:ec2::254/128", "ff00::/8", "fe80::/10", "fc00::/7", "::/128", "::1/128",
-))
+EXTRA_BLOCKED = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "100.64.0.0/10",
+        "169.254.169.254/32",
+        "192.0.0.0/24",
+        "198.18.0.0/15",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "fd00:ec2::254/128",
+        "ff00::/8",
+        "fe80::/10",
+        "fc00::/7",
+        "::/128",
+        "::1/128",
+    )
+)
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # httpx's default: an idle connection to an endpoint is reused for this long.
 KEEPALIVE_SECONDS = 5.0
@@ -137,8 +150,11 @@ class Guard:
         literal = literal_address(host)
         if literal is not None and not self.permits(literal):
             raise UnsafeAddress(f"{host} is a non-public address")
-        if literal is None and (host == "localhost" or host.endswith((".localhost", ".local", ".internal"))) \
-                and not self.allowed:
+        if (
+            literal is None
+            and (host == "localhost" or host.endswith((".localhost", ".local", ".internal")))
+            and not self.allowed
+        ):
             raise UnsafeAddress(f"{host} is a local name")
 
 
@@ -173,9 +189,16 @@ def guarded_transport(guard: Guard, verify, max_connections: int) -> httpx.Async
     the certificate against the URL's host name, since httpcore passes that as server_hostname."""
     context = ssl_context(verify)
     transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
-    httpx_internals.use_connection_pool(transport, httpcore.AsyncConnectionPool(
-        ssl_context=context, max_connections=max_connections, max_keepalive_connections=max_connections,
-        keepalive_expiry=KEEPALIVE_SECONDS, network_backend=GuardedBackend(guard)))
+    httpx_internals.use_connection_pool(
+        transport,
+        httpcore.AsyncConnectionPool(
+            ssl_context=context,
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=KEEPALIVE_SECONDS,
+            network_backend=GuardedBackend(guard),
+        ),
+    )
     return transport
 
 

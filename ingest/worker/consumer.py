@@ -38,9 +38,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from ingest.events import Topics
 from ingest.worker.batch import InsertBatch
 from ingest.worker.dead_letter import DeadLetters, insert_sorting_out
-from ingest.events import Topics
 from ingest.worker.lag import LagReporter
 from storage.clickhouse import writer
 from storage.clickhouse.writer import Rejected
@@ -77,9 +77,12 @@ class Consumer:
         self.thread, self.client = thread, client
         self.batch = InsertBatch(worker.batch_rows, worker.batch_ms)
         self.kafka = AIOKafkaConsumer(
-            bootstrap_servers=shared.kafka_bootstrap_servers, group_id=worker.consumer_group,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES)
+            bootstrap_servers=shared.kafka_bootstrap_servers,
+            group_id=worker.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
+        )
         self.dead_letters = DeadLetters(shared.kafka_bootstrap_servers, topics.dead_letter)
         self.committed: dict = {}  # TopicPartition → next offset to read, as last committed
         # (topic, partition) → highest offset known to be in ClickHouse. The seek on assignment
@@ -184,11 +187,13 @@ class Consumer:
 
             async def insert(part, table=self.tables[topic], topic=self._topic_json[topic]):
                 return await self.thread.call(_write, self.client, table, writer.source_rows(part, topic))
+
             try:
                 rows += await self.thread.call(_write, self.client, self.tables[topic], blocks[topic])
             except Rejected as exc:
-                log.warning("%s refused a batch of %d (%s); sorting out the bad records", self.tables[topic],
-                            len(records), exc)
+                log.warning(
+                    "%s refused a batch of %d (%s); sorting out the bad records", self.tables[topic], len(records), exc
+                )
                 rows += await insert_sorting_out(insert, records, self.dead_letters)
         return rows
 
@@ -221,9 +226,12 @@ class Consumer:
         fresh = [tp for tp in assigned if tp not in self.committed]
         if fresh:  # read from the start (auto_offset_reset): lag counts from there
             self.committed.update(await self.kafka.beginning_offsets(fresh))
-        log.info("%s: %d (%s)", ASSIGNED, len(assigned),
-                 ", ".join(f"{tp.topic}[{tp.partition}]@{self.committed[tp]}"
-                           for tp in sorted(assigned)) or "none")
+        log.info(
+            "%s: %d (%s)",
+            ASSIGNED,
+            len(assigned),
+            ", ".join(f"{tp.topic}[{tp.partition}]@{self.committed[tp]}" for tp in sorted(assigned)) or "none",
+        )
         self.assigned.set()
 
     async def _until_answered(self, call):

@@ -28,8 +28,9 @@ class DeadLetters:
     def __init__(self, bootstrap_servers: str, topic: str):
         self.topic = topic
         self.sent = 0
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all",
-                                          enable_idempotence=True, compression_type="lz4")
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True, compression_type="lz4"
+        )
 
     async def start(self) -> None:
         await self._producer.start()
@@ -39,15 +40,25 @@ class DeadLetters:
 
     async def send(self, record, reason: str) -> None:
         headers = list(record.headers or ()) + [
-            ("sluice-reason", reason.encode()), ("sluice-topic", record.topic.encode()),
-            ("sluice-partition", str(record.partition).encode()), ("sluice-offset", str(record.offset).encode())]
+            ("sluice-reason", reason.encode()),
+            ("sluice-topic", record.topic.encode()),
+            ("sluice-partition", str(record.partition).encode()),
+            ("sluice-offset", str(record.offset).encode()),
+        ]
         await self._producer.send_and_wait(self.topic, record.value or b"", key=record.key, headers=headers)
         self.sent += 1
         # A flood of bad records (an old producer, a wrong topic) must not flood the log: the first
         # few in full, then every 1000th; the lag line carries the running total.
         if self.sent <= LOGGED_IN_FULL or self.sent % 1000 == 0:
-            log.warning("dead letter #%d: %s[%d]@%d to %s: %s", self.sent, record.topic, record.partition,
-                        record.offset, self.topic, reason[:300])
+            log.warning(
+                "dead letter #%d: %s[%d]@%d to %s: %s",
+                self.sent,
+                record.topic,
+                record.partition,
+                record.offset,
+                self.topic,
+                reason[:300],
+            )
 
 
 def decode_problem(value: bytes | None) -> str | None:

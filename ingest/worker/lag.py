@@ -36,5 +36,10 @@ class LagReporter:
         if time.monotonic() >= self._next:
             self._next = time.monotonic() + self.every
             per_topic = ", ".join(f"{topic} {n}" for topic, n in sorted(self.last.items())) or "no partitions"
-            log.info("lag: %s; inserted %d rows in %d batches, %d dead letters",
-                     per_topic, stats["rows"], stats["batches"], stats["dead_letters"])
+            log.info(
+                "lag: %s; inserted %d rows in %d batches, %d dead letters",
+                per_topic,
+                stats["rows"],
+                stats["batches"],
+                stats["dead_letters"],
+            )

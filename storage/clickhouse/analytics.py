@@ -56,8 +56,13 @@ def close_reader(reader) -> None:
 
 
 def _params(workspace_id: int, start: datetime, end: datetime, limit: int, **extra) -> dict:
-    return {"workspace_id": workspace_id, "start": int(start.timestamp() * 1000),
-            "end": int(end.timestamp() * 1000), "limit": min(limit, MAX_ROWS), **extra}
+    return {
+        "workspace_id": workspace_id,
+        "start": int(start.timestamp() * 1000),
+        "end": int(end.timestamp() * 1000),
+        "limit": min(limit, MAX_ROWS),
+        **extra,
+    }
 
 
 def _rows(reader, sql: str, params: dict) -> list[dict]:
@@ -73,8 +78,9 @@ def _rows(reader, sql: str, params: dict) -> list[dict]:
     return [dict(zip(names, row)) for row in result.result_rows]
 
 
-def event_counts(reader, workspace_id: int, start: datetime, end: datetime, event: str | None,
-                 limit: int) -> list[dict]:
+def event_counts(
+    reader, workspace_id: int, start: datetime, end: datetime, event: str | None, limit: int
+) -> list[dict]:
     """[{event, events}] most frequent first."""
     return _rows(reader, EVENT_COUNTS, _params(workspace_id, start, end, limit, event=event))
 
@@ -91,7 +97,8 @@ def unique_visitors(reader, workspace_id: int, start: datetime, end: datetime) -
     return (int(total[0]["visitors"]) if total else 0), _rows(reader, UNIQUE_VISITORS, params)
 
 
-def feature_usage(reader, workspace_id: int, start: datetime, end: datetime, feature: str | None,
-                  limit: int) -> list[dict]:
+def feature_usage(
+    reader, workspace_id: int, start: datetime, end: datetime, feature: str | None, limit: int
+) -> list[dict]:
     """[{feature, quantity, records}] largest first."""
     return _rows(reader, FEATURE_USAGE, _params(workspace_id, start, end, limit, feature=feature))

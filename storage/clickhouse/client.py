@@ -113,8 +113,9 @@ def set_events_ttl(client, days: int) -> bool:
     return True
 
 
-def metered_usage(client, features: list[str], start: datetime, end: datetime,
-                  workspace_id: int | None = None) -> dict[tuple[int, str], int]:
+def metered_usage(
+    client, features: list[str], start: datetime, end: datetime, workspace_id: int | None = None
+) -> dict[tuple[int, str], int]:
     """(workspace id, feature) → quantity logged in [start, end); pairs with none are absent."""
     params = {"start": _millis(start), "end": _millis(end), "features": features, "workspace_id": workspace_id}
     result = _run(client.query, METERED_USAGE, parameters=params)

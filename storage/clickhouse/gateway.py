@@ -35,8 +35,9 @@ SOCKET_NAME = ".sluice-query.sock"
 # sun_path holds 108 bytes on Linux; longer directories get a socket named after their hash.
 MAX_SOCKET_PATH = 100
 MAX_REQUEST_BYTES = 1 << 20
-READ_STATEMENT = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(SELECT|SHOW|DESCRIBE|DESC|EXPLAIN|WITH)\b",
-                            re.IGNORECASE | re.DOTALL)
+READ_STATEMENT = re.compile(
+    r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(SELECT|SHOW|DESCRIBE|DESC|EXPLAIN|WITH)\b", re.IGNORECASE | re.DOTALL
+)
 # An analyst's query may scan for a while; a reader does not wait forever on a stuck worker.
 QUERY_TIMEOUT = 300.0
 PING_TIMEOUT = 2.0
@@ -65,6 +66,7 @@ def is_read_only(sql: str) -> bool:
 
 
 # --- server side (inside the ingest worker) ----------------------------------------------
+
 
 class Gateway:
     """Serves read queries on `path`; `call(fn, *args, **kwargs)` runs fn on the ClickHouse thread."""
@@ -101,7 +103,7 @@ class Gateway:
             body = orjson.loads(request)
             sql, parameters = body["sql"], body.get("parameters")
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            return {"error": "bad request: expected {\"sql\": ..., \"parameters\": {...}}"}
+            return {"error": 'bad request: expected {"sql": ..., "parameters": {...}}'}
         if not is_read_only(sql):
             return {"error": "read-only gateway: only SELECT, SHOW, DESCRIBE, EXPLAIN and WITH queries are run"}
         try:
@@ -129,6 +131,7 @@ def _as_text(value):
 
 
 # --- client side (any process) ------------------------------------------------------------
+
 
 class Reader:
     """The `.query` of a clickhouse-connect client, answered by a worker's gateway."""

@@ -96,7 +96,9 @@ def source_rows(records, topic: bytes) -> bytearray:
 def insert_rows(client, table: str, rows: bytes | list[bytes | bytearray]) -> int:
     """One INSERT of JSONEachRow `rows` (newline-separated objects, or parts of them) into `table`; rows written."""
     try:
-        summary = client.raw_insert(table, insert_block=_block(client, rows), fmt="JSONEachRow", settings=INSERT_SETTINGS)
+        summary = client.raw_insert(
+            table, insert_block=_block(client, rows), fmt="JSONEachRow", settings=INSERT_SETTINGS
+        )
     except (ClickHouseError, OSError) as exc:
         raise _translate(exc) from exc
     return int(summary.written_rows)

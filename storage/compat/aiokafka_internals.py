@@ -4,7 +4,7 @@ Talks to no service: each function reaches into an AIOKafkaProducer or aiokafka'
 Contract test: tests/integration/storage/compat/test_aiokafka_internals.py (against the local Kafka).
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import aiokafka.record.default_records as python_records
 from aiokafka import AIOKafkaProducer

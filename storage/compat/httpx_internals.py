@@ -20,6 +20,8 @@ def use_connection_pool(transport: httpx.AsyncHTTPTransport, pool: httpcore.Asyn
     that requests really go through the pool.
     """
     if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
-        raise RuntimeError(f"httpx {httpx.__version__}: AsyncHTTPTransport has no _pool to replace; "
-                           "see storage/compat/httpx_internals.py")
+        raise RuntimeError(
+            f"httpx {httpx.__version__}: AsyncHTTPTransport has no _pool to replace; "
+            "see storage/compat/httpx_internals.py"
+        )
     transport._pool = pool

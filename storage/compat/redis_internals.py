@@ -4,7 +4,8 @@ Talks to Redis only through the connection it is given.
 Contract test: tests/integration/storage/compat/test_redis_internals.py (against the local Redis).
 """
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.asyncio.connection import Connection
 

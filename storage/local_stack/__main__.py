@@ -90,8 +90,9 @@ def _run_child(argv: list[str], env: dict[str, str]) -> int:
     try:
         try:
             # CMD must start with the normal mask, not our blocked one.
-            child = subprocess.Popen(argv, env=env, preexec_fn=lambda: signal.pthread_sigmask(
-                signal.SIG_SETMASK, old_mask))
+            child = subprocess.Popen(
+                argv, env=env, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            )
         except OSError as exc:
             say(f"cannot run {argv[0]!r}: {exc}")
             return 127

@@ -10,8 +10,8 @@ import base64
 import hashlib
 import re
 import shutil
-import struct
 import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -19,14 +19,22 @@ from pathlib import Path
 
 from .processes import alive, read_pid, run_quiet, terminate, wait_until
 from .reporting import StackError, say, shown
-from .state import HOST, ROOT, port as persisted_port, known_port, state_path
+from .state import HOST, ROOT, known_port, state_path
+from .state import port as persisted_port
 
 KAFKA_ASSETS = ROOT / "storage" / "kafka"
 # What Kafka's own start script (kafka-run-class.sh) runs the broker with: G1 aiming at 20 ms
 # pauses instead of the JVM's 200 ms default. Measured here: young pauses of 10-18 ms were the
 # producer's slowest acknowledgements.
-JVM_FLAGS = ["-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-             "-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15", "-Djava.awt.headless=true"]
+JVM_FLAGS = [
+    "-server",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:MaxInlineLevel=15",
+    "-Djava.awt.headless=true",
+]
 READY_TIMEOUT = 90
 STOP_TIMEOUT = 30
 APT_PACKAGE = None  # Java and Maven are checked when needed; the jars come from Maven Central
@@ -84,16 +92,26 @@ def _fetch_jars() -> Path:
     shutil.rmtree(libs, ignore_errors=True)  # jars of another Kafka version would clash on the classpath
     say("kafka: fetching jars with mvn (first run, ~60 MB; cached in ~/.m2 afterwards)...")
     started = time.monotonic()
-    cmd = [_need("mvn", "maven"), "-q", "-B", "-f", str(pom),
-           "dependency:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime"]
+    cmd = [
+        _need("mvn", "maven"),
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={libs}",
+        "-DincludeScope=runtime",
+    ]
     # Captured: even with -q, Maven 3.8 prints stray colour codes; shown only when it fails.
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)  # colour codes
         output = "\n".join(output.strip().splitlines()[-40:])
-        raise StackError(f"kafka: mvn could not fetch the jars (exit {result.returncode}):\n{output}\n"
-                         "  next: check access to Maven Central (proxy settings go in ~/.m2/settings.xml)"
-                         " and retry")
+        raise StackError(
+            f"kafka: mvn could not fetch the jars (exit {result.returncode}):\n{output}\n"
+            "  next: check access to Maven Central (proxy settings go in ~/.m2/settings.xml)"
+            " and retry"
+        )
     marker.write_text(digest + "\n")
     say(f"kafka: jars ready in {time.monotonic() - started:.1f} s")
     return libs
@@ -142,9 +160,19 @@ def _format_storage(libs: Path, props: Path, directory: Path | None = None) -> N
     shutil.rmtree(data, ignore_errors=True)  # an interrupted format leaves a dir without meta.properties
     say("kafka: formatting KRaft storage (first run only)...")
     run_quiet(
-        [_need("java", "openjdk-17-jre-headless"), "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-         "-t", _cluster_id(), "-c", props],
-        "kafka storage format", f"delete {shown(data)} and retry",
+        [
+            _need("java", "openjdk-17-jre-headless"),
+            "-cp",
+            f"{libs}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            _cluster_id(),
+            "-c",
+            props,
+        ],
+        "kafka storage format",
+        f"delete {shown(data)} and retry",
     )
 
 
@@ -158,16 +186,25 @@ def start() -> None:
     log, pidfile = state_path("kafka.log"), state_path("kafka.pid")
     say(f"kafka: starting on {HOST}:{port}...")
     started = time.monotonic()
-    cmd = [_need("java", "openjdk-17-jre-headless"), "-Xms256m", "-Xmx768m", *JVM_FLAGS, "-cp", f"{libs}/*",
-           f"-Dlog4j.configuration=file:{KAFKA_ASSETS / 'log4j.properties'}", "kafka.Kafka", str(props)]
+    cmd = [
+        _need("java", "openjdk-17-jre-headless"),
+        "-Xms256m",
+        "-Xmx768m",
+        *JVM_FLAGS,
+        "-cp",
+        f"{libs}/*",
+        f"-Dlog4j.configuration=file:{KAFKA_ASSETS / 'log4j.properties'}",
+        "kafka.Kafka",
+        str(props),
+    ]
     with log.open("w") as out:
         # Own session: Ctrl-C in the terminal must not reach the broker, `run` decides when it stops.
-        proc = subprocess.Popen(cmd, cwd=_dir(), stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=_dir(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     pidfile.write_text(f"{proc.pid}\n")
     try:
-        wait_until(lambda: _answers(port), "kafka", port, log, READY_TIMEOUT,
-                   process_alive=lambda: proc.poll() is None)
+        wait_until(lambda: _answers(port), "kafka", port, log, READY_TIMEOUT, process_alive=lambda: proc.poll() is None)
     except StackError:
         stop(quiet=True)  # do not leave a half-started broker holding the ports
         raise
@@ -212,14 +249,35 @@ class DedicatedBroker:
         props = _write_config(self.port, self.controller_port, self.directory)
         _format_storage(libs, props, self.directory)
         log = self.directory / "kafka.log"
-        cmd = [_need("java", "openjdk-17-jre-headless"), "-Xms128m", "-Xmx384m", *JVM_FLAGS, "-cp", f"{libs}/*",
-               f"-Dlog4j.configuration=file:{KAFKA_ASSETS / 'log4j.properties'}", "kafka.Kafka", str(props)]
+        cmd = [
+            _need("java", "openjdk-17-jre-headless"),
+            "-Xms128m",
+            "-Xmx384m",
+            *JVM_FLAGS,
+            "-cp",
+            f"{libs}/*",
+            f"-Dlog4j.configuration=file:{KAFKA_ASSETS / 'log4j.properties'}",
+            "kafka.Kafka",
+            str(props),
+        ]
         with log.open("a") as out:
-            self.process = subprocess.Popen(cmd, cwd=self.directory, stdin=subprocess.DEVNULL, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                cmd,
+                cwd=self.directory,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
-            wait_until(lambda: _answers(self.port), "kafka (dedicated)", self.port, log, READY_TIMEOUT,
-                       process_alive=lambda: self.process.poll() is None)
+            wait_until(
+                lambda: _answers(self.port),
+                "kafka (dedicated)",
+                self.port,
+                log,
+                READY_TIMEOUT,
+                process_alive=lambda: self.process.poll() is None,
+            )
         except StackError:
             self.stop(kill=True)
             raise

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .processes import alive, is_root, not_up, read_pid, run_quiet, wait_until
 from .reporting import StackError, say, shown
-from .state import HOST, port as persisted_port, known_port, services_dir, state_path
+from .state import HOST, known_port, services_dir, state_path
+from .state import port as persisted_port
 
 READY_TIMEOUT = 60
 STOP_TIMEOUT = 60
@@ -43,8 +44,9 @@ def _bin() -> Path:
     """The bin dir matching the data dir's major version (else the newest installed)."""
     dirs = _bin_dirs()
     if not dirs:
-        raise StackError("postgres binaries not found under /usr/lib/postgresql/*/bin; "
-                         "run: apt-get install -y postgresql")
+        raise StackError(
+            "postgres binaries not found under /usr/lib/postgresql/*/bin; run: apt-get install -y postgresql"
+        )
     version_file = _data() / "PG_VERSION"
     version = version_file.read_text().strip() if version_file.exists() else None
     if version is None:
@@ -52,8 +54,10 @@ def _bin() -> Path:
     for d in dirs:
         if d.parent.name == version:
             return d
-    raise StackError(f"{shown(_data())} was created by Postgres {version}, which is not installed; "
-                     f"install postgresql-{version} or delete that directory (its data is lost)")
+    raise StackError(
+        f"{shown(_data())} was created by Postgres {version}, which is not installed; "
+        f"install postgresql-{version} or delete that directory (its data is lost)"
+    )
 
 
 def _as_owner(cmd: list) -> list[str]:
@@ -66,8 +70,10 @@ def _os_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam("postgres")
     except KeyError:
-        raise StackError("running as root but there is no `postgres` OS user; "
-                         "run: apt-get install -y postgresql (it creates the user)") from None
+        raise StackError(
+            "running as root but there is no `postgres` OS user; "
+            "run: apt-get install -y postgresql (it creates the user)"
+        ) from None
 
 
 def _give_to_postgres(path: Path) -> None:
@@ -110,9 +116,9 @@ def _initdb() -> None:
     _give_to_postgres(tmp)
     say("postgres: creating the database cluster (first run only)...")
     run_quiet(
-        _as_owner([_bin() / "initdb", "-D", tmp, "-U", "postgres", "-A", "trust",
-                   "-E", "UTF8", "--locale=C.UTF-8"]),
-        "initdb", f"check disk space and permissions of {shown(services_dir())}",
+        _as_owner([_bin() / "initdb", "-D", tmp, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"]),
+        "initdb",
+        f"check disk space and permissions of {shown(services_dir())}",
         cwd=services_dir(),  # the postgres user may not be allowed into our cwd
     )
     # Trust auth, loopback only: this cluster is for local development and tests, never exposed.
@@ -123,8 +129,10 @@ def _initdb() -> None:
         "host  all all ::1/128 trust\n"
     )
     with (tmp / "postgresql.conf").open("a") as conf:
-        conf.write("\n# Settings owned by storage/local_stack/postgres.py (rewritten on every start).\n"
-                   "include_if_exists = 'local_stack.conf'\n")
+        conf.write(
+            "\n# Settings owned by storage/local_stack/postgres.py (rewritten on every start).\n"
+            "include_if_exists = 'local_stack.conf'\n"
+        )
     os.rename(tmp, _data())
 
 
@@ -155,8 +163,21 @@ def _create_role_and_db(port: int) -> None:
         "SELECT 'CREATE DATABASE sluice OWNER sluice' "
         "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'sluice')\\gexec\n"
     )
-    cmd = [_bin() / "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-p", port,
-           "-U", "postgres", "-d", "postgres"]
+    cmd = [
+        _bin() / "psql",
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        HOST,
+        "-p",
+        port,
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+    ]
     run_quiet(cmd, "creating role/database sluice", "see the psql error above", input=sql)
 
 
@@ -175,8 +196,13 @@ def start() -> None:
     result = subprocess.run(_as_owner(cmd), capture_output=True, text=True, cwd=services_dir())
     if result.returncode != 0:
         stop(quiet=True)  # pg_ctl may have left a half-started server behind
-        raise not_up("postgres", port, log, why=f"did not come up within {READY_TIMEOUT} s "
-                     f"on {HOST}:{port} (pg_ctl: {result.stderr.strip() or result.returncode})")
+        raise not_up(
+            "postgres",
+            port,
+            log,
+            why=f"did not come up within {READY_TIMEOUT} s "
+            f"on {HOST}:{port} (pg_ctl: {result.stderr.strip() or result.returncode})",
+        )
     wait_until(lambda: _ready(port), "postgres", port, log, READY_TIMEOUT)
     _create_role_and_db(port)
     say(f"postgres: ready in {time.monotonic() - started:.1f} s")

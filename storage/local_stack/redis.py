@@ -14,7 +14,8 @@ import time
 
 from .processes import alive, not_up, read_pid, terminate, wait_gone, wait_until
 from .reporting import StackError, say
-from .state import HOST, port as persisted_port, known_port, state_path
+from .state import HOST, known_port, state_path
+from .state import port as persisted_port
 
 READY_TIMEOUT = 20
 STOP_TIMEOUT = 20
@@ -60,9 +61,25 @@ def start() -> None:
     say(f"redis: starting on {HOST}:{port}...")
     started = time.monotonic()
     # AOF on, RDB snapshots off: every write is logged, no surprise fork+dump pauses in tests.
-    cmd = [binary, "--port", str(port), "--bind", HOST, "--dir", str(state_path("redis")),
-           "--daemonize", "yes", "--pidfile", str(pidfile), "--logfile", str(log),
-           "--appendonly", "yes", "--save", ""]
+    cmd = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        HOST,
+        "--dir",
+        str(state_path("redis")),
+        "--daemonize",
+        "yes",
+        "--pidfile",
+        str(pidfile),
+        "--logfile",
+        str(log),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+    ]
     if subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
         raise not_up("redis", port, log, why=f"refused to start on {HOST}:{port}")
     wait_until(lambda: _answers(port), "redis", port, log, READY_TIMEOUT)

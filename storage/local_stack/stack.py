@@ -13,7 +13,8 @@ from . import kafka, postgres, redis
 from .apt import apt_install
 from .reporting import say
 from .runs import live_users, run_started, set_run_started
-from .state import HOST, known_port, port as persisted_port, stack_lock, state_path
+from .state import HOST, known_port, stack_lock, state_path
+from .state import port as persisted_port
 
 SERVICES = ("postgres", "redis", "kafka")  # start order; stop in reverse
 ENV_VARS = {

@@ -44,8 +44,18 @@ LISTING = ListingSpec(
     select_sql=COLUMNS,
     sort_columns={f: f for f in ("id", "name", "created_at", "updated_at", "last_used_at", "expires_at")},
     fields=(
-        "id", "workspace_id", "name", "prefix", "scopes", "rate_limit_tier", "status", "last_used_at",
-        "expires_at", "grace_period_ends_at", "created_at", "updated_at",
+        "id",
+        "workspace_id",
+        "name",
+        "prefix",
+        "scopes",
+        "rate_limit_tier",
+        "status",
+        "last_used_at",
+        "expires_at",
+        "grace_period_ends_at",
+        "created_at",
+        "updated_at",
     ),
     filters={"rate_limit_tier": "rate_limit_tier"},
     statuses={
@@ -88,9 +98,7 @@ async def _insert_key(
     expires_at: datetime | None,
 ) -> dict:
     try:
-        row = await pool.fetchrow(
-            INSERT_KEY, workspace_id, name, prefix, key_hash, scopes, rate_limit_tier, expires_at
-        )
+        row = await pool.fetchrow(INSERT_KEY, workspace_id, name, prefix, key_hash, scopes, rate_limit_tier, expires_at)
     except asyncpg.ForeignKeyViolationError:
         raise NotFound(f"workspace {workspace_id}")
     return dict(row)
@@ -113,7 +121,12 @@ async def list_keys(pool: asyncpg.Pool, workspace_id: int, query: ListQuery) -> 
 
 
 async def rotate_key(
-    pool: asyncpg.Pool, workspace_id: int, key_id: int, prefix: str, key_hash: bytes, grace_hours: int,
+    pool: asyncpg.Pool,
+    workspace_id: int,
+    key_id: int,
+    prefix: str,
+    key_hash: bytes,
+    grace_hours: int,
     rate_limit_tier: str | None,
 ) -> tuple[dict, datetime, bytes]:
     """Issue a successor with the same name, scopes and expiry, and the given tier; the old key
@@ -127,11 +140,22 @@ async def rotate_key(
         if old["rotated_to_id"] is not None or old["revoked_at"] is not None:
             raise Conflict("This key was already rotated or revoked; rotate its successor instead.")
         new = await _insert_key(
-            conn, workspace_id, old["name"], prefix, key_hash, old["scopes"], rate_limit_tier, old["expires_at"],
+            conn,
+            workspace_id,
+            old["name"],
+            prefix,
+            key_hash,
+            old["scopes"],
+            rate_limit_tier,
+            old["expires_at"],
         )
         marked = await conn.fetchrow(MARK_ROTATED, key_id, grace_hours, new["id"])
-        await outbox.emit(conn, "api_key.rotated", workspace_id,
-                          domain_events.api_key_rotated_payload(key_id, new, marked["revoked_at"]))
+        await outbox.emit(
+            conn,
+            "api_key.rotated",
+            workspace_id,
+            domain_events.api_key_rotated_payload(key_id, new, marked["revoked_at"]),
+        )
     return new, marked["revoked_at"], bytes(marked["key_hash"])
 
 

@@ -51,9 +51,8 @@ class ChangeListener:
                 await self._listen()
                 delay = RETRY_MIN
                 await self._lost.wait()
-                log.warning("lost the %s notification connection; caches read Postgres until it is back",
-                            self.channel)
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                log.warning("lost the %s notification connection; caches read Postgres until it is back", self.channel)
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("cannot listen on %s (%s); retrying in %.1f s", self.channel, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)

@@ -8,8 +8,10 @@ from storage.errors import Conflict, NotFound
 from storage.postgres import domain_events, outbox
 from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
 
-COLUMNS = ("id, workspace_id, host, enabled, pageviews, events, sessions, sample_rate, verification_token, "
-           "verified_at, verification_method, verification_lost_at, created_at, updated_at")
+COLUMNS = (
+    "id, workspace_id, host, enabled, pageviews, events, sessions, sample_rate, verification_token, "
+    "verified_at, verification_method, verification_lost_at, created_at, updated_at"
+)
 CONFIG_FIELDS = ("enabled", "pageviews", "events", "sessions", "sample_rate")
 # The Public Suffix List as the package ships it (ICANN and private sections: com, co.uk,
 # github.io): names under which different parties register, so nobody may claim one.
@@ -50,8 +52,17 @@ LISTING = ListingSpec(
     from_sql="pixel_domains",
     select_sql=COLUMNS,
     sort_columns={f: f for f in ("id", "host", "created_at", "updated_at")},
-    fields=("id", "workspace_id", "host", "enabled", "features", "sample_rate", "verification", "created_at",
-            "updated_at"),
+    fields=(
+        "id",
+        "workspace_id",
+        "host",
+        "enabled",
+        "features",
+        "sample_rate",
+        "verification",
+        "created_at",
+        "updated_at",
+    ),
     filters={"host": "host"},
     search_columns=("host",),
     date_columns={"created": "created_at", "updated": "updated_at"},
@@ -59,7 +70,7 @@ LISTING = ListingSpec(
 
 
 def with_parents(host: str) -> list[str]:
-    """"a.b.example.co.uk" → [a.b.example.co.uk, b.example.co.uk, example.co.uk]: the host, then
+    """ "a.b.example.co.uk" → [a.b.example.co.uk, b.example.co.uk, example.co.uk]: the host, then
     each parent domain down to the registrable one (public suffixes are nobody's)."""
     labels = host.split(".")
     suffix_labels = (SUFFIXES.publicsuffix(host) or labels[-1]).count(".") + 1
@@ -129,8 +140,12 @@ async def mark_verified(pool: asyncpg.Pool, workspace_id: int, domain_id: int, m
         # each holding a row the other wants.
         await conn.execute(LOCK_HOST, VERIFY_LOCK_CLASS, host)
         for lost in await conn.fetch(REVOKE_OTHERS, host, domain_id):
-            await outbox.emit(conn, "pixel_domain.verification_lost", lost["workspace_id"],
-                              domain_events.verification_lost_payload(dict(lost)))
+            await outbox.emit(
+                conn,
+                "pixel_domain.verification_lost",
+                lost["workspace_id"],
+                domain_events.verification_lost_payload(dict(lost)),
+            )
         row = await conn.fetchrow(MARK_VERIFIED, domain_id, workspace_id, method)
         if row is None:  # deleted meanwhile: the revocations above roll back with the raise
             raise NotFound(f"pixel domain {domain_id}")

@@ -37,8 +37,13 @@ FROM workspaces w LEFT JOIN entitlement_usage u ON u.workspace_id = w.id
 WHERE $1::bigint IS NULL OR w.id = $1
 ORDER BY w.id"""
 # What a lost connection, a restarting server or a timed-out statement raise.
-UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-               asyncpg.CannotConnectNowError)
+UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ INSERT INTO mcp_tool_calls (workspace_id, api_key_id, server, tool, outcome, dur
 VALUES ($1, $2, $3, $4, $5, $6)"""
 
 
-async def record_call(pool: asyncpg.Pool, workspace_id: int, api_key_id: int, server: str, tool: str,
-                      outcome: str, duration_ms: int) -> None:
+async def record_call(
+    pool: asyncpg.Pool, workspace_id: int, api_key_id: int, server: str, tool: str, outcome: str, duration_ms: int
+) -> None:
     await pool.execute(INSERT_CALL, workspace_id, api_key_id, server, tool, outcome, duration_ms)

@@ -39,8 +39,12 @@ DELETE_DISPATCHED = "DELETE FROM outbox WHERE dispatched_at < now() - make_inter
 
 
 async def emit(
-    conn: asyncpg.Connection, event_type: str, workspace_id: int, payload: dict,
-    account_id: int | None = None, dedupe_key: str | None = None,
+    conn: asyncpg.Connection,
+    event_type: str,
+    workspace_id: int,
+    payload: dict,
+    account_id: int | None = None,
+    dedupe_key: str | None = None,
 ) -> str | None:
     """Write one event in the caller's transaction; returns its `evt_…` id (None: deduplicated)."""
     if event_type not in CATALOGUE:
@@ -62,7 +66,8 @@ def _audience(event: dict, endpoints: list[dict]) -> list[dict]:
 
 def _body(event: dict) -> str:
     document = domain_events.envelope(
-        event["event_id"], event["event_type"], event["workspace_id"], event["created_at"], event["payload"])
+        event["event_id"], event["event_type"], event["workspace_id"], event["created_at"], event["payload"]
+    )
     return orjson.dumps(document).decode()
 
 
@@ -98,11 +103,21 @@ async def emit_seo_report_created(conn: asyncpg.Connection, report: dict) -> Non
 
 
 async def emit_limit_reached(
-    pool: asyncpg.Pool, workspace_id: int, feature: str, used: int, limit: int, period: str,
+    pool: asyncpg.Pool,
+    workspace_id: int,
+    feature: str,
+    used: int,
+    limit: int,
+    period: str,
     reset_at: datetime | None,
 ) -> str | None:
     """entitlement.limit_reached, at most once per workspace, feature and billing period."""
     payload = domain_events.limit_reached_payload(feature, used, limit, period, reset_at)
     async with pool.acquire() as conn:
-        return await emit(conn, "entitlement.limit_reached", workspace_id, payload,
-                          dedupe_key=f"limit_reached:{workspace_id}:{feature}:{period}")
+        return await emit(
+            conn,
+            "entitlement.limit_reached",
+            workspace_id,
+            payload,
+            dedupe_key=f"limit_reached:{workspace_id}:{feature}:{period}",
+        )

@@ -18,6 +18,4 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, max_size: int = DEFAULT_MAX_SIZE) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
-        dsn, min_size=1, max_size=max_size, init=_init_connection, command_timeout=30
-    )
+    return await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, init=_init_connection, command_timeout=30)

@@ -1,7 +1,7 @@
 """SEO reports in Postgres: a report, its issues, the issue listing and a URL's score history."""
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Awaitable, Callable
 
 import asyncpg
 
@@ -57,7 +57,11 @@ OnCreated = Callable[[asyncpg.Connection, dict], Awaitable[None]]
 
 
 async def create_report(
-    pool: asyncpg.Pool, workspace_id: int, url: str, scores: dict[str, int], issues: list[dict],
+    pool: asyncpg.Pool,
+    workspace_id: int,
+    url: str,
+    scores: dict[str, int],
+    issues: list[dict],
     on_created: OnCreated | None = None,
 ) -> dict:
     """Store a report and its issues atomically; returns the report with `issues`.
@@ -65,13 +69,23 @@ async def create_report(
     Each issue is {"issue_type", "severity", "details"}.
     """
     async with pool.acquire() as conn, conn.transaction():
-        report = dict(await conn.fetchrow(
-            INSERT_REPORT, workspace_id, url, *(scores[name] for name in SCORES), len(issues)
-        ))
-        rows = await conn.fetch(
-            INSERT_ISSUES, report["id"], workspace_id, url, report["created_at"],
-            [i["issue_type"] for i in issues], [i["severity"] for i in issues], [i["details"] for i in issues],
-        ) if issues else []
+        report = dict(
+            await conn.fetchrow(INSERT_REPORT, workspace_id, url, *(scores[name] for name in SCORES), len(issues))
+        )
+        rows = (
+            await conn.fetch(
+                INSERT_ISSUES,
+                report["id"],
+                workspace_id,
+                url,
+                report["created_at"],
+                [i["issue_type"] for i in issues],
+                [i["severity"] for i in issues],
+                [i["details"] for i in issues],
+            )
+            if issues
+            else []
+        )
         report["issues"] = [dict(row) for row in rows]
         if on_created is not None:
             await on_created(conn, report)
@@ -98,7 +112,12 @@ async def list_reports(pool: asyncpg.Pool, workspace_id: int, query: ListQuery) 
 
 
 async def score_history(
-    pool: asyncpg.Pool, workspace_id: int, url: str, since: datetime | None, before: datetime | None, limit: int,
+    pool: asyncpg.Pool,
+    workspace_id: int,
+    url: str,
+    since: datetime | None,
+    before: datetime | None,
+    limit: int,
 ) -> list[dict]:
     """The URL's reports, newest first, at most `limit` (≤ MAX_HISTORY)."""
     rows = await pool.fetch(SELECT_HISTORY, workspace_id, url, since, before, min(limit, MAX_HISTORY))

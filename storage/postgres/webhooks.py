@@ -67,7 +67,7 @@ UPDATE webhook_endpoints SET previous_secret = secret, secret = $3,
 WHERE workspace_id = $1 AND id = $2 RETURNING {COLUMNS}, secret"""
 
 SELECT_DELIVERY = f"""
-SELECT d.{DELIVERY_COLUMNS.replace(', ', ', d.')}
+SELECT d.{DELIVERY_COLUMNS.replace(", ", ", d.")}
 FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
 WHERE e.workspace_id = $1 AND d.endpoint_id = $2 AND d.id = $3"""
 REQUEUE_DELIVERY = f"""
@@ -128,8 +128,18 @@ LISTING = ListingSpec(
     from_sql="webhook_endpoints",
     select_sql=COLUMNS,
     sort_columns={f: f for f in ("id", "url", "created_at", "updated_at", "last_delivery_at")},
-    fields=("id", "url", "events", "is_active", "success_count", "failure_count", "consecutive_failures",
-            "last_delivery_at", "created_at", "updated_at"),
+    fields=(
+        "id",
+        "url",
+        "events",
+        "is_active",
+        "success_count",
+        "failure_count",
+        "consecutive_failures",
+        "last_delivery_at",
+        "created_at",
+        "updated_at",
+    ),
     statuses={"active": "is_active", "disabled": "NOT is_active"},
     search_columns=("url",),
     date_columns={"created": "created_at", "updated": "updated_at"},
@@ -138,8 +148,18 @@ DELIVERY_LISTING = ListingSpec(
     from_sql="webhook_deliveries",
     select_sql=DELIVERY_COLUMNS,
     sort_columns={f: f for f in ("id", "created_at", "updated_at", "attempt", "next_attempt_at")},
-    fields=("id", "event_id", "event_type", "status", "response_code", "attempt", "delivered_at",
-            "next_retry_at", "error", "created_at"),
+    fields=(
+        "id",
+        "event_id",
+        "event_type",
+        "status",
+        "response_code",
+        "attempt",
+        "delivered_at",
+        "next_retry_at",
+        "error",
+        "created_at",
+    ),
     filters={"event_type": "event_type", "event_id": "event_id"},
     statuses={s.value: f"status = '{s.value}'" for s in DeliveryStatus},
     date_columns={"created": "created_at", "updated": "updated_at"},
@@ -201,7 +221,11 @@ async def list_endpoints(pool: asyncpg.Pool, workspace_id: int, query: ListQuery
 
 
 async def update_endpoint(
-    pool: asyncpg.Pool, workspace_id: int, endpoint_id: int, url: str | None, events: list[str] | None,
+    pool: asyncpg.Pool,
+    workspace_id: int,
+    endpoint_id: int,
+    url: str | None,
+    events: list[str] | None,
     is_active: bool | None,
 ) -> dict:
     row = await pool.fetchrow(UPDATE_ENDPOINT, workspace_id, endpoint_id, url, events, is_active)
@@ -255,10 +279,26 @@ async def requeue_delivery(pool: asyncpg.Pool, workspace_id: int, endpoint_id: i
 async def record_test_delivery(
     pool: asyncpg.Pool, endpoint_id: int, event_id: str, body: str, outcome: Outcome
 ) -> dict:
-    row = await pool.fetchrow(INSERT_TEST_DELIVERY, endpoint_id, event_id, body, outcome.status,
-                              outcome.status_code, outcome.response_body, outcome.error)
-    await pool.execute(INSERT_ATTEMPT, row["id"], 1, outcome.status_code, outcome.error, outcome.response_body,
-                       outcome.duration_ms, outcome.started_at)
+    row = await pool.fetchrow(
+        INSERT_TEST_DELIVERY,
+        endpoint_id,
+        event_id,
+        body,
+        outcome.status,
+        outcome.status_code,
+        outcome.response_body,
+        outcome.error,
+    )
+    await pool.execute(
+        INSERT_ATTEMPT,
+        row["id"],
+        1,
+        outcome.status_code,
+        outcome.error,
+        outcome.response_body,
+        outcome.duration_ms,
+        outcome.started_at,
+    )
     return dict(row)
 
 
@@ -284,8 +324,18 @@ async def claim_due(
 
 def _claimed(row, token: uuid.UUID) -> Claimed:
     secrets = (row["secret"],) + ((row["previous_secret"],) if row["previous_secret"] else ())
-    return Claimed(row["id"], row["endpoint_id"], row["event_id"], row["event_type"], row["body"], row["attempt"],
-                   row["created_at"], row["url"], secrets, token)
+    return Claimed(
+        row["id"],
+        row["endpoint_id"],
+        row["event_id"],
+        row["event_type"],
+        row["body"],
+        row["attempt"],
+        row["created_at"],
+        row["url"],
+        secrets,
+        token,
+    )
 
 
 async def record_outcome(
@@ -298,21 +348,45 @@ async def record_outcome(
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval(LOCK_ENDPOINT, claimed.endpoint_id) and outcome.status == DeliveryStatus.RETRYING:
             # Disabled while this attempt was in flight: no more attempts.
-            outcome = replace(outcome, status=DeliveryStatus.FAILED, next_attempt_at=None,
-                              error=f"{outcome.error}; endpoint disabled")
-        await conn.execute(INSERT_ATTEMPT, claimed.id, claimed.attempt + 1, outcome.status_code, outcome.error,
-                           outcome.response_body, outcome.duration_ms, outcome.started_at)
+            outcome = replace(
+                outcome, status=DeliveryStatus.FAILED, next_attempt_at=None, error=f"{outcome.error}; endpoint disabled"
+            )
+        await conn.execute(
+            INSERT_ATTEMPT,
+            claimed.id,
+            claimed.attempt + 1,
+            outcome.status_code,
+            outcome.error,
+            outcome.response_body,
+            outcome.duration_ms,
+            outcome.started_at,
+        )
         finished = await conn.fetchval(
-            FINISH_DELIVERY, claimed.id, claimed.lease_token, outcome.status, outcome.status_code,
-            outcome.response_body, outcome.error, outcome.next_attempt_at, outcome.started_at)
+            FINISH_DELIVERY,
+            claimed.id,
+            claimed.lease_token,
+            outcome.status,
+            outcome.status_code,
+            outcome.response_body,
+            outcome.error,
+            outcome.next_attempt_at,
+            outcome.started_at,
+        )
         if finished is None:
             return None  # the lease ran out and another worker owns the delivery now
         succeeded = outcome.status == DeliveryStatus.SUCCESS
-        endpoint = dict(await conn.fetchrow(ENDPOINT_SUCCEEDED if succeeded else ENDPOINT_FAILED,
-                                            claimed.endpoint_id, outcome.started_at))
+        endpoint = dict(
+            await conn.fetchrow(
+                ENDPOINT_SUCCEEDED if succeeded else ENDPOINT_FAILED, claimed.endpoint_id, outcome.started_at
+            )
+        )
         reason = outcome.disable_reason
-        if reason is None and not succeeded and endpoint["consecutive_failures"] >= disable_after \
-                and outcome.started_at - endpoint["failing_since"] >= disable_after_time:
+        if (
+            reason is None
+            and not succeeded
+            and endpoint["consecutive_failures"] >= disable_after
+            and outcome.started_at - endpoint["failing_since"] >= disable_after_time
+        ):
             reason = DisableReason.CONSECUTIVE_FAILURES
         if reason is not None and not await _disable(conn, endpoint, reason, outcome.started_at):
             reason = None
@@ -323,6 +397,7 @@ async def _disable(conn: asyncpg.Connection, endpoint: dict, reason: DisableReas
     if await conn.fetchrow(DISABLE_ENDPOINT, endpoint["id"], reason) is None:
         return False  # disabled already (by a user, or by another worker's outcome)
     await conn.execute(FAIL_OPEN_DELIVERIES, endpoint["id"], f"endpoint disabled: {reason}")
-    await outbox.emit(conn, "webhook.disabled", endpoint["workspace_id"],
-                      webhook_disabled_payload(endpoint, reason, now))
+    await outbox.emit(
+        conn, "webhook.disabled", endpoint["workspace_id"], webhook_disabled_payload(endpoint, reason, now)
+    )
     return True

@@ -43,9 +43,15 @@ def _time(raw: bytes) -> float | None:
 
 def _parse(f: tuple) -> KeyRecord:
     return KeyRecord(
-        id=int(f[0]), workspace_id=int(f[1]), account_id=int(f[2]),
-        scopes=tuple(s for s in f[3].decode().split(" ") if s), tier=f[4].decode(),
-        expires_at=_time(f[5]), revoked_at=_time(f[6]), limit=int(f[7]), capacity=int(f[8]),
+        id=int(f[0]),
+        workspace_id=int(f[1]),
+        account_id=int(f[2]),
+        scopes=tuple(s for s in f[3].decode().split(" ") if s),
+        tier=f[4].decode(),
+        expires_at=_time(f[5]),
+        revoked_at=_time(f[6]),
+        limit=int(f[7]),
+        capacity=int(f[8]),
     )
 
 
@@ -73,11 +79,15 @@ class KeyGate:
     async def remember(self, key_hash: bytes, record: KeyRecord) -> None:
         key = _keys(key_hash)[0]
         mapping = {
-            "id": record.id, "workspace_id": record.workspace_id, "account_id": record.account_id,
-            "scopes": " ".join(record.scopes), "tier": record.tier,
+            "id": record.id,
+            "workspace_id": record.workspace_id,
+            "account_id": record.account_id,
+            "scopes": " ".join(record.scopes),
+            "tier": record.tier,
             "expires_at": "" if record.expires_at is None else repr(record.expires_at),
             "revoked_at": "" if record.revoked_at is None else repr(record.revoked_at),
-            "limit": record.limit, "capacity": record.capacity,
+            "limit": record.limit,
+            "capacity": record.capacity,
         }
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=mapping)

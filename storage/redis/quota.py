@@ -49,8 +49,17 @@ class QuotaStore:
         self.client = client
         self.script = Script(client, "quota.lua")
 
-    async def consume(self, counter: str, marker: str | None, quantity: int, limit: int, *,
-                      start_from: int | None, expire_at: int, marker_ttl: int) -> Outcome:
+    async def consume(
+        self,
+        counter: str,
+        marker: str | None,
+        quantity: int,
+        limit: int,
+        *,
+        start_from: int | None,
+        expire_at: int,
+        marker_ttl: int,
+    ) -> Outcome:
         """Add `quantity` unless that passes `limit`. A missing counter starts from `start_from`;
         None answers QuotaStatus.MISSING instead. `expire_at` 0: never expires."""
         keys = [counter] + ([marker] if marker else [])

@@ -2,7 +2,7 @@
 
 import hashlib
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 def bearer(key: str) -> dict:
@@ -48,16 +48,17 @@ def test_key_cannot_grant_scopes_it_lacks(client, tenants):
 
 def test_invalid_key_request_returns_422_per_field(client, tenant):
     _, headers = tenant
-    past = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
-    r = client.post("/api-keys", json={"scopes": ["posts:fly"], "rate_limit_tier": "gold", "expires_at": past},
-                    headers=headers)
+    past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    r = client.post(
+        "/api-keys", json={"scopes": ["posts:fly"], "rate_limit_tier": "gold", "expires_at": past}, headers=headers
+    )
     assert r.status_code == 422
     assert set(r.json()["errors"]) == {"name", "scopes", "rate_limit_tier", "expires_at"}
 
 
 def test_expired_key_is_rejected(client, tenants):
     ws = tenants.workspace()
-    key = tenants.key(ws["id"], expires_at=datetime.now(timezone.utc) + timedelta(seconds=1))
+    key = tenants.key(ws["id"], expires_at=datetime.now(UTC) + timedelta(seconds=1))
     assert client.get("/api-keys", headers=bearer(key)).status_code == 200
     time.sleep(1.2)
     r = client.get("/api-keys", headers=bearer(key))
@@ -76,14 +77,16 @@ def test_revoke_takes_effect_at_once(client, tenant):
 
 def test_rotation_keeps_old_key_for_grace_period(client, tenant):
     _, headers = tenant
-    old = client.post("/api-keys", json={"name": "Rotating", "scopes": ["workspaces:read"]}, headers=headers).json()["data"]
+    old = client.post("/api-keys", json={"name": "Rotating", "scopes": ["workspaces:read"]}, headers=headers).json()[
+        "data"
+    ]
     r = client.post(f"/api-keys/{old['id']}/rotate", json={"grace_period_hours": 24}, headers=headers)
     assert r.status_code == 200
     new = r.json()["data"]
     assert new["id"] != old["id"] and new["key"] != old["key"]
     assert new["scopes"] == ["workspaces:read"] and new["name"] == "Rotating"
     ends = datetime.fromisoformat(new["grace_period_ends_at"].replace("Z", "+00:00"))
-    assert timedelta(hours=23, minutes=59) < ends - datetime.now(timezone.utc) <= timedelta(hours=24)
+    assert timedelta(hours=23, minutes=59) < ends - datetime.now(UTC) <= timedelta(hours=24)
     assert client.get("/workspaces", headers=bearer(old["key"])).status_code == 200
     assert client.get("/workspaces", headers=bearer(new["key"])).status_code == 200
     assert client.get(f"/api-keys/{old['id']}", headers=headers).json()["data"]["status"] == "rotating"
@@ -104,7 +107,7 @@ def test_rotation_default_grace_is_24_hours(client, tenant):
     old = client.post("/api-keys", json={"name": "Default grace"}, headers=headers).json()["data"]
     new = client.post(f"/api-keys/{old['id']}/rotate", headers=headers).json()["data"]
     ends = datetime.fromisoformat(new["grace_period_ends_at"].replace("Z", "+00:00"))
-    assert timedelta(hours=23, minutes=59) < ends - datetime.now(timezone.utc) <= timedelta(hours=24)
+    assert timedelta(hours=23, minutes=59) < ends - datetime.now(UTC) <= timedelta(hours=24)
 
 
 def test_rotation_grace_out_of_range_returns_422(client, tenant):

@@ -40,16 +40,19 @@ def flood_db(database_url):
 
 def api_key_scans(dsn: str) -> int:
     """Scans of api_keys (index or sequential) reported by every backend of the database that has gone."""
+
     async def read():
         conn = await asyncpg.connect(dsn)
         try:
             deadline = time.monotonic() + 30
-            while await conn.fetchval("SELECT count(*) FROM pg_stat_activity "
-                                      "WHERE datname = current_database() AND pid <> pg_backend_pid()"):
+            while await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ):
                 assert time.monotonic() < deadline, "the server's Postgres connections did not go"
                 await asyncio.sleep(0.05)
-            return await conn.fetchval("SELECT seq_scan + coalesce(idx_scan, 0) FROM pg_stat_user_tables "
-                                       "WHERE relname = 'api_keys'")
+            return await conn.fetchval(
+                "SELECT seq_scan + coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'api_keys'"
+            )
         finally:
             await conn.close()
 
@@ -57,8 +60,12 @@ def api_key_scans(dsn: str) -> int:
 
 
 def flood_env(server_env: dict, dsn: str, failures_per_minute: int) -> dict:
-    return {**server_env, "DATABASE_URL": dsn, "SLUICE_TRUSTED_PROXIES": "127.0.0.1",
-            "SLUICE_AUTH_FAILURES_PER_MINUTE": str(failures_per_minute)}
+    return {
+        **server_env,
+        "DATABASE_URL": dsn,
+        "SLUICE_TRUSTED_PROXIES": "127.0.0.1",
+        "SLUICE_AUTH_FAILURES_PER_MINUTE": str(failures_per_minute),
+    }
 
 
 def get_workspaces(c: httpx.Client, key: str, address: str) -> httpx.Response:
@@ -84,8 +91,9 @@ def test_address_over_its_failure_budget_gets_429_without_lookups(flood_db, serv
     assert [r.status_code for r in refused] == [429] * 20
     body = refused[-1].json()
     assert body["error"] == "rate_limit_exceeded" and body["limit"] == FAILURE_BUDGET and body["remaining"] == 0
-    assert body["message"] == (f"Too many failed authentications from this address. "
-                               f"Please retry after {body['retry_after']} seconds.")
+    assert body["message"] == (
+        f"Too many failed authentications from this address. Please retry after {body['retry_after']} seconds."
+    )
     assert refused[-1].headers["retry-after"] == str(body["retry_after"]) and body["retry_after"] >= 1
     # One lookup per failed key and one for the attempt that found the budget spent; none after.
     assert api_key_scans(flood_db) - before == FAILURE_BUDGET + 1
@@ -96,8 +104,7 @@ def test_other_addresses_keep_their_access_while_one_is_refused(flood_db, server
     ws = tenants.workspace()
     valid = tenants.key(ws["id"])
     flooder, other = random_address(), random_address()
-    with running_api(flood_env(server_env, flood_db, FAILURE_BUDGET), tmp_path) as url, \
-            httpx.Client(base_url=url) as c:
+    with running_api(flood_env(server_env, flood_db, FAILURE_BUDGET), tmp_path) as url, httpx.Client(base_url=url) as c:
         statuses = [get_workspaces(c, made_up_key(), flooder).status_code for _ in range(FAILURE_BUDGET + 3)]
         served = get_workspaces(c, valid, other)
         still_refused = get_workspaces(c, valid, flooder)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -31,8 +31,14 @@ def counters_cli(database_url, clickhouse_url):
     env = {**os.environ, "DATABASE_URL": database_url, "CLICKHOUSE_URL": clickhouse_url}
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "app", "counters", *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "app", "counters", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     return run
 
@@ -53,7 +59,7 @@ def log_metered(url: str, ws_id: int, usage: dict) -> None:
 
     Each quantity is split over two events; a replayed copy and last month's event must not count.
     """
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = []
     for feature, quantity in usage.items():
         rows += [event(ws_id, feature, quantity - 1, now), event(ws_id, feature, 1, now)]
@@ -61,8 +67,19 @@ def log_metered(url: str, ws_id: int, usage: dict) -> None:
     ch = clickhouse.connect(url)
     try:
         clickhouse.apply_schema(ch)
-        ch.insert("usage_events", rows, column_names=["event_id", "workspace_id", "feature", "quantity",
-                                                      "metadata", "idempotency_key", "occurred_at"])
+        ch.insert(
+            "usage_events",
+            rows,
+            column_names=[
+                "event_id",
+                "workspace_id",
+                "feature",
+                "quantity",
+                "metadata",
+                "idempotency_key",
+                "occurred_at",
+            ],
+        )
     finally:
         ch.close()  # chdb opens a directory in one process at a time; the CLI runs in another
 
@@ -73,7 +90,7 @@ def event(ws_id: int, feature: str, quantity: int, at: datetime) -> list:
 
 def lose_counters(ws_id: int) -> None:
     """What Redis losing its data means for this workspace: its counter keys are gone."""
-    period = period_bounds(datetime.now(timezone.utc))[0]
+    period = period_bounds(datetime.now(UTC))[0]
     keys = [counter_key(ws_id, f) for f in STOCK] + [counter_key(ws_id, f, period) for f in METERED]
     with redis.Redis.from_url(os.environ["REDIS_URL"]) as r:
         assert r.delete(*keys) == len(keys)
@@ -91,8 +108,9 @@ def summary_used(client, headers) -> dict[str, int]:
     return {feature: entry["used"] for feature, entry in r.json()["data"]["entitlements"].items()}
 
 
-def test_rebuild_restores_counters_redis_lost_and_drift_reports_them_first(client, tenants, clickhouse_url,
-                                                                           counters_cli):
+def test_rebuild_restores_counters_redis_lost_and_drift_reports_them_first(
+    client, tenants, clickhouse_url, counters_cli
+):
     ws_id, headers = enterprise_workspace(tenants)
     record(client, headers, {**STOCK, **METERED})
     log_metered(clickhouse_url, ws_id, METERED)
@@ -118,7 +136,7 @@ def test_rebuilt_counters_expire_as_the_quota_script_sets_them(client, tenants, 
     ws_id, headers = enterprise_workspace(tenants)
     record(client, headers, {"posts": 3, "api_calls": 2})
     log_metered(clickhouse_url, ws_id, {"api_calls": 2})
-    period = period_bounds(datetime.now(timezone.utc))[0]
+    period = period_bounds(datetime.now(UTC))[0]
     stock_key, metered_key = counter_key(ws_id, "posts"), counter_key(ws_id, "api_calls", period)
     with redis.Redis.from_url(os.environ["REDIS_URL"]) as r:
         expected_expiry = r.expiretime(metered_key)
@@ -142,8 +160,9 @@ def test_counters_of_an_unknown_workspace_is_an_error(counters_cli):
     assert result.returncode != 0 and "not found: workspace 1" in result.stderr
 
 
-def test_metered_counters_rebuild_from_the_usage_the_consumer_stored(client, tenants, database_url, ingest_env,
-                                                                     clickhouse_query):
+def test_metered_counters_rebuild_from_the_usage_the_consumer_stored(
+    client, tenants, database_url, ingest_env, clickhouse_query
+):
     """The whole loop: usage over HTTP → Kafka → ingest worker → usage_events; Redis loses the
     counters; `counters rebuild` reads ClickHouse through the worker's query socket."""
     ws_id, headers = enterprise_workspace(tenants)
@@ -154,13 +173,19 @@ def test_metered_counters_rebuild_from_the_usage_the_consumer_stored(client, ten
     while clickhouse_query(count, {"ws": ws_id})[0][0] < 3:
         assert time.monotonic() < deadline, "the usage records did not reach ClickHouse"
         time.sleep(0.3)
-    period = period_bounds(datetime.now(timezone.utc))[0]
+    period = period_bounds(datetime.now(UTC))[0]
     with redis.Redis.from_url(os.environ["REDIS_URL"]) as r:
         assert r.delete(*(counter_key(ws_id, f, period) for f in METERED)) == 2
     assert summary_used(client, headers)["api_calls"] == 0  # what Redis lost
     env = {**os.environ, "DATABASE_URL": database_url, "CLICKHOUSE_URL": ingest_env["CLICKHOUSE_URL"]}
-    rebuilt = subprocess.run([sys.executable, "-m", "app", "counters", "rebuild", "--workspace-id", str(ws_id)],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "app", "counters", "rebuild", "--workspace-id", str(ws_id)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     used = summary_used(client, headers)
     assert (used["api_calls"], used["seo_reports"]) == (6, 3)

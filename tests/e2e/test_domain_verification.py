@@ -21,8 +21,7 @@ from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from tests.conftest import running_api
 
-CHROME = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 "
-          "Safari/537.36")
+CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 LANDING_SECONDS = 60
 
 
@@ -101,8 +100,11 @@ def site():
 
 @pytest.fixture(scope="module")
 def verifying_client(server_env, zone, tmp_path_factory):
-    env = {**server_env, "SLUICE_DNS_NAMESERVERS": f"127.0.0.1:{zone.port}",
-           "SLUICE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
+    env = {
+        **server_env,
+        "SLUICE_DNS_NAMESERVERS": f"127.0.0.1:{zone.port}",
+        "SLUICE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+    }
     with running_api(env, tmp_path_factory.mktemp("verifying-api")) as url:
         with httpx.Client(base_url=url + "/api/v1", timeout=30) as client:
             yield client
@@ -130,8 +132,12 @@ def landed(clickhouse_query, event_ids: list[str]) -> dict[str, int]:
     """event id → the workspace its ClickHouse row is in, once every one has arrived."""
     deadline, rows = time.monotonic() + LANDING_SECONDS, {}
     while time.monotonic() < deadline:
-        rows = dict(clickhouse_query("SELECT toString(event_id), workspace_id FROM events "
-                                     "WHERE toString(event_id) IN {ids:Array(String)}", {"ids": event_ids}))
+        rows = dict(
+            clickhouse_query(
+                "SELECT toString(event_id), workspace_id FROM events WHERE toString(event_id) IN {ids:Array(String)}",
+                {"ids": event_ids},
+            )
+        )
         if len(rows) == len(event_ids):
             return rows
         time.sleep(0.3)
@@ -139,8 +145,10 @@ def landed(clickhouse_query, event_ids: list[str]) -> dict[str, int]:
 
 
 def rows_of(clickhouse_query, workspace_id: int) -> list[tuple]:
-    return clickhouse_query("SELECT host, toString(event_id) FROM events WHERE workspace_id = {ws:UInt64} "
-                            "ORDER BY host", {"ws": workspace_id})
+    return clickhouse_query(
+        "SELECT host, toString(event_id) FROM events WHERE workspace_id = {ws:UInt64} ORDER BY host",
+        {"ws": workspace_id},
+    )
 
 
 def key_headers(tenants) -> tuple[dict, dict]:
@@ -150,6 +158,7 @@ def key_headers(tenants) -> tuple[dict, dict]:
 
 # -- verifying -----------------------------------------------------------------------------------
 
+
 def test_a_new_claim_shows_where_to_put_its_token(verifying_client, tenants):
     _ws, headers = key_headers(tenants)
     host = apex()
@@ -157,11 +166,16 @@ def test_a_new_claim_shows_where_to_put_its_token(verifying_client, tenants):
     token = verification["token"]
     assert len(token) == 32
     assert verification == {
-        "status": "unverified", "token": token, "dns_txt_name": f"_sluice-verification.{host}",
+        "status": "unverified",
+        "token": token,
+        "dns_txt_name": f"_sluice-verification.{host}",
         "dns_txt_value": f"sluice-verification={token}",
         "file_url": f"https://{host}/.well-known/sluice-verification.txt",
-        "meta_tag": f'<meta name="sluice-verification" content="{token}">', "method": None,
-        "verified_at": None, "lost_at": None}
+        "meta_tag": f'<meta name="sluice-verification" content="{token}">',
+        "method": None,
+        "verified_at": None,
+        "lost_at": None,
+    }
 
 
 @pytest.mark.parametrize("at_label", [True, False], ids=["at-_sluice-verification", "at-the-host"])
@@ -186,8 +200,12 @@ def test_the_file_on_the_site_verifies_the_claim(verifying_client, tenants, zone
     host = apex()
     domain = claim(verifying_client, headers, host)
     zone.set(host, "A", site.address)
-    site.serve(host, "/.well-known/sluice-verification.txt", domain["verification"]["token"] + "\n",
-               headers={"Content-Type": "text/plain"})
+    site.serve(
+        host,
+        "/.well-known/sluice-verification.txt",
+        domain["verification"]["token"] + "\n",
+        headers={"Content-Type": "text/plain"},
+    )
     r = verify(verifying_client, headers, domain)
     assert r.status_code == 200, r.text
     assert r.json()["data"]["verification"]["method"] == "file"
@@ -195,13 +213,14 @@ def test_the_file_on_the_site_verifies_the_claim(verifying_client, tenants, zone
 
 
 def test_a_meta_tag_on_the_home_page_verifies_the_claim_through_a_redirect_on_the_host(
-        verifying_client, tenants, zone, site):
+    verifying_client, tenants, zone, site
+):
     _ws, headers = key_headers(tenants)
     host = apex()
     domain = claim(verifying_client, headers, host)
     zone.set(host, "A", site.address)
     site.serve(host, "/", "", status=302, headers={"Location": "/en/"})
-    site.serve(host, "/en/", f'<html><head><title>Alpha</title>{domain["verification"]["meta_tag"]}</head></html>')
+    site.serve(host, "/en/", f"<html><head><title>Alpha</title>{domain['verification']['meta_tag']}</head></html>")
     r = verify(verifying_client, headers, domain)
     assert r.status_code == 200, r.text
     assert r.json()["data"]["verification"]["method"] == "meta_tag"
@@ -226,8 +245,13 @@ def test_a_failed_verification_says_what_was_looked_up_and_found(verifying_clien
     assert f"GET http://{host}/.well-known/sluice-verification.txt: HTTP 404" in message
     assert f'GET http://{host}/: HTTP 200, no <meta name="sluice-verification"> in its first 64 KB' in message
     assert [(c["method"], c["passed"]) for c in body["checks"]] == [
-        ("dns_txt", False), ("dns_txt", False), ("file", False), ("file", False), ("meta_tag", False),
-        ("meta_tag", False)]
+        ("dns_txt", False),
+        ("dns_txt", False),
+        ("file", False),
+        ("file", False),
+        ("meta_tag", False),
+        ("meta_tag", False),
+    ]
     unchanged = verifying_client.get(f"/pixel/domains/{domain['id']}", headers=headers).json()["data"]
     assert unchanged["verification"]["status"] == "unverified"
 
@@ -257,8 +281,10 @@ def test_verify_is_404_for_another_workspaces_domain(verifying_client, tenants):
 
 # -- who gets a host's events ----------------------------------------------------------------------
 
+
 def test_a_verified_owner_beats_other_workspaces_unverified_claims_on_subdomains(
-        verifying_client, tenants, zone, clickhouse_query):
+    verifying_client, tenants, zone, clickhouse_query
+):
     owner, owner_headers = key_headers(tenants)
     squatter, squatter_headers = key_headers(tenants)
     host = apex()
@@ -284,8 +310,7 @@ def test_a_verified_owner_beats_other_workspaces_unverified_claims_on_subdomains
     assert set(landed(clickhouse_query, [r.headers["X-Sluice-Event-ID"]]).values()) == {owner["id"]}
 
 
-def test_contested_unverified_claims_serve_nobody_until_one_verifies(
-        verifying_client, tenants, zone, clickhouse_query):
+def test_contested_unverified_claims_serve_nobody_until_one_verifies(verifying_client, tenants, zone, clickhouse_query):
     first, first_headers = key_headers(tenants)
     second, second_headers = key_headers(tenants)
     host = apex()
@@ -309,8 +334,7 @@ def test_contested_unverified_claims_serve_nobody_until_one_verifies(
     assert config.json()["enabled"] is True and config.headers["Access-Control-Allow-Origin"] == f"https://{host}"
 
 
-def test_verifying_takes_the_host_from_the_workspace_that_held_it(
-        verifying_client, tenants, zone, clickhouse_query):
+def test_verifying_takes_the_host_from_the_workspace_that_held_it(verifying_client, tenants, zone, clickhouse_query):
     old, old_headers = key_headers(tenants)
     new, new_headers = key_headers(tenants)
     host = apex()
@@ -331,8 +355,10 @@ def test_verifying_takes_the_host_from_the_workspace_that_held_it(
     lost = verifying_client.get(f"/pixel/domains/{old_domain['id']}", headers=old_headers).json()["data"]
     assert lost["verification"]["status"] == "unverified"
     assert lost["verification"]["method"] is None and lost["verification"]["lost_at"] is not None
-    payload = tenants.fetchval("SELECT payload FROM outbox WHERE event_type = 'pixel_domain.verification_lost' "
-                               "AND workspace_id = $1", old["id"])
+    payload = tenants.fetchval(
+        "SELECT payload FROM outbox WHERE event_type = 'pixel_domain.verification_lost' AND workspace_id = $1",
+        old["id"],
+    )
     assert payload == {"id": old_domain["id"], "host": host, "lost_at": lost["verification"]["lost_at"]}
     # The old owner cannot win it back without the DNS.
     assert verify(verifying_client, old_headers, old_domain).status_code == 422

@@ -45,8 +45,9 @@ def test_several_workspaces_may_claim_a_host_but_one_workspace_only_once(client,
     mine = client.post("/pixel/domains", headers=headers, json={"host": host})
     assert mine.status_code == 201
     other = tenants.workspace()
-    theirs = client.post("/pixel/domains", headers={"Authorization": f"Bearer {tenants.key(other['id'])}"},
-                         json={"host": host})
+    theirs = client.post(
+        "/pixel/domains", headers={"Authorization": f"Bearer {tenants.key(other['id'])}"}, json={"host": host}
+    )
     assert theirs.status_code == 201
     assert theirs.json()["data"]["verification"]["token"] != mine.json()["data"]["verification"]["token"]
     again = client.post("/pixel/domains", headers=headers, json={"host": host})
@@ -54,8 +55,22 @@ def test_several_workspaces_may_claim_a_host_but_one_workspace_only_once(client,
     assert again.json() == {"error": "conflict", "message": f"The host {host} is already registered in this workspace."}
 
 
-@pytest.mark.parametrize("host", ["https://example.com", "example.com/path", "example.com:8080", "-bad-.com",
-                                  "a..b", "", " ", 7, "com", "co.uk", "github.io"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "https://example.com",
+        "example.com/path",
+        "example.com:8080",
+        "-bad-.com",
+        "a..b",
+        "",
+        " ",
+        7,
+        "com",
+        "co.uk",
+        "github.io",
+    ],
+)
 def test_a_url_or_anything_not_a_host_name_is_refused(client, headers, host):
     r = client.post("/pixel/domains", headers=headers, json={"host": host})
     assert r.status_code == 422
@@ -63,8 +78,16 @@ def test_a_url_or_anything_not_a_host_name_is_refused(client, headers, host):
 
 
 def test_config_fields_are_validated_one_by_one(client, headers):
-    r = client.post("/pixel/domains", headers=headers, json={
-        "host": unique_host(), "enabled": "yes", "sample_rate": 1.5, "features": {"pageviews": 1, "clicks": True}})
+    r = client.post(
+        "/pixel/domains",
+        headers=headers,
+        json={
+            "host": unique_host(),
+            "enabled": "yes",
+            "sample_rate": 1.5,
+            "features": {"pageviews": 1, "clicks": True},
+        },
+    )
     assert r.status_code == 422
     assert set(r.json()["errors"]) == {"enabled", "sample_rate", "features.pageviews", "features.clicks"}
 
@@ -72,8 +95,9 @@ def test_config_fields_are_validated_one_by_one(client, headers):
 def test_patch_changes_config_but_not_the_host_and_delete_frees_the_host(client, tenants, headers):
     host = unique_host()
     domain = client.post("/pixel/domains", headers=headers, json={"host": host}).json()["data"]
-    r = client.patch(f"/pixel/domains/{domain['id']}", headers=headers,
-                     json={"sample_rate": 0.25, "features": {"sessions": False}})
+    r = client.patch(
+        f"/pixel/domains/{domain['id']}", headers=headers, json={"sample_rate": 0.25, "features": {"sessions": False}}
+    )
     assert r.status_code == 200, r.text
     data = r.json()["data"]
     assert data["sample_rate"] == 0.25
@@ -82,8 +106,9 @@ def test_patch_changes_config_but_not_the_host_and_delete_frees_the_host(client,
     assert client.delete(f"/pixel/domains/{domain['id']}", headers=headers).status_code == 204
     assert client.get(f"/pixel/domains/{domain['id']}", headers=headers).status_code == 404
     other = tenants.workspace()
-    r = client.post("/pixel/domains", headers={"Authorization": f"Bearer {tenants.key(other['id'])}"},
-                    json={"host": host})
+    r = client.post(
+        "/pixel/domains", headers={"Authorization": f"Bearer {tenants.key(other['id'])}"}, json={"host": host}
+    )
     assert r.status_code == 201
 
 

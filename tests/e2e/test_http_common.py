@@ -35,8 +35,18 @@ def test_hostile_request_id_is_replaced(client):
     assert r.headers["x-request-id"].startswith("req_")
 
 
-@pytest.mark.parametrize("authorization", [None, "", "Bearer", "Basic abc", "Bearer sk_live_short",
-                                           "Bearer sk_live_" + "A" * 40, "Token sk_live_" + "A" * 40])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Basic abc",
+        "Bearer sk_live_short",
+        "Bearer sk_live_" + "A" * 40,
+        "Token sk_live_" + "A" * 40,
+    ],
+)
 def test_missing_or_bad_key_returns_401_envelope(client, authorization):
     headers = {} if authorization is None else {"Authorization": authorization}
     r = client.get("/workspaces", headers=headers)
@@ -54,7 +64,9 @@ def test_malformed_json_returns_400_envelope(client, tenant):
 
 def test_wrong_content_type_returns_400_envelope(client, tenant):
     _, headers = tenant
-    r = client.post("/workspaces", content=b"name=x", headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})
+    r = client.post(
+        "/workspaces", content=b"name=x", headers={**headers, "Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert r.status_code == 400
     assert r.json()["error"] == "unsupported_content_type"
 
@@ -101,7 +113,9 @@ def test_chunked_body_over_limit_returns_413(client, tenant):
 
 def test_invalid_utf8_body_is_400_not_500(client, tenant):
     _, headers = tenant
-    r = client.post("/workspaces", content=b'{"name": "\xff\xfe"}', headers={**headers, "Content-Type": "application/json"})
+    r = client.post(
+        "/workspaces", content=b'{"name": "\xff\xfe"}', headers={**headers, "Content-Type": "application/json"}
+    )
     assert r.status_code == 400
 
 

@@ -6,8 +6,8 @@ import time
 import uuid
 
 import httpx
-import redis as redis_sync
 import pytest
+import redis as redis_sync
 
 from storage.redis.client import create_client
 from storage.redis.idempotency import IdempotencyStore, StoredResponse, record_key
@@ -49,8 +49,9 @@ def test_repeat_replays_status_body_and_creates_one_row(client, tenants, tenant)
     replayed, original = second.json()["data"], first.json()["data"]
     # The same key row; its secret is not kept in Redis, so the replay redacts it.
     assert original["key"].startswith("sk_live_") and replayed["key"] is None and replayed["secret_redacted"]
-    assert {k: v for k, v in replayed.items() if k not in ("key", "secret_redacted")} == \
-        {k: v for k, v in original.items() if k != "key"}
+    assert {k: v for k, v in replayed.items() if k not in ("key", "secret_redacted")} == {
+        k: v for k, v in original.items() if k != "key"
+    }
     assert not secret_in_redis(original["key"])
     assert second.headers["content-type"] == first.headers["content-type"] == "application/json"
     assert "idempotent-replayed" not in first.headers
@@ -182,6 +183,7 @@ def test_redis_unavailable_refuses_keyed_requests_with_503(server_env, tenants, 
 
 
 # The store against the real Redis: a request whose record was taken over cannot touch it.
+
 
 @pytest.fixture
 async def store():

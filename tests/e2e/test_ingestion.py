@@ -23,7 +23,9 @@ from storage.local_stack.kafka import DedicatedBroker
 from storage.postgres import domains
 from tests.conftest import ROOT, running_api
 
-CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
+)
 DRAIN_TIMEOUT = 90
 
 
@@ -36,14 +38,20 @@ def site(tenants) -> tuple[dict, str]:
 
 
 def event(host: str, n: int, name: str = "pageview", **extra) -> dict:
-    return {"event": name, "url": f"https://{host}/page/{n}?utm_source=news&utm_campaign=launch",
-            "referrer": "https://www.google.com/search?q=x", "properties": {"n": n}, **extra}
+    return {
+        "event": name,
+        "url": f"https://{host}/page/{n}?utm_source=news&utm_campaign=launch",
+        "referrer": "https://www.google.com/search?q=x",
+        "properties": {"n": n},
+        **extra,
+    }
 
 
 def rows_of(query, workspace_id: int, count_only: bool = False):
     if count_only:
-        return query("SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = {ws:UInt64}",
-                     {"ws": workspace_id})[0]
+        return query(
+            "SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = {ws:UInt64}", {"ws": workspace_id}
+        )[0]
     return query("SELECT * FROM events WHERE workspace_id = {ws:UInt64} ORDER BY time", {"ws": workspace_id})
 
 
@@ -62,6 +70,7 @@ def wait_for_count(count, expected: int, timeout: float = DRAIN_TIMEOUT) -> tupl
 
 # --- the shared server and worker -------------------------------------------------------
 
+
 def test_every_form_of_tracking_lands_once_with_enriched_fields(client, tenants, clickhouse_query):
     ws, host = site(tenants)
     ua = {"User-Agent": CHROME}
@@ -69,8 +78,11 @@ def test_every_form_of_tracking_lands_once_with_enriched_fields(client, tenants,
         r = client.post("/pixel/track", json=event(host, n), headers=ua)
         assert r.status_code == 200 and r.json() == {"tracked": True}, r.text
     for n in range(3, 5):  # navigator.sendBeacon sends text/plain
-        r = client.post("/pixel/track", content=orjson.dumps(event(host, n)),
-                        headers={**ua, "Content-Type": "text/plain;charset=UTF-8"})
+        r = client.post(
+            "/pixel/track",
+            content=orjson.dumps(event(host, n)),
+            headers={**ua, "Content-Type": "text/plain;charset=UTF-8"},
+        )
         assert r.status_code in (200, 202, 204), r.text
     r = client.get("/pixel/track", params={"event": "pageview", "url": f"https://{host}/noscript"}, headers=ua)
     assert r.status_code == 200 and r.headers["content-type"] == "image/gif" and r.content[:6] == b"GIF89a"
@@ -80,8 +92,12 @@ def test_every_form_of_tracking_lands_once_with_enriched_fields(client, tenants,
 
     rows, distinct = wait_for_count(lambda: rows_of(clickhouse_query, ws["id"], True), 10)
     assert (rows, distinct) == (10, 10)
-    columns = [c for c, in clickhouse_query("SELECT name FROM system.columns WHERE table = 'events' "
-                                            "AND database = currentDatabase() ORDER BY position")]
+    columns = [
+        c
+        for (c,) in clickhouse_query(
+            "SELECT name FROM system.columns WHERE table = 'events' AND database = currentDatabase() ORDER BY position"
+        )
+    ]
     stored = [dict(zip(columns, row)) for row in rows_of(clickhouse_query, ws["id"])]
     first = next(r for r in stored if r["path"] == "/page/0")
     assert first["host"] == host and first["event"] == "pageview"
@@ -103,18 +119,27 @@ def test_rollups_agree_with_the_raw_table(client, tenants, clickhouse_query):
     assert client.post("/pixel/track", json=events, headers={"User-Agent": CHROME}).status_code == 200
     assert wait_for_count(lambda: rows_of(clickhouse_query, ws["id"], True), 14) == (14, 14)
     p = {"ws": ws["id"]}
-    raw = clickhouse_query("SELECT countIf(event = 'pageview'), count(), uniqExact(visitor_id) FROM events "
-                           "WHERE workspace_id = {ws:UInt64}", p)[0]
+    raw = clickhouse_query(
+        "SELECT countIf(event = 'pageview'), count(), uniqExact(visitor_id) FROM events "
+        "WHERE workspace_id = {ws:UInt64}",
+        p,
+    )[0]
     for table in ("pageviews_hourly", "pageviews_daily"):
-        rolled = clickhouse_query(f"SELECT sum(pageviews), sum(events), uniqMerge(visitors) FROM {table} "
-                                  "WHERE workspace_id = {ws:UInt64}", p)[0]
+        rolled = clickhouse_query(
+            f"SELECT sum(pageviews), sum(events), uniqMerge(visitors) FROM {table} WHERE workspace_id = {{ws:UInt64}}",
+            p,
+        )[0]
         assert tuple(rolled) == tuple(raw), table
-    top = clickhouse_query("SELECT path, sum(pageviews) AS n FROM top_pages_daily WHERE workspace_id = {ws:UInt64} "
-                           "GROUP BY path ORDER BY path", p)
+    top = clickhouse_query(
+        "SELECT path, sum(pageviews) AS n FROM top_pages_daily WHERE workspace_id = {ws:UInt64} "
+        "GROUP BY path ORDER BY path",
+        p,
+    )
     assert [tuple(r) for r in top] == [("/page/0", 4), ("/page/1", 4), ("/page/2", 4)]
 
 
 # --- failures: a consumer killed, Kafka restarted ------------------------------------------
+
 
 class Worker:
     """A `python -m ingest` of the test's own, which the test may kill and start again."""
@@ -124,8 +149,9 @@ class Worker:
 
     def start(self) -> None:
         with open(self.log_path, "a") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ingest"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -152,9 +178,16 @@ def worker(env: dict, log_path: Path):
 
 def private_pipeline_env(server_env: dict, tmp_path: Path, **extra) -> dict:
     run = uuid.uuid4().hex[:8]
-    return {**server_env, "SLUICE_KAFKA_TOPIC_PREFIX": f"sluice-test-{run}.", "SLUICE_CONSUMER_GROUP": f"g-{run}",
-            "CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}", "SLUICE_SPOOL_DIR": str(tmp_path / "spool"),
-            "SLUICE_TRUSTED_PROXIES": "127.0.0.1", "SLUICE_LOG_LEVEL": "info", **extra}
+    return {
+        **server_env,
+        "SLUICE_KAFKA_TOPIC_PREFIX": f"sluice-test-{run}.",
+        "SLUICE_CONSUMER_GROUP": f"g-{run}",
+        "CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
+        "SLUICE_SPOOL_DIR": str(tmp_path / "spool"),
+        "SLUICE_TRUSTED_PROXIES": "127.0.0.1",
+        "SLUICE_LOG_LEVEL": "info",
+        **extra,
+    }
 
 
 def counter(env: dict, workspace_id: int):
@@ -166,8 +199,12 @@ def counter(env: dict, workspace_id: int):
         if reader is None:
             return (0, 0)
         try:
-            return tuple(reader.query("SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = "
-                                      "{ws:UInt64}", parameters={"ws": workspace_id}).result_rows[0])
+            return tuple(
+                reader.query(
+                    "SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = {ws:UInt64}",
+                    parameters={"ws": workspace_id},
+                ).result_rows[0]
+            )
         except Exception:  # noqa: BLE001
             return (0, 0)
         finally:
@@ -179,6 +216,7 @@ def counter(env: dict, workspace_id: int):
 def _gateway_up(env: dict) -> bool:
     from storage.clickhouse import gateway
     from storage.clickhouse.client import chdb_directory
+
     return gateway.Reader(gateway.socket_path(chdb_directory(env["CLICKHOUSE_URL"]))).answers()
 
 
@@ -194,8 +232,11 @@ class Load(threading.Thread):
         with httpx.Client(base_url=self.url, timeout=30) as c:
             for i in range(self.requests):
                 batch = [event(self.host, i * self.size + j) for j in range(self.size)]
-                r = c.post("/api/v1/pixel/track", json=batch,
-                           headers={"User-Agent": CHROME, "X-Forwarded-For": f"10.9.{i // 250}.{i % 250 + 1}"})
+                r = c.post(
+                    "/api/v1/pixel/track",
+                    json=batch,
+                    headers={"User-Agent": CHROME, "X-Forwarded-For": f"10.9.{i // 250}.{i % 250 + 1}"},
+                )
                 self.statuses.append(r.status_code)
                 if r.status_code == 200:
                     self.accepted += r.json()["accepted"]
@@ -211,8 +252,7 @@ def wait_for_log(path: Path, text: str, timeout: float = 60) -> None:
 
 def test_consumer_killed_mid_load_and_restarted_stores_each_event_once(server_env, tenants, tmp_path):
     ws, host = site(tenants)
-    env = private_pipeline_env(server_env, tmp_path, SLUICE_CONSUMER_BATCH_ROWS="200",
-                               SLUICE_CONSUMER_BATCH_MS="100")
+    env = private_pipeline_env(server_env, tmp_path, SLUICE_CONSUMER_BATCH_ROWS="200", SLUICE_CONSUMER_BATCH_MS="100")
     log = tmp_path / "worker.log"
     with running_api(env, tmp_path) as url, worker(env, log) as w:
         wait_for_log(log, "partitions assigned")
@@ -233,8 +273,9 @@ def test_kafka_restarted_during_load_spools_and_stores_each_event_once(server_en
     ws, host = site(tenants)
     broker = DedicatedBroker(tmp_path / "kafka")
     broker.start()
-    env = private_pipeline_env(server_env, tmp_path, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
-                               SLUICE_KAFKA_ACK_DEADLINE_MS="500")
+    env = private_pipeline_env(
+        server_env, tmp_path, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, SLUICE_KAFKA_ACK_DEADLINE_MS="500"
+    )
     log = tmp_path / "worker.log"
     try:
         with running_api(env, tmp_path) as url, worker(env, log):
@@ -286,8 +327,9 @@ def test_analytics_tools_count_tracked_events_of_the_callers_workspace_only(clie
     headers = {"Authorization": f"Bearer {tenants.key(ws['id'])}"}
 
     def tool(name, **arguments):
-        r = client.post("/mcp/tools/call", json={"server": "analytics", "tool": name, "arguments": arguments},
-                        headers=headers)
+        r = client.post(
+            "/mcp/tools/call", json={"server": "analytics", "tool": name, "arguments": arguments}, headers=headers
+        )
         assert r.status_code == 200, r.text
         return r.json()["result"]
 

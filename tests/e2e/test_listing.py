@@ -46,14 +46,25 @@ def test_default_page_size_is_25(client, account):
     assert client.get("/workspaces", headers=headers).json()["meta"]["per_page"] == 25
 
 
-@pytest.mark.parametrize("params,field", [
-    ({"per_page": 0}, "per_page"), ({"per_page": 101}, "per_page"), ({"per_page": "ten"}, "per_page"),
-    ({"page": 0}, "page"), ({"page": -1}, "page"), ({"page": "1.5"}, "page"),
-    ({"sort": "password"}, "sort"), ({"sort": "name;DROP TABLE workspaces"}, "sort"), ({"sort": "name,"}, "sort"),
-    ({"fields": "id,secret"}, "fields"), ({"include": "owner"}, "include"),
-    ({"status": "active"}, "status"), ({"created_after": "yesterday"}, "created_after"),
-    ({"search": "x" * 101}, "search"),
-])
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"per_page": 0}, "per_page"),
+        ({"per_page": 101}, "per_page"),
+        ({"per_page": "ten"}, "per_page"),
+        ({"page": 0}, "page"),
+        ({"page": -1}, "page"),
+        ({"page": "1.5"}, "page"),
+        ({"sort": "password"}, "sort"),
+        ({"sort": "name;DROP TABLE workspaces"}, "sort"),
+        ({"sort": "name,"}, "sort"),
+        ({"fields": "id,secret"}, "fields"),
+        ({"include": "owner"}, "include"),
+        ({"status": "active"}, "status"),
+        ({"created_after": "yesterday"}, "created_after"),
+        ({"search": "x" * 101}, "search"),
+    ],
+)
 def test_invalid_listing_parameter_returns_422(client, account, params, field):
     _, headers = account
     r = client.get("/workspaces", params=params, headers=headers)
@@ -65,7 +76,11 @@ def test_sort_by_several_fields(client, account):
     _, headers = account
     data = client.get("/workspaces", params={"sort": "-tier,name", "search": "o"}, headers=headers).json()["data"]
     assert [(w["tier"], w["name"]) for w in data] == [
-        ("pro", "bravo"), ("free", "echo"), ("free", "foxtrot"), ("free", "golf"), ("enterprise", "home"),
+        ("pro", "bravo"),
+        ("free", "echo"),
+        ("free", "foxtrot"),
+        ("free", "golf"),
+        ("enterprise", "home"),
     ]
 
 
@@ -77,15 +92,17 @@ def test_filter_search_and_dates(client, account):
     assert client.get("/workspaces", params={"search": "%"}, headers=headers).json()["meta"]["total"] == 0
     later = client.get("/workspaces", params={"created_after": "2100-01-01"}, headers=headers).json()
     assert later["meta"]["total"] == 0
-    earlier = client.get("/workspaces", params={"created_after": "2000-01-01T00:00:00Z",
-                                                "updated_before": "2100-01-01"}, headers=headers).json()
+    earlier = client.get(
+        "/workspaces", params={"created_after": "2000-01-01T00:00:00Z", "updated_before": "2100-01-01"}, headers=headers
+    ).json()
     assert earlier["meta"]["total"] == 8
 
 
 def test_fields_and_include(client, account):
     _, headers = account
-    data = client.get("/workspaces", params={"fields": "id,name", "include": "account", "per_page": 1},
-                      headers=headers).json()["data"]
+    data = client.get(
+        "/workspaces", params={"fields": "id,name", "include": "account", "per_page": 1}, headers=headers
+    ).json()["data"]
     assert set(data[0]) == {"id", "name", "account"}
     assert set(data[0]["account"]) == {"id", "name", "created_at"}
 
@@ -113,7 +130,9 @@ def test_walking_every_page_yields_each_item_once(client, account, per_page, sor
     _, headers = account
     seen, page = [], 1
     while True:
-        body = client.get("/workspaces", params={"per_page": per_page, "page": page, "sort": sort}, headers=headers).json()
+        body = client.get(
+            "/workspaces", params={"per_page": per_page, "page": page, "sort": sort}, headers=headers
+        ).json()
         seen += [w["id"] for w in body["data"]]
         if body["links"]["next"] is None:
             break

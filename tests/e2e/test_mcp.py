@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,10 +20,25 @@ from tests.conftest import ROOT, _free_port, running_api
 
 SECRET = "top secret outside the root"
 HOSTILE = [
-    "../secret.txt", "../../secret.txt", "a/../../secret.txt", "..", "/etc/passwd", "//etc/passwd",
-    "~/secret.txt", "C:secret.txt", "..\\secret.txt", "a\x00.txt", "%2e%2e/secret.txt", "%2e%2e%2fsecret.txt",
-    "..%2fsecret.txt", "%252e%252e/secret.txt", "\uff0e\uff0e/secret.txt", "a/\u2025/secret.txt",
-    "outlink/secret.txt", "filelink.txt", "a\nb",
+    "../secret.txt",
+    "../../secret.txt",
+    "a/../../secret.txt",
+    "..",
+    "/etc/passwd",
+    "//etc/passwd",
+    "~/secret.txt",
+    "C:secret.txt",
+    "..\\secret.txt",
+    "a\x00.txt",
+    "%2e%2e/secret.txt",
+    "%2e%2e%2fsecret.txt",
+    "..%2fsecret.txt",
+    "%252e%252e/secret.txt",
+    "\uff0e\uff0e/secret.txt",
+    "a/\u2025/secret.txt",
+    "outlink/secret.txt",
+    "filelink.txt",
+    "a\nb",
 ]
 
 
@@ -66,8 +81,12 @@ def serve(port: int | None) -> None:
 @pytest.fixture(scope="module")
 def external_mcp():
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tests.e2e.test_mcp", str(port)], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.e2e.test_mcp", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/mcp"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -87,22 +106,56 @@ def external_mcp():
 def mcp_env(tmp_path_factory, server_env, external_mcp):
     base = tmp_path_factory.mktemp("mcp")
     config = base / "mcp_servers.json"
-    config.write_bytes(orjson.dumps({"servers": [
-        {"id": "filesystem", "type": "builtin", "name": "Filesystem Server", "description": "Files"},
-        {"id": "analytics", "type": "builtin", "name": "Analytics Server", "description": "Events"},
-        {"id": "notes", "type": "streamable_http", "url": external_mcp, "name": "Notes", "description": "External",
-         "timeout_seconds": 1, "resource_schemes": ["notes"]},
-        {"id": "local", "type": "stdio", "command": sys.executable, "args": ["-m", "tests.e2e.test_mcp", "stdio"],
-         "cwd": str(ROOT), "timeout_seconds": 20},
-        {"id": "gone", "type": "streamable_http", "url": f"http://127.0.0.1:{_free_port()}/mcp", "name": "Gone"},
-    ]}))
+    config.write_bytes(
+        orjson.dumps(
+            {
+                "servers": [
+                    {"id": "filesystem", "type": "builtin", "name": "Filesystem Server", "description": "Files"},
+                    {"id": "analytics", "type": "builtin", "name": "Analytics Server", "description": "Events"},
+                    {
+                        "id": "notes",
+                        "type": "streamable_http",
+                        "url": external_mcp,
+                        "name": "Notes",
+                        "description": "External",
+                        "timeout_seconds": 1,
+                        "resource_schemes": ["notes"],
+                    },
+                    {
+                        "id": "local",
+                        "type": "stdio",
+                        "command": sys.executable,
+                        "args": ["-m", "tests.e2e.test_mcp", "stdio"],
+                        "cwd": str(ROOT),
+                        "timeout_seconds": 20,
+                    },
+                    {
+                        "id": "gone",
+                        "type": "streamable_http",
+                        "url": f"http://127.0.0.1:{_free_port()}/mcp",
+                        "name": "Gone",
+                    },
+                ]
+            }
+        )
+    )
     (base / "secret.txt").write_text(SECRET)
     (base / "root").mkdir()
     (base / "root" / "secret.txt").write_text(SECRET)
-    return {"base": base, "root": base / "root", "clickhouse_url": f"chdb://{base}/clickhouse",
-            "env": {**server_env, "SLUICE_MCP_CONFIG": str(config), "SLUICE_MCP_ROOT": str(base / "root"),
-                    "SLUICE_MCP_TIMEOUT_SECONDS": "5", "SLUICE_MCP_ALLOW_STDIO": "1", "SLUICE_MCP_MAX_FILE_BYTES": "4096",
-                    "CLICKHOUSE_URL": f"chdb://{base}/clickhouse"}}
+    return {
+        "base": base,
+        "root": base / "root",
+        "clickhouse_url": f"chdb://{base}/clickhouse",
+        "env": {
+            **server_env,
+            "SLUICE_MCP_CONFIG": str(config),
+            "SLUICE_MCP_ROOT": str(base / "root"),
+            "SLUICE_MCP_TIMEOUT_SECONDS": "5",
+            "SLUICE_MCP_ALLOW_STDIO": "1",
+            "SLUICE_MCP_MAX_FILE_BYTES": "4096",
+            "CLICKHOUSE_URL": f"chdb://{base}/clickhouse",
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +172,11 @@ def call(client, headers, server, tool, arguments=None):
 
 def snapshot(base: Path, root: Path) -> dict:
     """Every file outside the workspace roots, with its content."""
-    return {p: p.read_bytes() for p in base.rglob("*") if p.is_file() and not p.is_symlink()
-            and root not in p.parents and "clickhouse" not in p.parts}
+    return {
+        p: p.read_bytes()
+        for p in base.rglob("*")
+        if p.is_file() and not p.is_symlink() and root not in p.parents and "clickhouse" not in p.parts
+    }
 
 
 def test_servers_are_listed_with_tool_names(mcp, tenant):
@@ -133,7 +189,11 @@ def test_servers_are_listed_with_tool_names(mcp, tenant):
     assert set(servers["notes"]["tools"]) == {"add", "echo", "slow", "fail"}
     assert servers["gone"]["status"] == "unavailable" and servers["gone"]["tools"] == []
     assert mcp.get("/mcp/servers/analytics", headers=headers).json()["data"]["tools"] == [
-        "event_counts", "top_pages", "unique_visitors", "feature_usage"]
+        "event_counts",
+        "top_pages",
+        "unique_visitors",
+        "feature_usage",
+    ]
 
 
 def test_tool_parameters_come_from_the_input_schema(mcp, tenant):
@@ -183,7 +243,8 @@ def test_scopes_read_and_write(mcp, tenants):
     for tool, arguments in (("list_directory", {}), ("read_file", {"path": "w.txt"})):
         r = call(mcp, writer, "filesystem", tool, arguments)
         assert r.status_code == 403 and r.json()["message"] == (
-            f"Insufficient permissions. The tool '{tool}' of MCP server 'filesystem' also requires scope: mcp:read")
+            f"Insufficient permissions. The tool '{tool}' of MCP server 'filesystem' also requires scope: mcp:read"
+        )
     both = {"Authorization": f"Bearer {tenants.key(ws['id'], scopes=['mcp:read', 'mcp:write'])}"}
     assert call(mcp, both, "filesystem", "read_file", {"path": "w.txt"}).json()["result"]["content"] == "x"
     tools = {t["name"]: t for t in mcp.get("/mcp/servers/filesystem/tools", headers=reader).json()["data"]}
@@ -284,12 +345,17 @@ def test_tool_calls_are_recorded(mcp, tenants):
     call(mcp, headers, "filesystem", "read_file", {"path": "../x"})
     call(mcp, headers, "notes", "slow", {"seconds": 4})
     call(mcp, headers, "nope", "x", {})
-    rows = tenants.run(lambda pool: pool.fetch(
-        "SELECT server, tool, outcome, duration_ms, api_key_id FROM mcp_tool_calls WHERE workspace_id = $1 ORDER BY id",
-        ws["id"]))
+    rows = tenants.run(
+        lambda pool: pool.fetch(
+            "SELECT server, tool, outcome, duration_ms, api_key_id FROM mcp_tool_calls WHERE workspace_id = $1 ORDER BY id",
+            ws["id"],
+        )
+    )
     assert [(r["server"], r["tool"], r["outcome"]) for r in rows] == [
-        ("filesystem", "list_directory", "ok"), ("filesystem", "read_file", "invalid_arguments"),
-        ("notes", "slow", "timeout")]
+        ("filesystem", "list_directory", "ok"),
+        ("filesystem", "read_file", "invalid_arguments"),
+        ("notes", "slow", "timeout"),
+    ]
     assert rows[2]["duration_ms"] >= 900 and all(r["api_key_id"] for r in rows)
 
 
@@ -299,30 +365,71 @@ def insert_events(clickhouse_url: str, rows: list[list], usage: list[list]) -> N
     ch = clickhouse.connect(clickhouse_url)
     try:
         clickhouse.apply_schema(ch)
-        ch.insert("events", rows, column_names=["event_id", "workspace_id", "event", "time", "received_at", "url",
-                                                "host", "path", "visitor_id", "is_bot", "source"])
-        ch.insert("usage_events", usage, column_names=["event_id", "workspace_id", "feature", "quantity",
-                                                       "metadata", "idempotency_key", "occurred_at"])
+        ch.insert(
+            "events",
+            rows,
+            column_names=[
+                "event_id",
+                "workspace_id",
+                "event",
+                "time",
+                "received_at",
+                "url",
+                "host",
+                "path",
+                "visitor_id",
+                "is_bot",
+                "source",
+            ],
+        )
+        ch.insert(
+            "usage_events",
+            usage,
+            column_names=[
+                "event_id",
+                "workspace_id",
+                "feature",
+                "quantity",
+                "metadata",
+                "idempotency_key",
+                "occurred_at",
+            ],
+        )
     finally:
         ch.close()  # chdb: one process at a time; the API opens the directory per call
 
 
 def pixel(ws_id: int, event: str, path: str, visitor: str, at: datetime) -> list:
-    return [uuid.uuid4(), ws_id, event, at, at, f"https://example.com{path}", "example.com", path, visitor, False,
-            "json"]
+    return [
+        uuid.uuid4(),
+        ws_id,
+        event,
+        at,
+        at,
+        f"https://example.com{path}",
+        "example.com",
+        path,
+        visitor,
+        False,
+        "json",
+    ]
 
 
 def test_analytics_counts_only_the_callers_workspace(mcp, mcp_env, tenants):
     mine, theirs = tenants.workspace(), tenants.workspace()
-    now = datetime.now(timezone.utc)
-    rows = [pixel(mine["id"], "pageview", "/", "v1", now - timedelta(minutes=5)),
-            pixel(mine["id"], "pageview", "/", "v2", now - timedelta(minutes=4)),
-            pixel(mine["id"], "pageview", "/pricing", "v1", now - timedelta(minutes=3)),
-            pixel(mine["id"], "signup", "/pricing", "v1", now - timedelta(minutes=2)),
-            pixel(mine["id"], "pageview", "/", "v9", now - timedelta(days=30))]  # outside the default week
+    now = datetime.now(UTC)
+    rows = [
+        pixel(mine["id"], "pageview", "/", "v1", now - timedelta(minutes=5)),
+        pixel(mine["id"], "pageview", "/", "v2", now - timedelta(minutes=4)),
+        pixel(mine["id"], "pageview", "/pricing", "v1", now - timedelta(minutes=3)),
+        pixel(mine["id"], "signup", "/pricing", "v1", now - timedelta(minutes=2)),
+        pixel(mine["id"], "pageview", "/", "v9", now - timedelta(days=30)),
+    ]  # outside the default week
     rows += [pixel(theirs["id"], "pageview", "/secret", f"t{n}", now - timedelta(minutes=1)) for n in range(5)]
-    usage = [[f"use_{uuid.uuid4().hex}", mine["id"], "api_calls", 3, "{}", "", now],
-             [f"use_{uuid.uuid4().hex}", theirs["id"], "api_calls", 100, "{}", "", now]]
+    usage = [
+        [f"use_{uuid.uuid4().hex}", mine["id"], "api_calls", 3, "{}", "", now],
+        [f"use_{uuid.uuid4().hex}", theirs["id"], "api_calls", 100, "{}", "", now],
+    ]
     insert_events(mcp_env["clickhouse_url"], rows, usage)
     headers = {"Authorization": f"Bearer {tenants.key(mine['id'])}"}
 
@@ -346,9 +453,13 @@ def test_analytics_rejects_bad_time_ranges(mcp, tenant):
     _, headers = tenant
     r = call(mcp, headers, "analytics", "event_counts", {"start": "yesterday"})
     assert r.status_code == 422 and set(r.json()["errors"]) == {"arguments.start"}
-    r = call(mcp, headers, "analytics", "event_counts", {"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"})
+    r = call(
+        mcp, headers, "analytics", "event_counts", {"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
+    )
     assert r.status_code == 422 and set(r.json()["errors"]) == {"arguments.end"}
-    r = call(mcp, headers, "analytics", "event_counts", {"start": "2020-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"})
+    r = call(
+        mcp, headers, "analytics", "event_counts", {"start": "2020-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
+    )
     assert r.status_code == 422 and set(r.json()["errors"]) == {"arguments.start"}
 
 

@@ -25,15 +25,20 @@ def test_redis_down_clears_without_requests_and_pixel_fallbacks_are_counted(serv
     ws = tenants.workspace(tier="free")
     headers = {"Authorization": f"Bearer {tenants.key(ws['id'])}"}
     try:
-        with running_api({**server_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}, tmp_path) as url, \
-                httpx.Client(base_url=url, timeout=10) as c:
+        with (
+            running_api({**server_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}, tmp_path) as url,
+            httpx.Client(base_url=url, timeout=10) as c,
+        ):
             assert metrics(c)["sluice_redis_down"] == 0
             redis_process.terminate()
             redis_process.wait(10)
             keyed = c.get("/api/v1/workspaces", headers=headers)
             assert keyed.status_code == 200 and keyed.headers["x-ratelimit-mode"] == "local"
-            tracked = c.post("/api/v1/pixel/track", json={"event": "pageview", "url": "https://shop.example/"},
-                             headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"})
+            tracked = c.post(
+                "/api/v1/pixel/track",
+                json={"event": "pageview", "url": "https://shop.example/"},
+                headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"},
+            )
             assert tracked.status_code < 500 and tracked.status_code != 429
             during = metrics(c)
             assert during["sluice_redis_down"] == 1 and during["sluice_redis_outages_total"] == 1

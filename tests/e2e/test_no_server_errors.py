@@ -13,7 +13,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.main import api_routes
 from app.mcp_servers import analytics, filesystem
@@ -21,8 +22,10 @@ from tests.conftest import ROOT, running_api
 
 BATCH = {"accepted", "dropped", "rejected", "results"}
 ID_MAX = 2**63 - 1  # no row has this id (bigint's largest)
-APPLY_SCHEMA = ("import sys; from storage.clickhouse import client as c; "
-                "ch = c.connect(sys.argv[1]); c.apply_schema(ch); ch.close()")
+APPLY_SCHEMA = (
+    "import sys; from storage.clickhouse import client as c; "
+    "ch = c.connect(sys.argv[1]); c.apply_schema(ch); ch.close()"
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +37,12 @@ def server(server_env, tmp_path_factory):
     clickhouse_url = f"chdb://{base / 'clickhouse'}"
     # A process of its own: a chdb directory opens in one process at a time, and this one exits.
     subprocess.run([sys.executable, "-c", APPLY_SCHEMA, clickhouse_url], cwd=ROOT, check=True)
-    env = {**server_env, "SLUICE_MCP_ROOT": str(base / "files"), "CLICKHOUSE_URL": clickhouse_url,
-           "SLUICE_RATE_LIMITS": "off"}
+    env = {
+        **server_env,
+        "SLUICE_MCP_ROOT": str(base / "files"),
+        "CLICKHOUSE_URL": clickhouse_url,
+        "SLUICE_RATE_LIMITS": "off",
+    }
     env.pop("SLUICE_WEBHOOK_ALLOWED_NETWORKS", None)
     with running_api(env, base) as url:
         with httpx.Client(base_url=url, timeout=30) as client:
@@ -50,13 +57,20 @@ def owner(server, tenants):
     ws = tenants.workspace()
     headers = {"Authorization": f"Bearer {tenants.key(ws['id'])}"}
     spare = server.post("/api/v1/workspaces", json={"name": "fuzzed"}, headers=headers)
-    hook = server.post("/api/v1/webhooks", json={"url": "https://hooks.example.com/in", "events": ["*"]},
-                       headers=headers)
+    hook = server.post(
+        "/api/v1/webhooks", json={"url": "https://hooks.example.com/in", "events": ["*"]}, headers=headers
+    )
     host = f"{uuid.uuid4().hex}.example"
     domain = server.post("/api/v1/pixel/domains", json={"host": host}, headers=headers)
     assert {spare.status_code, hook.status_code, domain.status_code} == {201}, (spare.text, hook.text, domain.text)
-    return {"workspace_id": ws["id"], "headers": headers, "spare_workspace_id": spare.json()["data"]["id"],
-            "webhook_id": hook.json()["data"]["id"], "domain_id": domain.json()["data"]["id"], "host": host}
+    return {
+        "workspace_id": ws["id"],
+        "headers": headers,
+        "spare_workspace_id": spare.json()["data"]["id"],
+        "webhook_id": hook.json()["data"]["id"],
+        "domain_id": domain.json()["data"]["id"],
+        "host": host,
+    }
 
 
 def assert_envelope(response: httpx.Response) -> dict:
@@ -65,8 +79,9 @@ def assert_envelope(response: httpx.Response) -> dict:
     assert response.status_code < 500, (response.status_code, response.text[:500])
     body = response.json()
     envelopes = [r for r in body["results"] if r["status"] == "rejected"] if set(body) == BATCH else [body]
-    assert envelopes and all(isinstance(e.get("error"), str) and isinstance(e.get("message"), str)
-                             for e in envelopes), body
+    assert envelopes and all(
+        isinstance(e.get("error"), str) and isinstance(e.get("message"), str) for e in envelopes
+    ), body
     return body
 
 
@@ -75,8 +90,10 @@ def assert_envelope(response: httpx.Response) -> dict:
 HUGE = "1" + "0" * 4400
 NINES = "9" * 5000
 PAGE = {"url": "https://shop.example/"}
-REPORT = {"url": "https://example.com/", "scores": {"performance": 1, "accessibility": 2, "best_practices": 3,
-                                                     "seo": 4}}
+REPORT = {
+    "url": "https://example.com/",
+    "scores": {"performance": 1, "accessibility": 2, "best_practices": 3, "seo": 4},
+}
 # (name, method, path, query, json body, status, error field); {ws} and {hook} name the owner's.
 EXAMPLES = [
     ("unicode digit workspace id", "GET", "/api/v1/workspaces/%C2%B2", None, None, 404, None),
@@ -84,69 +101,186 @@ EXAMPLES = [
     ("unicode digit delivery id", "POST", "/api/v1/webhooks/{hook}/deliveries/%C2%B2/retry", None, None, 404, None),
     ("unicode digit page", "GET", "/api/v1/workspaces", {"page": "\u00b2"}, None, 422, "page"),
     ("unicode digit per_page", "GET", "/api/v1/api-keys", {"per_page": "\u00b2"}, None, 422, "per_page"),
-    ("unicode digit history limit", "GET", "/api/v1/seo/history", {"url": "https://a.example/", "limit": "\u00b2"},
-     None, 422, "limit"),
-    ("unicode digit gif timestamp", "GET", "/api/v1/pixel/track", {**PAGE, "timestamp": "\u00b2"}, None, 422,
-     "timestamp"),
+    (
+        "unicode digit history limit",
+        "GET",
+        "/api/v1/seo/history",
+        {"url": "https://a.example/", "limit": "\u00b2"},
+        None,
+        422,
+        "limit",
+    ),
+    (
+        "unicode digit gif timestamp",
+        "GET",
+        "/api/v1/pixel/track",
+        {**PAGE, "timestamp": "\u00b2"},
+        None,
+        422,
+        "timestamp",
+    ),
     ("4,401-digit page", "GET", "/api/v1/workspaces", {"page": HUGE}, None, 422, "page"),
-    ("4,401-digit history limit", "GET", "/api/v1/seo/history", {"url": "https://a.example/", "limit": HUGE},
-     None, 422, "limit"),
-    ("5,000-digit gif timestamp", "GET", "/api/v1/pixel/track", {**PAGE, "timestamp": NINES}, None, 422,
-     "timestamp"),
+    (
+        "4,401-digit history limit",
+        "GET",
+        "/api/v1/seo/history",
+        {"url": "https://a.example/", "limit": HUGE},
+        None,
+        422,
+        "limit",
+    ),
+    ("5,000-digit gif timestamp", "GET", "/api/v1/pixel/track", {**PAGE, "timestamp": NINES}, None, 422, "timestamp"),
     ("NUL in search", "GET", "/api/v1/workspaces", {"search": "\x00"}, None, 422, "search"),
     ("NUL in filter", "GET", "/api/v1/workspaces", {"slug": "a\x00b"}, None, 422, "slug"),
-    ("NUL in a webhook deliveries filter", "GET", "/api/v1/webhooks/{hook}/deliveries", {"event_type": "a\x00"},
-     None, 422, "event_type"),
+    (
+        "NUL in a webhook deliveries filter",
+        "GET",
+        "/api/v1/webhooks/{hook}/deliveries",
+        {"event_type": "a\x00"},
+        None,
+        422,
+        "event_type",
+    ),
     ("NUL in workspace name", "POST", "/api/v1/workspaces", None, {"name": "a\x00b"}, 422, "name"),
     ("NUL in workspace name on update", "PATCH", "/api/v1/workspaces/{ws}", None, {"name": "a\x00b"}, 422, "name"),
     ("NUL in key name", "POST", "/api/v1/api-keys", None, {"name": "a\x00b"}, 422, "name"),
-    ("NUL in seo url", "POST", "/api/v1/seo/report", None, {**REPORT, "url": "https://exa\x00mple.com/"}, 422,
-     "url"),
-    ("NUL in seo issue details", "POST", "/api/v1/seo/report", None,
-     {**REPORT, "issues": [{"type": "t", "severity": "info", "note": {"deep": ["a\x00b"]}}]}, 422, "issues.0.note"),
-    ("NUL in webhook url", "POST", "/api/v1/webhooks", None, {"url": "https://a\x00b.example/", "events": ["*"]},
-     422, "url"),
-    ("year 1 after conversion to UTC", "GET", "/api/v1/workspaces", {"created_after": "0001-01-01T00:00:00+14:00"},
-     None, 422, "created_after"),
-    ("year 10000 after conversion to UTC", "POST", "/api/v1/api-keys", None,
-     {"name": "k", "expires_at": "9999-12-31T23:59:59-14:00"}, 422, "expires_at"),
-    ("analytics end in year 1", "POST", "/api/v1/mcp/tools/call", None,
-     {"server": "analytics", "tool": "event_counts", "arguments": {"end": "0001-01-01T00:00:00Z"}}, 422,
-     "arguments.end"),
-    ("unclosed IPv6 webhook host", "POST", "/api/v1/webhooks", None, {"url": "https://[::1/x", "events": ["*"]},
-     422, "url"),
-    ("invalid IPv6 webhook host", "POST", "/api/v1/webhooks", None, {"url": "https://[zzz]/x", "events": ["*"]},
-     422, "url"),
-    ("path component over 255 bytes", "POST", "/api/v1/mcp/tools/call", None,
-     {"server": "filesystem", "tool": "write_file", "arguments": {"path": "\u00e9" * 150, "content": "x"}}, 422,
-     "arguments.path"),
-    ("loopback with a trailing dot", "POST", "/api/v1/webhooks", None, {"url": "https://127.0.0.1./", "events": ["*"]},
-     422, "url"),
-    ("localhost with a trailing dot", "POST", "/api/v1/webhooks", None,
-     {"url": "https://localhost./", "events": ["*"]}, 422, "url"),
-    ("loopback with ideographic full stops", "POST", "/api/v1/webhooks", None,
-     {"url": "https://127\u30020\u30020\u30021/", "events": ["*"]}, 422, "url"),
-    ("loopback with circled digits", "POST", "/api/v1/webhooks", None,
-     {"url": "https://\u2460\u2461\u2466.0.0.1/", "events": ["*"]}, 422, "url"),
-    ("loopback with full-width letters", "POST", "/api/v1/webhooks", None,
-     {"url": "https://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/", "events": ["*"]}, 422, "url"),
+    ("NUL in seo url", "POST", "/api/v1/seo/report", None, {**REPORT, "url": "https://exa\x00mple.com/"}, 422, "url"),
+    (
+        "NUL in seo issue details",
+        "POST",
+        "/api/v1/seo/report",
+        None,
+        {**REPORT, "issues": [{"type": "t", "severity": "info", "note": {"deep": ["a\x00b"]}}]},
+        422,
+        "issues.0.note",
+    ),
+    (
+        "NUL in webhook url",
+        "POST",
+        "/api/v1/webhooks",
+        None,
+        {"url": "https://a\x00b.example/", "events": ["*"]},
+        422,
+        "url",
+    ),
+    (
+        "year 1 after conversion to UTC",
+        "GET",
+        "/api/v1/workspaces",
+        {"created_after": "0001-01-01T00:00:00+14:00"},
+        None,
+        422,
+        "created_after",
+    ),
+    (
+        "year 10000 after conversion to UTC",
+        "POST",
+        "/api/v1/api-keys",
+        None,
+        {"name": "k", "expires_at": "9999-12-31T23:59:59-14:00"},
+        422,
+        "expires_at",
+    ),
+    (
+        "analytics end in year 1",
+        "POST",
+        "/api/v1/mcp/tools/call",
+        None,
+        {"server": "analytics", "tool": "event_counts", "arguments": {"end": "0001-01-01T00:00:00Z"}},
+        422,
+        "arguments.end",
+    ),
+    (
+        "unclosed IPv6 webhook host",
+        "POST",
+        "/api/v1/webhooks",
+        None,
+        {"url": "https://[::1/x", "events": ["*"]},
+        422,
+        "url",
+    ),
+    (
+        "invalid IPv6 webhook host",
+        "POST",
+        "/api/v1/webhooks",
+        None,
+        {"url": "https://[zzz]/x", "events": ["*"]},
+        422,
+        "url",
+    ),
+    (
+        "path component over 255 bytes",
+        "POST",
+        "/api/v1/mcp/tools/call",
+        None,
+        {"server": "filesystem", "tool": "write_file", "arguments": {"path": "\u00e9" * 150, "content": "x"}},
+        422,
+        "arguments.path",
+    ),
+    (
+        "loopback with a trailing dot",
+        "POST",
+        "/api/v1/webhooks",
+        None,
+        {"url": "https://127.0.0.1./", "events": ["*"]},
+        422,
+        "url",
+    ),
+    (
+        "localhost with a trailing dot",
+        "POST",
+        "/api/v1/webhooks",
+        None,
+        {"url": "https://localhost./", "events": ["*"]},
+        422,
+        "url",
+    ),
+    (
+        "loopback with ideographic full stops",
+        "POST",
+        "/api/v1/webhooks",
+        None,
+        {"url": "https://127\u30020\u30020\u30021/", "events": ["*"]},
+        422,
+        "url",
+    ),
+    (
+        "loopback with circled digits",
+        "POST",
+        "/api/v1/webhooks",
+        None,
+        {"url": "https://\u2460\u2461\u2466.0.0.1/", "events": ["*"]},
+        422,
+        "url",
+    ),
+    (
+        "loopback with full-width letters",
+        "POST",
+        "/api/v1/webhooks",
+        None,
+        {"url": "https://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/", "events": ["*"]},
+        422,
+        "url",
+    ),
 ]
 
 
 @pytest.mark.parametrize("name, method, path, query, body, status, field", EXAMPLES, ids=[e[0] for e in EXAMPLES])
-def test_hostile_input_gets_a_4xx_envelope_naming_the_field(server, owner, tenants, name, method, path, query,
-                                                            body, status, field):
+def test_hostile_input_gets_a_4xx_envelope_naming_the_field(
+    server, owner, tenants, name, method, path, query, body, status, field
+):
     path = path.format(ws=owner["workspace_id"], hook=owner["webhook_id"])
-    before = tenants.fetchval("SELECT count(*) FROM webhook_endpoints WHERE workspace_id = $1",
-                              owner["workspace_id"])
+    before = tenants.fetchval("SELECT count(*) FROM webhook_endpoints WHERE workspace_id = $1", owner["workspace_id"])
     r = server.request(method, path, params=query, json=body, headers=owner["headers"])
     assert r.status_code == status, (r.status_code, r.text[:500])
     answer = assert_envelope(r)
     if field is not None:
         assert answer["error"] == "validation_failed" and field in answer["errors"], answer
     # Nothing refused was stored (an SSRF host accepted at creation would be).
-    assert tenants.fetchval("SELECT count(*) FROM webhook_endpoints WHERE workspace_id = $1",
-                            owner["workspace_id"]) == before
+    assert (
+        tenants.fetchval("SELECT count(*) FROM webhook_endpoints WHERE workspace_id = $1", owner["workspace_id"])
+        == before
+    )
 
 
 # --- every route: each query parameter, path id and body field gets every hostile value -------
@@ -172,28 +306,106 @@ OWN_IDS = {
 }
 # Text that once broke a parser somewhere, or looks as if it might.
 HOSTILE = [
-    "", " ", "\x00", "a\x00b", "\u00b2", "\uff19", "\u0669", "1\u00b2", "-1", "0", "00", "1e3", "1.5", "0x10", " 7",
-    "9223372036854775807", "9223372036854775808", HUGE, NINES, "NaN", "null", "true", "[]", "{}",
-    "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2026-02-30", "2026-01-01T00:00:00Z", "1970-01-01",
-    "https://example.com/", "https://[::1/x", "https://[zzz]/x", "https://a:99999/", "https://a:x/",
-    "https://127.0.0.1./", "https://\u2460\u2461\u2466.0.0.1/", "https://exa\x00mple.com/", "http://[::1]:80/",
-    "\u00e9" * 150, "../x", "a/" * 40, "%00", "%ff", "\ufeff", "\u202e", "\U0001f600", "x" * 3000, "*", "api_key.*",
-    "whsec_" + "A" * 40, "free", "file:///x", "file:///" + "\u00e9" * 150,
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "\u00b2",
+    "\uff19",
+    "\u0669",
+    "1\u00b2",
+    "-1",
+    "0",
+    "00",
+    "1e3",
+    "1.5",
+    "0x10",
+    " 7",
+    "9223372036854775807",
+    "9223372036854775808",
+    HUGE,
+    NINES,
+    "NaN",
+    "null",
+    "true",
+    "[]",
+    "{}",
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59-14:00",
+    "2026-02-30",
+    "2026-01-01T00:00:00Z",
+    "1970-01-01",
+    "https://example.com/",
+    "https://[::1/x",
+    "https://[zzz]/x",
+    "https://a:99999/",
+    "https://a:x/",
+    "https://127.0.0.1./",
+    "https://\u2460\u2461\u2466.0.0.1/",
+    "https://exa\x00mple.com/",
+    "http://[::1]:80/",
+    "\u00e9" * 150,
+    "../x",
+    "a/" * 40,
+    "%00",
+    "%ff",
+    "\ufeff",
+    "\u202e",
+    "\U0001f600",
+    "x" * 3000,
+    "*",
+    "api_key.*",
+    "whsec_" + "A" * 40,
+    "free",
+    "file:///x",
+    "file:///" + "\u00e9" * 150,
 ]
 # Any JSON value a field may receive instead of what it expects (a body nests 300 levels deep:
 # past orjson's limit of 254 for encoding it again).
-DEEP = [functools.reduce(lambda inner, _: [inner], range(300), []),
-        functools.reduce(lambda inner, _: {"a": inner}, range(300), {})]
-HOSTILE_JSON = HOSTILE + [None, True, False, 0, -1, 2**63, 2**64 + 1, 10**30, 1.5, -0.0, 1e308, [], {}, ["a\x00"],
-                          [1, "x", None], {"a\x00": 1}, {"": ""}, *DEEP]
+DEEP = [
+    functools.reduce(lambda inner, _: [inner], range(300), []),
+    functools.reduce(lambda inner, _: {"a": inner}, range(300), {}),
+]
+HOSTILE_JSON = HOSTILE + [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63,
+    2**64 + 1,
+    10**30,
+    1.5,
+    -0.0,
+    1e308,
+    [],
+    {},
+    ["a\x00"],
+    [1, "x", None],
+    {"a\x00": 1},
+    {"": ""},
+    *DEEP,
+]
 RAW_SEGMENTS = ["%ff", "%ed%a0%80", "%00", "%c0%ae%c0%ae", "%2e%2e", "%C2%B2"]  # sent as they are
 RAW_QUERY = ["page=%ff", "search=%ed%a0%80", "per_page=%c2%b2", "url=%00", "%ff=1", "page", "&&", "page=1&page=2"]
-RAW_BODIES = [b"", b"{", b"[]", b"null", b"\xff\xfe{}", b'{"a":' + NINES.encode() + b"}", b'{"name":"\\ud800"}',
-              b"[" * 2000, b'{"a":"\\u0000"}', b"{}" * 10, b'{"url": 1e999}', b"\x00"]
+RAW_BODIES = [
+    b"",
+    b"{",
+    b"[]",
+    b"null",
+    b"\xff\xfe{}",
+    b'{"a":' + NINES.encode() + b"}",
+    b'{"name":"\\ud800"}',
+    b"[" * 2000,
+    b'{"a":"\\u0000"}',
+    b"{}" * 10,
+    b'{"url": 1e999}',
+    b"\x00",
+]
 
 
 def own_value(owner: dict, spec: str) -> str:
-    """"=text" is the text itself; otherwise the owner's id of that name."""
+    """ "=text" is the text itself; otherwise the owner's id of that name."""
     return spec[1:] if spec.startswith("=") else str(owner[spec])
 
 
@@ -225,8 +437,16 @@ def query_string(pairs: list[tuple[str, str]]) -> str:
     return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in pairs)
 
 
-def send(server, owner, route, path_args: dict, *, query: str = "", content: bytes | None = None,
-         content_type: str = "application/json") -> httpx.Response:
+def send(
+    server,
+    owner,
+    route,
+    path_args: dict,
+    *,
+    query: str = "",
+    content: bytes | None = None,
+    content_type: str = "application/json",
+) -> httpx.Response:
     url = url_for(route, path_args) + (f"?{query}" if query else "")
     headers = {**owner["headers"], "Content-Type": content_type}
     response = server.request(route.method, url, content=content, headers=headers)
@@ -253,6 +473,7 @@ def dumps(body) -> bytes:
 # Bodies: a valid one from the route's schema, then each field (declared or present, at any
 # depth, and an undeclared one in every object) replaced by each hostile value in turn.
 
+
 def example(schema: dict, owner: dict):
     """A plausible valid value: required fields, and the containers among the optional ones."""
     if "oneOf" in schema:
@@ -264,8 +485,11 @@ def example(schema: dict, owner: dict):
     kind = kinds[0] if isinstance(kinds, list) else kinds
     if kind == "object":
         required = set(schema.get("required", ()))
-        return {name: example(prop, owner) for name, prop in schema.get("properties", {}).items()
-                if name in required or prop.get("type") in ("object", "array", ["object", "null"])}
+        return {
+            name: example(prop, owner)
+            for name, prop in schema.get("properties", {}).items()
+            if name in required or prop.get("type") in ("object", "array", ["object", "null"])
+        }
     if kind == "array":
         return [example(schema.get("items", {}), owner)]
     if kind in ("integer", "number"):
@@ -283,8 +507,10 @@ def baselines(route, owner) -> list[dict]:
     """Valid bodies to mutate; tools/call gets one per built-in tool, from the tool's own schema."""
     if route.path == "/api/v1/mcp/tools/call":
         tools = [("filesystem", t) for t in filesystem.tools(4096)] + [("analytics", t) for t in analytics.TOOLS]
-        return [{"server": server, "tool": tool.name, "arguments": example(tool.input_schema, owner)}
-                for server, tool in tools]
+        return [
+            {"server": server, "tool": tool.name, "arguments": example(tool.input_schema, owner)}
+            for server, tool in tools
+        ]
     return [example(route.body, owner)]
 
 
@@ -337,8 +563,12 @@ def swept(route, base: dict, first: bool) -> list[tuple]:
 
 
 def mutations(route, owner) -> list[dict]:
-    return [replaced(base, path, hostile) for n, base in enumerate(baselines(route, owner))
-            for path in swept(route, base, n == 0) for hostile in HOSTILE_JSON]
+    return [
+        replaced(base, path, hostile)
+        for n, base in enumerate(baselines(route, owner))
+        for path in swept(route, base, n == 0)
+        for hostile in HOSTILE_JSON
+    ]
 
 
 PATH_ROUTES = [r for r in ROUTES if PARAM.search(r.path)]
@@ -382,15 +612,32 @@ def test_raw_bodies_get_an_answer_below_500(server, owner, route, content_type):
 # --- and then whatever hypothesis makes up -----------------------------------------------
 
 # Arbitrary text, a hostile value, or a hostile value inside arbitrary text.
-TEXT = st.one_of(st.text(), st.sampled_from(HOSTILE), st.builds(
-    lambda before, hostile, after: before + hostile + after,
-    st.text(max_size=4), st.sampled_from(HOSTILE), st.text(max_size=4)))
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=-(2**70), max_value=2**70),
-                    st.floats(allow_nan=False, allow_infinity=False), TEXT)
-JSON = st.one_of(st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                                st.dictionaries(TEXT, inner, max_size=4)),
-                              max_leaves=12),
-                 st.sampled_from(HOSTILE_JSON))
+TEXT = st.one_of(
+    st.text(),
+    st.sampled_from(HOSTILE),
+    st.builds(
+        lambda before, hostile, after: before + hostile + after,
+        st.text(max_size=4),
+        st.sampled_from(HOSTILE),
+        st.text(max_size=4),
+    ),
+)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    TEXT,
+)
+JSON = st.one_of(
+    st.recursive(
+        SCALARS,
+        lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(TEXT, inner, max_size=4)),
+        max_leaves=12,
+    ),
+    st.sampled_from(HOSTILE_JSON),
+)
 FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=30)
 
 
@@ -420,7 +667,9 @@ def body_strategy(route, owner) -> st.SearchStrategy:
     bases = baselines(route, owner)
     mutated = st.sampled_from(bases).flatmap(
         lambda base: st.tuples(st.sampled_from(targets(route, base, base)), JSON).map(
-            lambda change: replaced(base, *change)))
+            lambda change: replaced(base, *change)
+        )
+    )
     return st.one_of(mutated, from_schema(route.body))
 
 
@@ -462,8 +711,9 @@ def test_any_body_gets_an_answer_below_500(server, owner, route, data):
 
 # What an HTTP client may send in a header value at all (h11 refuses the rest before it leaves).
 CONTROL_BYTES = set(range(32)) - {9} | {127}
-HEADER_VALUES = st.binary(min_size=1, max_size=40).map(lambda b: b.strip(b" \t")).filter(
-    lambda b: b and not set(b) & CONTROL_BYTES)
+HEADER_VALUES = (
+    st.binary(min_size=1, max_size=40).map(lambda b: b.strip(b" \t")).filter(lambda b: b and not set(b) & CONTROL_BYTES)
+)
 
 
 @FUZZ
@@ -471,10 +721,14 @@ HEADER_VALUES = st.binary(min_size=1, max_size=40).map(lambda b: b.strip(b" \t")
 def test_any_header_value_gets_an_answer_below_500(server, owner, value):
     event = f'{{"event":"e","url":"https://{owner["host"]}/"}}'.encode()
     for name in ("X-Workspace-ID", "Origin", "Referer", "Idempotency-Key"):
-        for method, path, headers in (("POST", "/api/v1/pixel/track", {}), ("GET", "/api/v1/pixel/config", {}),
-                                      ("POST", f"/api/v1/webhooks/{ID_MAX}/rotate-secret", owner["headers"])):
-            r = server.request(method, path, content=event, headers={**headers, name: value,
-                                                                      "Content-Type": "application/json"})
+        for method, path, headers in (
+            ("POST", "/api/v1/pixel/track", {}),
+            ("GET", "/api/v1/pixel/config", {}),
+            ("POST", f"/api/v1/webhooks/{ID_MAX}/rotate-secret", owner["headers"]),
+        ):
+            r = server.request(
+                method, path, content=event, headers={**headers, name: value, "Content-Type": "application/json"}
+            )
             if r.status_code >= 400:
                 assert_envelope(r)
             assert r.status_code < 500

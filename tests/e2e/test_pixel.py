@@ -13,8 +13,10 @@ from aiokafka import AIOKafkaConsumer
 from ingest.events import Topics
 from tests.conftest import running_api
 
-CHROME = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
-          "Chrome/120.0.0.0 Safari/537.36")
+CHROME = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
 BROWSER = {"User-Agent": CHROME}
 
 
@@ -29,14 +31,20 @@ def site(client, tenant):
 
 
 def event(host: str, **fields) -> dict:
-    return {"event": "pageview", "url": f"https://{host}/products/1?utm_source=news&utm_medium=mail",
-            "referrer": "https://www.google.com/search?q=x", "properties": {"title": "Shoes"}, **fields}
+    return {
+        "event": "pageview",
+        "url": f"https://{host}/products/1?utm_source=news&utm_medium=mail",
+        "referrer": "https://www.google.com/search?q=x",
+        "properties": {"title": "Shoes"},
+        **fields,
+    }
 
 
 async def _read(bootstrap: str, topic: str, want, timeout: float) -> list[dict]:
     """Records of the topic matching want(record), read from the start until timeout."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
+    )
     await consumer.start()
     found, deadline = [], time.monotonic() + timeout
     try:
@@ -61,12 +69,16 @@ def read_topic(server_env, family: str, want, timeout: float = 10.0):
 
 # -- config -----------------------------------------------------------------------------------
 
+
 def test_config_of_a_registered_origin_with_cors(client, site):
     _ws, _headers, host = site
     r = client.get("/pixel/config", headers={"Origin": f"https://{host}"})
     assert r.status_code == 200
-    assert r.json() == {"enabled": True, "features": {"pageviews": True, "events": True, "sessions": True},
-                        "sample_rate": 1.0}
+    assert r.json() == {
+        "enabled": True,
+        "features": {"pageviews": True, "events": True, "sessions": True},
+        "sample_rate": 1.0,
+    }
     assert r.headers["Access-Control-Allow-Origin"] == f"https://{host}"
     by_referer = client.get("/pixel/config", headers={"Referer": f"https://{host}/some/page"})
     assert by_referer.json()["enabled"] is True
@@ -90,16 +102,23 @@ def test_config_follows_a_domain_change(client, site):
 
 # -- track: accepted events reach Kafka enriched ----------------------------------------------
 
+
 def test_tracked_json_and_beacon_events_arrive_on_kafka_enriched(client, site, server_env):
     ws, _headers, host = site
-    r = client.post("/pixel/track", json=event(host, timestamp=int(time.time() * 1000) + 3_600_000),
-                    headers={**BROWSER, "Origin": f"https://{host}"})
+    r = client.post(
+        "/pixel/track",
+        json=event(host, timestamp=int(time.time() * 1000) + 3_600_000),
+        headers={**BROWSER, "Origin": f"https://{host}"},
+    )
     assert r.status_code == 200, r.text
     assert r.json() == {"tracked": True}
     assert r.headers["Access-Control-Allow-Origin"] == f"https://{host}"
     json_id = r.headers["X-Sluice-Event-ID"]
-    beacon = client.post("/pixel/track", content=orjson.dumps(event(host, event="signup")),
-                         headers={**BROWSER, "Content-Type": "text/plain;charset=UTF-8"})
+    beacon = client.post(
+        "/pixel/track",
+        content=orjson.dumps(event(host, event="signup")),
+        headers={**BROWSER, "Content-Type": "text/plain;charset=UTF-8"},
+    )
     assert beacon.status_code == 200 and beacon.json() == {"tracked": True}
 
     found = read_topic(server_env, "pixel", lambda rec: rec["workspace_id"] == ws["id"])
@@ -111,7 +130,12 @@ def test_tracked_json_and_beacon_events_arrive_on_kafka_enriched(client, site, s
     assert (rec["host"], rec["path"], rec["referrer_host"]) == (host, "/products/1", "www.google.com")
     assert (rec["utm_source"], rec["utm_medium"]) == ("news", "mail")
     assert (rec["browser"], rec["browser_version"], rec["os"], rec["device"], rec["is_bot"]) == (
-        "Chrome", "120", "macOS", "desktop", False)
+        "Chrome",
+        "120",
+        "macOS",
+        "desktop",
+        False,
+    )
     assert rec["time"] == rec["received_at"]  # a client clock an hour ahead is clamped
     assert rec["client_time"] > rec["received_at"]
     assert orjson.loads(rec["properties"]) == {"title": "Shoes"}
@@ -124,8 +148,12 @@ def test_tracked_json_and_beacon_events_arrive_on_kafka_enriched(client, site, s
 
 def test_a_batch_answers_per_event(client, site, server_env):
     ws, _headers, host = site
-    batch = [event(host), {"event": "bad name", "url": "nope"}, event("unregistered.example.net"),
-             event(host, event="add_to_cart", user_agent="curl/8.0")]
+    batch = [
+        event(host),
+        {"event": "bad name", "url": "nope"},
+        event("unregistered.example.net"),
+        event(host, event="add_to_cart", user_agent="curl/8.0"),
+    ]
     r = client.post("/pixel/track", json=batch, headers=BROWSER)
     assert r.status_code == 207, r.text
     body = r.json()
@@ -158,8 +186,9 @@ def test_a_batch_over_the_maximum_is_413(client, site):
 
 def test_the_gif_variant_answers_an_uncached_pixel(client, site, server_env):
     ws, _headers, host = site
-    r = client.get("/pixel/track", params={"event": "pageview", "url": f"https://{host}/no-js", "_": "1"},
-                   headers=BROWSER)
+    r = client.get(
+        "/pixel/track", params={"event": "pageview", "url": f"https://{host}/no-js", "_": "1"}, headers=BROWSER
+    )
     assert r.status_code == 200
     assert r.headers["Content-Type"] == "image/gif" and r.content.startswith(b"GIF89a")
     assert "no-store" in r.headers["Cache-Control"]
@@ -174,10 +203,14 @@ def test_the_gif_variant_answers_an_uncached_pixel(client, site, server_env):
 
 # -- refusals and drops -----------------------------------------------------------------------
 
+
 def test_preflight_allows_registered_origins_only(client, site):
     _ws, _headers, host = site
-    headers = {"Origin": f"https://{host}", "Access-Control-Request-Method": "POST",
-               "Access-Control-Request-Headers": "content-type"}
+    headers = {
+        "Origin": f"https://{host}",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
     r = client.options("/pixel/track", headers=headers)
     assert r.status_code == 204
     assert r.headers["Access-Control-Allow-Origin"] == f"https://{host}"
@@ -188,8 +221,17 @@ def test_preflight_allows_registered_origins_only(client, site):
     assert refused.status_code == 403 and "Access-Control-Allow-Origin" not in refused.headers
 
 
-@pytest.mark.parametrize("origin", ["null", "http://{host}:8080", "https://{host}:8443", "ftp://{host}",
-                                    "https://{host}/", "https://evil.{host}.attacker.example"])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "null",
+        "http://{host}:8080",
+        "https://{host}:8443",
+        "ftp://{host}",
+        "https://{host}/",
+        "https://evil.{host}.attacker.example",
+    ],
+)
 def test_an_origin_other_than_the_sites_own_gets_no_cors(client, site, origin):
     """Only https://<host> and http://<host> on their own ports; `null` (sandboxed frames, file:
     pages) is anybody's, and a port is another origin, whatever the host."""
@@ -222,8 +264,10 @@ def stored_events(clickhouse_query, workspace_ids: tuple, count: int, seconds: f
     """(event id, workspace, host) of the workspaces' events in ClickHouse, once `count` are there."""
     deadline = time.monotonic() + seconds
     while True:
-        rows = clickhouse_query("SELECT toString(event_id), workspace_id, host FROM events "
-                                "WHERE workspace_id IN {ws:Array(UInt64)}", {"ws": list(workspace_ids)})
+        rows = clickhouse_query(
+            "SELECT toString(event_id), workspace_id, host FROM events WHERE workspace_id IN {ws:Array(UInt64)}",
+            {"ws": list(workspace_ids)},
+        )
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.3)
@@ -245,15 +289,28 @@ def test_another_workspaces_www_claim_gets_none_of_the_sites_events(client, tena
     marker = client.post("/pixel/track", json=event(marker_host), headers=BROWSER)
     assert mine.status_code == marker.status_code == 200
     stored = stored_events(clickhouse_query, (owner["id"], other["id"]), count=2)
-    assert sorted(stored) == sorted([(mine.headers["X-Sluice-Event-ID"], owner["id"], host),
-                                     (marker.headers["X-Sluice-Event-ID"], other["id"], marker_host)])
+    assert sorted(stored) == sorted(
+        [
+            (mine.headers["X-Sluice-Event-ID"], owner["id"], host),
+            (marker.headers["X-Sluice-Event-ID"], other["id"], marker_host),
+        ]
+    )
 
 
 def test_each_bad_field_is_named_in_a_422(client, site):
     _ws, _headers, host = site
-    r = client.post("/pixel/track", headers=BROWSER, json={
-        "event": "has space", "url": f"https://{host}/" + "a" * 2050, "referrer": 5,
-        "properties": {"a": {"b": {"c": {"d": 1}}}}, "timestamp": "soon", "color": "red"})
+    r = client.post(
+        "/pixel/track",
+        headers=BROWSER,
+        json={
+            "event": "has space",
+            "url": f"https://{host}/" + "a" * 2050,
+            "referrer": 5,
+            "properties": {"a": {"b": {"c": {"d": 1}}}},
+            "timestamp": "soon",
+            "color": "red",
+        },
+    )
     assert r.status_code == 422
     assert r.headers["X-Sluice-Drop-Reason"] == "invalid"
     assert set(r.json()["errors"]) == {"event", "url", "referrer", "properties", "timestamp", "color"}
@@ -283,7 +340,9 @@ def test_bots_sampled_out_and_disabled_events_are_dropped_and_counted(client, si
     assert bot.json() == {"tracked": False, "reason": "bot"}
     assert bot.headers["X-Sluice-Drop-Reason"] == "bot"
     domain_id = client.get("/pixel/domains", headers=headers).json()["data"][0]["id"]
-    client.patch(f"/pixel/domains/{domain_id}", headers=headers, json={"sample_rate": 0.5, "features": {"events": False}})
+    client.patch(
+        f"/pixel/domains/{domain_id}", headers=headers, json={"sample_rate": 0.5, "features": {"events": False}}
+    )
     sampled = client.post("/pixel/track", json=event(host, sample_key=0.7), headers=BROWSER)
     assert sampled.json() == {"tracked": False, "reason": "sampled_out"}
     kept = client.post("/pixel/track", json=event(host, sample_key=0.2), headers=BROWSER)
@@ -298,6 +357,7 @@ def test_bots_sampled_out_and_disabled_events_are_dropped_and_counted(client, si
 
 
 # -- per-IP limit, behind a trusted proxy -----------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def proxied_api(server_env, tmp_path_factory):

@@ -13,15 +13,15 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from app.main import api_routes
 from app.access.scopes import ALL_SCOPES
+from app.main import api_routes
 from tests.conftest import ROOT
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -35,7 +35,7 @@ def bearer(key: str) -> dict:
 
 
 def later(**delta) -> datetime:
-    return datetime.now(timezone.utc) + timedelta(**delta)
+    return datetime.now(UTC) + timedelta(**delta)
 
 
 @dataclass
@@ -76,6 +76,7 @@ def world(client, tenants):
 
 
 # --- setups: what a row acts on, made by the all-scopes key -----------------------------------
+
 
 def nothing(w: World) -> None:
     pass
@@ -118,10 +119,13 @@ def failed_delivery(w: World) -> None:
     webhook(w)
     w.ids["delivery"] = w.tenants.fetchval(
         "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, body, status, attempt) "
-        "VALUES ($1, 'evt_privileges', 'api_key.created', '{}', 'failed', 8) RETURNING id", w.ids["webhook"])
+        "VALUES ($1, 'evt_privileges', 'api_key.created', '{}', 'failed', 8) RETURNING id",
+        w.ids["webhook"],
+    )
 
 
 # --- observations: the state a refused request must leave as it was ---------------------------
+
 
 def workspaces_state(w: World):
     return w.get("/workspaces", fields="id,name,slug,tier,settings,updated_at", per_page=100)["data"]
@@ -161,11 +165,13 @@ def webhooks_state(w: World):
         state["detail"] = w.get(f"/webhooks/{wid}")["data"]
         state["deliveries"] = w.get(f"/webhooks/{wid}/deliveries")["data"]
         state["secret"] = w.tenants.fetchval(
-            "SELECT secret || coalesce(previous_secret, '') FROM webhook_endpoints WHERE id = $1", wid)
+            "SELECT secret || coalesce(previous_secret, '') FROM webhook_endpoints WHERE id = $1", wid
+        )
     return state
 
 
 # --- every write route, refused to a key without its scope ------------------------------------
+
 
 @dataclass(frozen=True)
 class Row:
@@ -175,20 +181,25 @@ class Row:
     fill: dict = field(default_factory=dict)  # path parameter → key of World.ids
 
 
-SEO_REPORT = {"url": "https://example.com/", "scores": {"performance": 1, "accessibility": 2,
-                                                        "best_practices": 3, "seo": 4}}
+SEO_REPORT = {
+    "url": "https://example.com/",
+    "scores": {"performance": 1, "accessibility": 2, "best_practices": 3, "seo": 4},
+}
 WRITE_ROUTES = {
     ("POST", "/api/v1/workspaces"): Row(workspaces_state, body={"name": "Sneaky"}),
-    ("PATCH", "/api/v1/workspaces/{id}"): Row(workspaces_state, sibling_workspace, {"name": "Renamed"},
-                                              {"id": "workspace"}),
+    ("PATCH", "/api/v1/workspaces/{id}"): Row(
+        workspaces_state, sibling_workspace, {"name": "Renamed"}, {"id": "workspace"}
+    ),
     ("DELETE", "/api/v1/workspaces/{id}"): Row(workspaces_state, sibling_workspace, fill={"id": "workspace"}),
     ("POST", "/api/v1/api-keys"): Row(keys_state, body={"name": "Sneaky", "scopes": ["workspaces:read"]}),
     ("POST", "/api/v1/api-keys/{id}/rotate"): Row(keys_state, target_key, {"grace_period_hours": 0}, {"id": "key"}),
     ("DELETE", "/api/v1/api-keys/{id}"): Row(keys_state, target_key, fill={"id": "key"}),
     ("POST", "/api/v1/entitlements/usage"): Row(usage_state, body={"feature": "posts", "quantity": 1}),
     ("POST", "/api/v1/seo/report"): Row(seo_state, body=SEO_REPORT),
-    ("POST", "/api/v1/mcp/tools/call"): Row(files_state, body={
-        "server": "filesystem", "tool": "write_file", "arguments": {"path": "sneaky.txt", "content": "x"}}),
+    ("POST", "/api/v1/mcp/tools/call"): Row(
+        files_state,
+        body={"server": "filesystem", "tool": "write_file", "arguments": {"path": "sneaky.txt", "content": "x"}},
+    ),
     ("POST", "/api/v1/pixel/domains"): Row(domains_state, body={"host": "sneaky.example"}),
     ("PATCH", "/api/v1/pixel/domains/{id}"): Row(domains_state, domain, {"enabled": False}, {"id": "domain"}),
     ("DELETE", "/api/v1/pixel/domains/{id}"): Row(domains_state, domain, fill={"id": "domain"}),
@@ -197,10 +208,12 @@ WRITE_ROUTES = {
     ("PATCH", "/api/v1/webhooks/{id}"): Row(webhooks_state, webhook, {"is_active": False}, {"id": "webhook"}),
     ("DELETE", "/api/v1/webhooks/{id}"): Row(webhooks_state, webhook, fill={"id": "webhook"}),
     ("POST", "/api/v1/webhooks/{id}/test"): Row(webhooks_state, webhook, fill={"id": "webhook"}),
-    ("POST", "/api/v1/webhooks/{id}/rotate-secret"): Row(webhooks_state, webhook, {"grace_period_hours": 0},
-                                                         {"id": "webhook"}),
+    ("POST", "/api/v1/webhooks/{id}/rotate-secret"): Row(
+        webhooks_state, webhook, {"grace_period_hours": 0}, {"id": "webhook"}
+    ),
     ("POST", "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): Row(
-        webhooks_state, failed_delivery, fill={"webhook_id": "webhook", "delivery_id": "delivery"}),
+        webhooks_state, failed_delivery, fill={"webhook_id": "webhook", "delivery_id": "delivery"}
+    ),
 }
 
 
@@ -221,12 +234,12 @@ def test_write_route_refuses_a_key_without_its_scope_and_changes_nothing(world, 
     url = path.removeprefix("/api/v1").format(**{name: w.ids[key] for name, key in row.fill.items()})
     r = w.client.request(method, url, json=row.body, headers=lacking)
     assert r.status_code == 403, r.text
-    assert r.json() == {"error": "access_denied",
-                        "message": f"Insufficient permissions. Required scope: {route.scope}"}
+    assert r.json() == {"error": "access_denied", "message": f"Insufficient permissions. Required scope: {route.scope}"}
     assert row.observe(w) == before
 
 
 # --- what a key holding the route's scope may still not do ------------------------------------
+
 
 @dataclass(frozen=True)
 class Escalation:
@@ -253,54 +266,136 @@ def expiring(*scopes: str) -> Callable[[World], dict]:
 KEYS_RW = ("api-keys:read", "api-keys:write")
 ESCALATIONS = {
     "rotate a key with broader scopes": Escalation(
-        "POST", "/api-keys/{key}/rotate", scoped(*KEYS_RW), keys_state, star_key, {"grace_period_hours": 0},
-        says="cannot rotate key {key}, whose scopes include '*' which it does not hold"),
+        "POST",
+        "/api-keys/{key}/rotate",
+        scoped(*KEYS_RW),
+        keys_state,
+        star_key,
+        {"grace_period_hours": 0},
+        says="cannot rotate key {key}, whose scopes include '*' which it does not hold",
+    ),
     "revoke a key with broader scopes": Escalation(
-        "DELETE", "/api-keys/{key}", scoped("api-keys:read", "api-keys:delete"), keys_state, star_key,
-        says="cannot revoke key {key}, whose scopes include '*' which it does not hold"),
+        "DELETE",
+        "/api-keys/{key}",
+        scoped("api-keys:read", "api-keys:delete"),
+        keys_state,
+        star_key,
+        says="cannot revoke key {key}, whose scopes include '*' which it does not hold",
+    ),
     "rotate a key that never expires from an expiring key": Escalation(
-        "POST", "/api-keys/{key}/rotate", expiring("*"), keys_state, lasting_key, {"grace_period_hours": 0},
-        says="cannot rotate key {key}, which never expires"),
+        "POST",
+        "/api-keys/{key}/rotate",
+        expiring("*"),
+        keys_state,
+        lasting_key,
+        {"grace_period_hours": 0},
+        says="cannot rotate key {key}, which never expires",
+    ),
     "revoke a key that never expires from an expiring key": Escalation(
-        "DELETE", "/api-keys/{key}", expiring("*"), keys_state, lasting_key,
-        says="cannot revoke key {key}, which never expires"),
+        "DELETE",
+        "/api-keys/{key}",
+        expiring("*"),
+        keys_state,
+        lasting_key,
+        says="cannot revoke key {key}, which never expires",
+    ),
     "rotate a key that expires after the caller": Escalation(
-        "POST", "/api-keys/{key}/rotate", expiring("*"), keys_state, later_key, says="after this key"),
+        "POST", "/api-keys/{key}/rotate", expiring("*"), keys_state, later_key, says="after this key"
+    ),
     "change the workspace's tier": Escalation(
-        "PATCH", "/workspaces/{workspace}", scoped("workspaces:read", "workspaces:write"), workspaces_state,
-        body={"name": "Upgraded", "tier": "enterprise"}, tier="free",
-        says="changes only through the operator: python -m app set-tier"),
+        "PATCH",
+        "/workspaces/{workspace}",
+        scoped("workspaces:read", "workspaces:write"),
+        workspaces_state,
+        body={"name": "Upgraded", "tier": "enterprise"},
+        tier="free",
+        says="changes only through the operator: python -m app set-tier",
+    ),
     "create a workspace above its own tier": Escalation(
-        "POST", "/workspaces", scoped("workspaces:write"), workspaces_state, body={"name": "Bigger", "tier": "pro"},
-        tier="starter", says="on the 'starter' tier; it cannot create a workspace on the higher 'pro' tier"),
+        "POST",
+        "/workspaces",
+        scoped("workspaces:write"),
+        workspaces_state,
+        body={"name": "Bigger", "tier": "pro"},
+        tier="starter",
+        says="on the 'starter' tier; it cannot create a workspace on the higher 'pro' tier",
+    ),
     "create a key above the workspace's tier": Escalation(
-        "POST", "/api-keys", scoped(*KEYS_RW, "workspaces:read"), keys_state,
-        body={"name": "x", "scopes": ["workspaces:read"], "rate_limit_tier": "enterprise"}, tier="free",
-        status=422, field="rate_limit_tier", says="may not be above the workspace's tier, 'free'"),
+        "POST",
+        "/api-keys",
+        scoped(*KEYS_RW, "workspaces:read"),
+        keys_state,
+        body={"name": "x", "scopes": ["workspaces:read"], "rate_limit_tier": "enterprise"},
+        tier="free",
+        status=422,
+        field="rate_limit_tier",
+        says="may not be above the workspace's tier, 'free'",
+    ),
     "create a key that never expires from an expiring key": Escalation(
-        "POST", "/api-keys", expiring(*KEYS_RW), keys_state, body={"name": "Forever"}, status=422,
-        field="expires_at", says="so the keys it creates must expire too"),
+        "POST",
+        "/api-keys",
+        expiring(*KEYS_RW),
+        keys_state,
+        body={"name": "Forever"},
+        status=422,
+        field="expires_at",
+        says="so the keys it creates must expire too",
+    ),
     "create a key with expires_at null from an expiring key": Escalation(
-        "POST", "/api-keys", expiring(*KEYS_RW), keys_state, body={"name": "Forever", "expires_at": None},
-        status=422, field="expires_at", says="so the keys it creates must expire too"),
+        "POST",
+        "/api-keys",
+        expiring(*KEYS_RW),
+        keys_state,
+        body={"name": "Forever", "expires_at": None},
+        status=422,
+        field="expires_at",
+        says="so the keys it creates must expire too",
+    ),
     "create a key that expires after the caller": Escalation(
-        "POST", "/api-keys", expiring(*KEYS_RW), keys_state,
-        body={"name": "Longer", "expires_at": later(days=30).isoformat()}, status=422, field="expires_at",
-        says="may not be later than this API key's own expiry"),
+        "POST",
+        "/api-keys",
+        expiring(*KEYS_RW),
+        keys_state,
+        body={"name": "Longer", "expires_at": later(days=30).isoformat()},
+        status=422,
+        field="expires_at",
+        says="may not be later than this API key's own expiry",
+    ),
     "subscribe a webhook to events it may not read": Escalation(
-        "POST", "/webhooks", scoped("webhooks:read", "webhooks:write"), webhooks_state,
-        body={"url": "https://example.com/mine", "events": ["*"]}, status=422, field="events",
-        says="needs scope api-keys:read, which it does not hold"),
+        "POST",
+        "/webhooks",
+        scoped("webhooks:read", "webhooks:write"),
+        webhooks_state,
+        body={"url": "https://example.com/mine", "events": ["*"]},
+        status=422,
+        field="events",
+        says="needs scope api-keys:read, which it does not hold",
+    ),
     "point a webhook whose events it may not read elsewhere": Escalation(
-        "PATCH", "/webhooks/{webhook}", scoped("webhooks:read", "webhooks:write"), webhooks_state, key_webhook,
-        {"url": "https://attacker.example/hooks"}, says="cannot change the url of webhook endpoint {webhook}"),
+        "PATCH",
+        "/webhooks/{webhook}",
+        scoped("webhooks:read", "webhooks:write"),
+        webhooks_state,
+        key_webhook,
+        {"url": "https://attacker.example/hooks"},
+        says="cannot change the url of webhook endpoint {webhook}",
+    ),
     "take the signing secret of a webhook whose events it may not read": Escalation(
-        "POST", "/webhooks/{webhook}/rotate-secret", scoped("webhooks:read", "webhooks:write"), webhooks_state,
-        key_webhook, says="cannot rotate the secret of webhook endpoint {webhook}"),
+        "POST",
+        "/webhooks/{webhook}/rotate-secret",
+        scoped("webhooks:read", "webhooks:write"),
+        webhooks_state,
+        key_webhook,
+        says="cannot rotate the secret of webhook endpoint {webhook}",
+    ),
     "read files through an MCP tool with mcp:write alone": Escalation(
-        "POST", "/mcp/tools/call", scoped("mcp:write"), mcp_calls_state,
+        "POST",
+        "/mcp/tools/call",
+        scoped("mcp:write"),
+        mcp_calls_state,
         body={"server": "filesystem", "tool": "read_file", "arguments": {"path": "notes.txt"}},
-        says="also requires scope: mcp:read"),
+        says="also requires scope: mcp:read",
+    ),
 }
 
 
@@ -324,6 +419,7 @@ def test_escalation_is_refused_and_changes_nothing(world, name):
 
 
 # --- and what stays allowed --------------------------------------------------------------------
+
 
 def test_a_key_rotates_and_revokes_itself_and_keys_within_its_scopes(world):
     w = world()
@@ -349,8 +445,9 @@ def test_an_expiring_key_hands_out_only_keys_that_expire_no_later(world):
     body = {"name": "Shorter", "scopes": ["workspaces:read"], "expires_at": later(days=1).isoformat()}
     r = w.client.post("/api-keys", json=body, headers=caller)
     assert r.status_code == 201, r.text
-    rotated = w.client.post(f"/api-keys/{r.json()['data']['id']}/rotate", json={"grace_period_hours": 0},
-                            headers=caller)
+    rotated = w.client.post(
+        f"/api-keys/{r.json()['data']['id']}/rotate", json={"grace_period_hours": 0}, headers=caller
+    )
     assert rotated.status_code == 200, rotated.text
     assert rotated.json()["data"]["expires_at"] == r.json()["data"]["expires_at"]  # the successor's too
     at_end = w.client.post("/api-keys", json={"name": "Same", "expires_at": ends.isoformat()}, headers=caller)
@@ -362,8 +459,10 @@ def test_a_key_may_ask_for_a_tier_up_to_its_workspace_s(world):
     for tier in ("free", "pro"):
         r = w.client.post("/api-keys", json={"name": tier, "rate_limit_tier": tier}, headers=w.admin)
         assert r.status_code == 201, r.text
-        assert w.client.get("/workspaces", headers=bearer(r.json()["data"]["key"])).headers[
-            "x-ratelimit-limit"] == TIER_LIMITS[tier]
+        assert (
+            w.client.get("/workspaces", headers=bearer(r.json()["data"]["key"])).headers["x-ratelimit-limit"]
+            == TIER_LIMITS[tier]
+        )
 
 
 def test_patch_with_the_current_tier_is_a_no_op_and_create_up_to_the_own_tier_is_allowed(world):
@@ -393,8 +492,9 @@ def test_a_key_s_tier_above_its_workspace_s_is_capped_at_authentication(client, 
 def test_webhook_subscriptions_within_the_key_s_read_scopes_are_allowed(world):
     w = world()
     caller = w.key(["webhooks:read", "webhooks:write", "seo:read"])
-    r = w.client.post("/webhooks", json={"url": "https://example.com/seo", "events": ["seo.*", "webhook.*"]},
-                      headers=caller)
+    r = w.client.post(
+        "/webhooks", json={"url": "https://example.com/seo", "events": ["seo.*", "webhook.*"]}, headers=caller
+    )
     assert r.status_code == 201, r.text
     endpoint = r.json()["data"]["id"]
     r = w.client.patch(f"/webhooks/{endpoint}", json={"url": "https://example.com/moved"}, headers=caller)
@@ -411,9 +511,16 @@ def test_webhook_subscriptions_within_the_key_s_read_scopes_are_allowed(world):
 
 # --- the operator changes tiers ------------------------------------------------------------------
 
+
 def set_tier(env: dict, workspace_id: int, tier: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", "set-tier", "--workspace-id", str(workspace_id),
-                           "--tier", tier], cwd=ROOT, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    return subprocess.run(
+        [sys.executable, "-m", "app", "set-tier", "--workspace-id", str(workspace_id), "--tier", tier],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+    )
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5) -> None:
@@ -433,8 +540,11 @@ def test_set_tier_upgrades_a_workspace_and_its_keys_limits_at_once(client, tenan
     assert client.get("/workspaces", headers=headers).headers["x-ratelimit-limit"] == "5000"
     wait_until(lambda: client.get(f"/workspaces/{ws['id']}", headers=headers).json()["data"]["tier"] == "pro")
     assert tenants.fetchval("SELECT tier FROM workspaces WHERE id = $1", ws["id"]) == "pro"
-    events = tenants.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'workspace.updated' "
-                              "AND workspace_id = $1 AND payload->>'tier' = 'pro'", ws["id"])
+    events = tenants.fetchval(
+        "SELECT count(*) FROM outbox WHERE event_type = 'workspace.updated' "
+        "AND workspace_id = $1 AND payload->>'tier' = 'pro'",
+        ws["id"],
+    )
     assert events == 1
 
 

@@ -64,8 +64,7 @@ def test_workspace_tier_change_applies_to_its_keys_at_once(client, tenants, serv
 async def test_200_concurrent_requests_admit_at_most_the_bucket(api, tenants):
     ws = tenants.workspace(tier="free")
     headers = bearer(tenants.key(ws["id"]))
-    async with httpx.AsyncClient(base_url=api + "/api/v1", timeout=30,
-                                 limits=httpx.Limits(max_connections=200)) as c:
+    async with httpx.AsyncClient(base_url=api + "/api/v1", timeout=30, limits=httpx.Limits(max_connections=200)) as c:
         started = time.monotonic()
         responses = await asyncio.gather(*[c.get(f"/workspaces/{ws['id']}", headers=headers) for _ in range(200)])
         elapsed = time.monotonic() - started
@@ -82,8 +81,23 @@ async def test_200_concurrent_requests_admit_at_most_the_bucket(api, tenants):
 
 def _start_redis(port: int, directory) -> subprocess.Popen:
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

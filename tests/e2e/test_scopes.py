@@ -2,14 +2,23 @@
 
 import pytest
 
-from app.main import api_routes
 from app.access.scopes import ALL_SCOPES
+from app.main import api_routes
 
 # The only routes reachable without an API key. A new route must either declare a
 # scope or be added here on purpose.
 # No API key by design: health and docs, and what websites call from visitors' browsers.
-PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/api/v1/pixel/config",
-                "/api/v1/pixel/track", "/pixel.js", "/api/v1/pixel/pixel.js"}
+PUBLIC_PATHS = {
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/api/v1/pixel/config",
+    "/api/v1/pixel/track",
+    "/pixel.js",
+    "/api/v1/pixel/pixel.js",
+}
 ROUTES = api_routes()
 
 

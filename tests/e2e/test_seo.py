@@ -1,7 +1,7 @@
 """SEO reports over HTTP: validation field by field, one workspace's issues only, listing filters,
 one report with its issues, and a URL's score history."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -26,8 +26,10 @@ def test_submitted_report_is_stored_with_its_issues(client, tenant):
     ws, headers = tenant
     data = submit(client, headers)
     assert data["url"] == REPORT["url"] and data["scores"] == SCORES and data["workspace_id"] == ws["id"]
-    assert [(i["issue_type"], i["severity"]) for i in data["issues"]] == [("missing_alt", "warning"),
-                                                                          ("missing_title", "error")]
+    assert [(i["issue_type"], i["severity"]) for i in data["issues"]] == [
+        ("missing_alt", "warning"),
+        ("missing_title", "error"),
+    ]
     assert data["issues"][1]["details"] == {"element": "head", "message": "No <title>"}
     got = client.get(f"/seo/reports/{data['id']}", headers=headers).json()["data"]
     assert got == data
@@ -36,9 +38,12 @@ def test_submitted_report_is_stored_with_its_issues(client, tenant):
 def test_a_submitted_report_emits_seo_report_created_in_the_outbox(client, tenant, tenants):
     ws, headers = tenant
     data = submit(client, headers)
-    row = tenants.run(lambda pool: pool.fetchrow(
-        "SELECT event_id, payload FROM outbox WHERE event_type = 'seo.report.created' AND workspace_id = $1",
-        ws["id"]))
+    row = tenants.run(
+        lambda pool: pool.fetchrow(
+            "SELECT event_id, payload FROM outbox WHERE event_type = 'seo.report.created' AND workspace_id = $1",
+            ws["id"],
+        )
+    )
     assert row is not None and row["event_id"].startswith("evt_")
     assert str(data["id"]) in str(row["payload"])
 
@@ -46,28 +51,44 @@ def test_a_submitted_report_emits_seo_report_created_in_the_outbox(client, tenan
 def test_an_invalid_report_emits_no_event(client, tenant, tenants):
     ws, headers = tenant
     assert client.post("/seo/report", json={"url": "ftp://x/"}, headers=headers).status_code == 422
-    assert tenants.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'seo.report.created' "
-                            "AND workspace_id = $1", ws["id"]) == 0
+    assert (
+        tenants.fetchval(
+            "SELECT count(*) FROM outbox WHERE event_type = 'seo.report.created' AND workspace_id = $1", ws["id"]
+        )
+        == 0
+    )
 
 
-@pytest.mark.parametrize("body, fields", [
-    ({}, {"url", "scores"}),
-    ({"url": "ftp://example.com/", "scores": SCORES}, {"url"}),
-    ({"url": "https://", "scores": SCORES}, {"url"}),
-    ({"url": "https://example.com/" + "a" * 2100, "scores": SCORES}, {"url"}),
-    ({"url": "https://example.com/", "scores": {**SCORES, "speed": 3}}, {"scores.speed"}),
-    ({"url": "https://example.com/", "scores": {**SCORES, "seo": 101}}, {"scores.seo"}),
-    ({"url": "https://example.com/", "scores": {**SCORES, "performance": -1, "accessibility": 9.5}},
-     {"scores.performance", "scores.accessibility"}),
-    ({"url": "https://example.com/", "scores": {**SCORES, "best_practices": "90"}}, {"scores.best_practices"}),
-    ({"url": "https://example.com/", "scores": {"seo": 90}},
-     {"scores.performance", "scores.accessibility", "scores.best_practices"}),
-    ({"url": "https://example.com/", "scores": SCORES, "issues": {"type": "x"}}, {"issues"}),
-    ({"url": "https://example.com/", "scores": SCORES,
-      "issues": [{"type": "x", "severity": "fatal"}, {"severity": "info"}, "oops"]},
-     {"issues.0.severity", "issues.1.type", "issues.2"}),
-    ({"url": "https://example.com/", "scores": SCORES, "extra": 1}, {"extra"}),
-])
+@pytest.mark.parametrize(
+    "body, fields",
+    [
+        ({}, {"url", "scores"}),
+        ({"url": "ftp://example.com/", "scores": SCORES}, {"url"}),
+        ({"url": "https://", "scores": SCORES}, {"url"}),
+        ({"url": "https://example.com/" + "a" * 2100, "scores": SCORES}, {"url"}),
+        ({"url": "https://example.com/", "scores": {**SCORES, "speed": 3}}, {"scores.speed"}),
+        ({"url": "https://example.com/", "scores": {**SCORES, "seo": 101}}, {"scores.seo"}),
+        (
+            {"url": "https://example.com/", "scores": {**SCORES, "performance": -1, "accessibility": 9.5}},
+            {"scores.performance", "scores.accessibility"},
+        ),
+        ({"url": "https://example.com/", "scores": {**SCORES, "best_practices": "90"}}, {"scores.best_practices"}),
+        (
+            {"url": "https://example.com/", "scores": {"seo": 90}},
+            {"scores.performance", "scores.accessibility", "scores.best_practices"},
+        ),
+        ({"url": "https://example.com/", "scores": SCORES, "issues": {"type": "x"}}, {"issues"}),
+        (
+            {
+                "url": "https://example.com/",
+                "scores": SCORES,
+                "issues": [{"type": "x", "severity": "fatal"}, {"severity": "info"}, "oops"],
+            },
+            {"issues.0.severity", "issues.1.type", "issues.2"},
+        ),
+        ({"url": "https://example.com/", "scores": SCORES, "extra": 1}, {"extra"}),
+    ],
+)
 def test_invalid_report_returns_422_per_field(client, tenant, body, fields):
     _, headers = tenant
     r = client.post("/seo/report", json=body, headers=headers)
@@ -108,8 +129,15 @@ def test_scopes_are_required(client, tenants):
 def test_issue_listing_filters_and_paginates(client, tenant):
     ws, headers = tenant
     submit(client, headers)
-    submit(client, headers, {**REPORT, "url": "https://example.com/other",
-                             "issues": [{"type": "missing_alt", "severity": "warning", "element": "img.logo"}]})
+    submit(
+        client,
+        headers,
+        {
+            **REPORT,
+            "url": "https://example.com/other",
+            "issues": [{"type": "missing_alt", "severity": "warning", "element": "img.logo"}],
+        },
+    )
     base = f"/seo/issues/{ws['id']}"
     body = client.get(base, params={"severity": "warning"}, headers=headers).json()
     assert body["meta"]["total"] == 2 and {i["severity"] for i in body["data"]} == {"warning"}
@@ -125,12 +153,16 @@ def test_issue_listing_filters_and_paginates(client, tenant):
 def test_issue_listing_date_range(client, tenant):
     ws, headers = tenant
     submit(client, headers)
-    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
-    past = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     base = f"/seo/issues/{ws['id']}"
     assert client.get(base, params={"created_after": future}, headers=headers).json()["meta"]["total"] == 0
-    assert client.get(base, params={"created_after": past, "created_before": future},
-                      headers=headers).json()["meta"]["total"] == 2
+    assert (
+        client.get(base, params={"created_after": past, "created_before": future}, headers=headers).json()["meta"][
+            "total"
+        ]
+        == 2
+    )
 
 
 def test_issue_listing_rejects_unknown_severity_and_sort(client, tenant):

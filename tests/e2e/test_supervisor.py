@@ -92,17 +92,31 @@ class Run:
 @pytest.fixture
 def run(server_env, tmp_path):
     port, name = _free_port(), uuid.uuid4().hex[:8]
-    env = {**server_env, "SLUICE_PORT": str(port), "SLUICE_WORKERS": "2", "SLUICE_LOG_LEVEL": "info",
-           "SLUICE_KAFKA_TOPIC_PREFIX": f"sluice-test-run-{name}.", "SLUICE_CONSUMER_GROUP": f"sluice-test-run-{name}",
-           "CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}", "SLUICE_SPOOL_DIR": str(tmp_path / "spool")}
+    env = {
+        **server_env,
+        "SLUICE_PORT": str(port),
+        "SLUICE_WORKERS": "2",
+        "SLUICE_LOG_LEVEL": "info",
+        "SLUICE_KAFKA_TOPIC_PREFIX": f"sluice-test-run-{name}.",
+        "SLUICE_CONSUMER_GROUP": f"sluice-test-run-{name}",
+        "CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
+        "SLUICE_SPOOL_DIR": str(tmp_path / "spool"),
+    }
     log = tmp_path / "run.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "app", "run"], cwd=ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "run"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     supervised = Run(process, f"http://127.0.0.1:{port}", log)
     try:
-        wait_for(lambda: all(line in supervised.text() for line in ("partitions assigned", "webhook dispatcher started"))
-                 and len(supervised.api_workers()) == 2 and supervised.healthy(), "the run to start its children")
+        wait_for(
+            lambda: (
+                all(line in supervised.text() for line in ("partitions assigned", "webhook dispatcher started"))
+                and len(supervised.api_workers()) == 2
+                and supervised.healthy()
+            ),
+            "the run to start its children",
+        )
         yield supervised
     finally:
         supervised.groups.update(children_of(process.pid))

@@ -28,12 +28,18 @@ def server(server_env, tmp_path_factory):
     """(port, log path) of `python -m app serve` with short body and header timeouts."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("transport") / "api.log"
-    env = {**server_env, "SLUICE_PORT": str(port), "SLUICE_WORKERS": "1", "SLUICE_LOG_LEVEL": "debug",
-           "SLUICE_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
-           "SLUICE_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_SECONDS)}
+    env = {
+        **server_env,
+        "SLUICE_PORT": str(port),
+        "SLUICE_WORKERS": "1",
+        "SLUICE_LOG_LEVEL": "debug",
+        "SLUICE_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
+        "SLUICE_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_SECONDS),
+    }
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         _wait_until_serving(f"http://127.0.0.1:{port}", process, log_path)
         yield port, log_path
@@ -106,8 +112,10 @@ def test_malformed_chunked_body_gets_400_envelope_not_500(server, tenant, path):
     head = request_head(path, {**auth, "Transfer-Encoding": "chunked"})
     status, headers, body, _ = exchange(port, head + b"zz\r\nabc\r\n0\r\n\r\n")
     assert status == 400
-    assert orjson.loads(body) == {"error": "bad_request",
-                                  "message": "The request body ended early or its chunked encoding was malformed."}
+    assert orjson.loads(body) == {
+        "error": "bad_request",
+        "message": "The request body ended early or its chunked encoding was malformed.",
+    }
     assert headers["x-request-id"].startswith("req_")
     wait_for(lambda: INCOMPLETE_LINE in log.text() or "unhandled error" in log.text(), "the server to log the request")
     log.assert_no_server_error()
@@ -138,8 +146,10 @@ def test_stalled_body_gets_408_and_the_connection_is_closed(server, tenant, path
         sock.sendall(request_head(path, {**auth, "Content-Length": "100"}) + b'{"name": "stalled"')
         status, headers, body, closed = read_response(sock)
     assert status == 408
-    assert orjson.loads(body) == {"error": "request_timeout",
-                                  "message": f"The request body did not arrive within {BODY_TIMEOUT_SECONDS} seconds."}
+    assert orjson.loads(body) == {
+        "error": "request_timeout",
+        "message": f"The request body did not arrive within {BODY_TIMEOUT_SECONDS} seconds.",
+    }
     assert headers["connection"] == "close" and closed
     log.assert_no_server_error()
 
@@ -150,4 +160,3 @@ def test_stalled_headers_are_dropped_after_the_header_timeout(server):
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: sluice.test\r\n")  # no blank line: headers never end
         with contextlib.suppress(ConnectionResetError):
             assert sock.recv(65536) == b""  # closed by the server, with nothing answered
-

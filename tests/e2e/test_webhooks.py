@@ -5,7 +5,7 @@ HTTPS receiver whose CA this run trusts; the allow-list admits 127.0.0.0/8 for t
 import ipaddress
 import random
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -25,9 +25,12 @@ TEST_TIMEOUT_SECONDS = 1
 
 @pytest.fixture(scope="module")
 def hooks_api(server_env, https_receiver, tmp_path_factory):
-    env = {**server_env, "SLUICE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
-           "SLUICE_WEBHOOK_CA_BUNDLE": https_receiver.ca_path,
-           "SLUICE_WEBHOOK_TIMEOUT_SECONDS": str(TEST_TIMEOUT_SECONDS)}
+    env = {
+        **server_env,
+        "SLUICE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "SLUICE_WEBHOOK_CA_BUNDLE": https_receiver.ca_path,
+        "SLUICE_WEBHOOK_TIMEOUT_SECONDS": str(TEST_TIMEOUT_SECONDS),
+    }
     with running_api(env, tmp_path_factory.mktemp("webhooks-api")) as url:
         with httpx.Client(base_url=url + "/api/v1", timeout=10) as client:
             yield client
@@ -42,8 +45,9 @@ async def pool(database_url):
 
 @pytest.fixture
 async def dispatch(pool, https_receiver):
-    settings = WebhooksConfig(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),),
-                              verify=https_receiver.ca_path, timeout_seconds=5)
+    settings = WebhooksConfig(
+        allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),), verify=https_receiver.ca_path, timeout_seconds=5
+    )
     clock = Clock()
     async with delivery.create_client(settings) as client:
         yield Dispatcher(pool, settings, client, clock, random.Random(3)), clock
@@ -67,10 +71,22 @@ def test_create_returns_the_spec_shape_with_a_generated_secret_shown_once(hooks_
     assert set(data) == {"id", "url", "events", "secret", "is_active", "created_at"}
     assert data["secret"].startswith("whsec_") and data["is_active"] is True
     got = hooks_api.get(f"/webhooks/{data['id']}", headers=headers).json()["data"]
-    assert set(got) == {"id", "url", "events", "is_active", "success_count", "failure_count",
-                        "consecutive_failures", "last_delivery_at", "created_at"}
+    assert set(got) == {
+        "id",
+        "url",
+        "events",
+        "is_active",
+        "success_count",
+        "failure_count",
+        "consecutive_failures",
+        "last_delivery_at",
+        "created_at",
+    }
     assert (got["events"], got["success_count"], got["consecutive_failures"]) == (
-        ["api_key.*", "workspace.updated"], 0, 0)
+        ["api_key.*", "workspace.updated"],
+        0,
+        0,
+    )
     listed = hooks_api.get("/webhooks", headers=headers).json()
     assert [w["id"] for w in listed["data"]] == [data["id"]] and "secret" not in listed["data"][0]
     assert "consecutive_failures" not in listed["data"][0] and listed["meta"]["total"] == 1
@@ -82,29 +98,32 @@ def test_a_given_secret_is_kept(hooks_api, tenant, https_receiver):
     assert create(hooks_api, headers, https_receiver, path("s"), secret=secret)["data"]["secret"] == secret
 
 
-@pytest.mark.parametrize("body, fields", [
-    ({}, {"url", "events"}),
-    ({"url": "http://example.com/hook", "events": ["*"]}, {"url"}),
-    ({"url": "https://example.com/hook", "events": []}, {"events"}),
-    ({"url": "https://example.com/hook", "events": ["post.created"]}, {"events"}),
-    ({"url": "https://example.com/hook", "events": ["*"], "secret": "whsec_abc123def456..."}, {"secret"}),
-    ({"url": "https://example.com/hook", "events": ["*"], "extra": 1}, {"extra"}),
-    ({"url": "https://10.0.0.1/hook", "events": ["*"]}, {"url"}),
-    ({"url": "https://169.254.169.254/latest", "events": ["*"]}, {"url"}),
-    ({"url": "https://[::ffff:a9fe:a9fe]/", "events": ["*"]}, {"url"}),
-    # Spellings a browser or resolver reads as a private address or a local name (the allow-list
-    # here admits 127.0.0.0/8, so these are other ones).
-    ({"url": "https://10.0.0.1./hook", "events": ["*"]}, {"url"}),
-    ({"url": "https://169\uff0e254\uff0e169\uff0e254/latest", "events": ["*"]}, {"url"}),
-    ({"url": "https://169\u3002254\u3002169\u3002254/latest", "events": ["*"]}, {"url"}),
-    ({"url": "https://\u2460\u24ea.0.0.1/", "events": ["*"]}, {"url"}),
-    ({"url": "https://%31%30.0.0.1/", "events": ["*"]}, {"url"}),
-    # Not URLs at all, however they parse.
-    ({"url": "https://[::1/x", "events": ["*"]}, {"url"}),
-    ({"url": "https://[zzz]/x", "events": ["*"]}, {"url"}),
-    ({"url": "https://example.com:99999/", "events": ["*"]}, {"url"}),
-    ({"url": "https://exa\x00mple.com/", "events": ["*"]}, {"url"}),
-])
+@pytest.mark.parametrize(
+    "body, fields",
+    [
+        ({}, {"url", "events"}),
+        ({"url": "http://example.com/hook", "events": ["*"]}, {"url"}),
+        ({"url": "https://example.com/hook", "events": []}, {"events"}),
+        ({"url": "https://example.com/hook", "events": ["post.created"]}, {"events"}),
+        ({"url": "https://example.com/hook", "events": ["*"], "secret": "whsec_abc123def456..."}, {"secret"}),
+        ({"url": "https://example.com/hook", "events": ["*"], "extra": 1}, {"extra"}),
+        ({"url": "https://10.0.0.1/hook", "events": ["*"]}, {"url"}),
+        ({"url": "https://169.254.169.254/latest", "events": ["*"]}, {"url"}),
+        ({"url": "https://[::ffff:a9fe:a9fe]/", "events": ["*"]}, {"url"}),
+        # Spellings a browser or resolver reads as a private address or a local name (the allow-list
+        # here admits 127.0.0.0/8, so these are other ones).
+        ({"url": "https://10.0.0.1./hook", "events": ["*"]}, {"url"}),
+        ({"url": "https://169\uff0e254\uff0e169\uff0e254/latest", "events": ["*"]}, {"url"}),
+        ({"url": "https://169\u3002254\u3002169\u3002254/latest", "events": ["*"]}, {"url"}),
+        ({"url": "https://\u2460\u24ea.0.0.1/", "events": ["*"]}, {"url"}),
+        ({"url": "https://%31%30.0.0.1/", "events": ["*"]}, {"url"}),
+        # Not URLs at all, however they parse.
+        ({"url": "https://[::1/x", "events": ["*"]}, {"url"}),
+        ({"url": "https://[zzz]/x", "events": ["*"]}, {"url"}),
+        ({"url": "https://example.com:99999/", "events": ["*"]}, {"url"}),
+        ({"url": "https://exa\x00mple.com/", "events": ["*"]}, {"url"}),
+    ],
+)
 def test_invalid_endpoints_are_refused_field_by_field(hooks_api, tenant, tenants, body, fields):
     ws, headers = tenant
     r = hooks_api.post("/webhooks", json=body, headers=headers)
@@ -123,8 +142,9 @@ def test_a_public_host_in_another_spelling_is_accepted_and_kept_as_given(hooks_a
 
 def test_wildcards_of_future_families_are_accepted(hooks_api, tenant):
     _, headers = tenant
-    r = hooks_api.post("/webhooks", json={"url": "https://example.com/h", "events": ["post.*", "*", "seo.*"]},
-                       headers=headers)
+    r = hooks_api.post(
+        "/webhooks", json={"url": "https://example.com/h", "events": ["post.*", "*", "seo.*"]}, headers=headers
+    )
     assert r.status_code == 201, r.text
 
 
@@ -146,8 +166,10 @@ def test_another_workspaces_endpoint_is_not_found_and_scopes_are_enforced(hooks_
     stranger = {"Authorization": f"Bearer {tenants.key(other['id'])}"}
     assert hooks_api.get(f"/webhooks/{hook['id']}", headers=stranger).status_code == 404
     reader = {"Authorization": f"Bearer {tenants.key(other['id'], scopes=('webhooks:read',))}"}
-    assert hooks_api.post("/webhooks", json={"url": "https://example.com/", "events": ["*"]},
-                          headers=reader).status_code == 403
+    assert (
+        hooks_api.post("/webhooks", json={"url": "https://example.com/", "events": ["*"]}, headers=reader).status_code
+        == 403
+    )
     assert hooks_api.delete(f"/webhooks/{hook['id']}", headers=reader).status_code == 403
 
 
@@ -203,9 +225,11 @@ async def test_an_api_change_is_delivered_listed_and_retried_by_hand(hooks_api, 
     https_receiver.script(where, Answer(200))
     r = hooks_api.post(f"/webhooks/{hook['id']}/deliveries/{failed['id']}/retry", headers=headers)
     assert r.status_code == 200, r.text
-    assert r.json() == {"message": "Delivery queued for retry.",
-                        "data": {"id": failed["id"], "status": "pending", "attempt": MAX_ATTEMPTS + 1}}
-    clock.at(datetime.now(timezone.utc))  # back to real time, which the verifier checks the signature's against
+    assert r.json() == {
+        "message": "Delivery queued for retry.",
+        "data": {"id": failed["id"], "status": "pending", "attempt": MAX_ATTEMPTS + 1},
+    }
+    clock.at(datetime.now(UTC))  # back to real time, which the verifier checks the signature's against
     await dispatcher.run_once()
     [done] = hooks_api.get(f"/webhooks/{hook['id']}/deliveries", headers=headers).json()["data"]
     assert (done["status"], done["attempt"], done["response_code"]) == ("success", MAX_ATTEMPTS + 1, 200)
@@ -215,12 +239,10 @@ async def test_an_api_change_is_delivered_listed_and_retried_by_hand(hooks_api, 
     again = hooks_api.post(f"/webhooks/{hook['id']}/deliveries/{failed['id']}/retry", headers=headers)
     assert again.status_code == 400 and again.json()["error"] == "cannot_retry"
     health = hooks_api.get(f"/webhooks/{hook['id']}", headers=headers).json()["data"]
-    assert (health["success_count"], health["failure_count"], health["consecutive_failures"]) == (
-        1, MAX_ATTEMPTS, 0)
+    assert (health["success_count"], health["failure_count"], health["consecutive_failures"]) == (1, MAX_ATTEMPTS, 0)
 
 
-async def test_rotating_the_secret_signs_with_both_during_the_grace_period(
-        hooks_api, tenant, https_receiver, dispatch):
+async def test_rotating_the_secret_signs_with_both_during_the_grace_period(hooks_api, tenant, https_receiver, dispatch):
     dispatcher, _ = dispatch
     ws, headers = tenant
     where = path("rotate")

@@ -69,8 +69,9 @@ def test_a_lost_notification_connection_stops_caching_until_it_is_back(second_ap
     assert name_seen(second_api, ws["id"], headers) == ws["name"]
     # Cut every listening connection (the API processes' LISTEN sessions), then change the row at
     # once, possibly before the listener has reconnected: no process may serve the old name.
-    tenants.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()")
+    tenants.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
+    )
     tenants.execute("UPDATE workspaces SET name = 'Renamed while deaf' WHERE id = $1", ws["id"])
     wait_for_name(second_api, ws["id"], headers, "Renamed while deaf")
     # And it listens again: the next change is heard too.

@@ -16,8 +16,9 @@ def test_create_workspace_returns_201_with_generated_slug(client, tenant):
 
 def test_generated_slugs_stay_unique(client, tenant):
     _, headers = tenant
-    slugs = {client.post("/workspaces", json={"name": "Same Name"}, headers=headers).json()["data"]["slug"]
-             for _ in range(3)}
+    slugs = {
+        client.post("/workspaces", json={"name": "Same Name"}, headers=headers).json()["data"]["slug"] for _ in range(3)
+    }
     assert len(slugs) == 3
 
 
@@ -34,19 +35,22 @@ def test_default_tier_is_free(client, tenant):
     assert client.post("/workspaces", json={"name": "Plain"}, headers=headers).json()["data"]["tier"] == "free"
 
 
-@pytest.mark.parametrize("body,field", [
-    ({}, "name"),
-    ({"name": ""}, "name"),
-    ({"name": "x" * 256}, "name"),
-    ({"name": 12}, "name"),
-    ({"name": "ok", "tier": "business"}, "tier"),
-    ({"name": "ok", "slug": "Not A Slug"}, "slug"),
-    ({"name": "ok", "settings": {"timezone": "Mars/Olympus"}}, "settings.timezone"),
-    ({"name": "ok", "settings": {"locale": "english"}}, "settings.locale"),
-    ({"name": "ok", "settings": {"colour": "red"}}, "settings.colour"),
-    ({"name": "ok", "settings": "UTC"}, "settings"),
-    ({"name": "ok", "owner": 1}, "owner"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "x" * 256}, "name"),
+        ({"name": 12}, "name"),
+        ({"name": "ok", "tier": "business"}, "tier"),
+        ({"name": "ok", "slug": "Not A Slug"}, "slug"),
+        ({"name": "ok", "settings": {"timezone": "Mars/Olympus"}}, "settings.timezone"),
+        ({"name": "ok", "settings": {"locale": "english"}}, "settings.locale"),
+        ({"name": "ok", "settings": {"colour": "red"}}, "settings.colour"),
+        ({"name": "ok", "settings": "UTC"}, "settings"),
+        ({"name": "ok", "owner": 1}, "owner"),
+    ],
+)
 def test_invalid_workspace_returns_422_naming_the_field(client, tenant, body, field):
     _, headers = tenant
     r = client.post("/workspaces", json=body, headers=headers)
@@ -90,7 +94,9 @@ def test_patch_merges_settings_and_bumps_updated_at(client, tenant):
     ws, headers = tenant
     r1 = client.patch(f"/workspaces/{ws['id']}", json={"settings": {"timezone": "Europe/London"}}, headers=headers)
     assert r1.status_code == 200
-    r2 = client.patch(f"/workspaces/{ws['id']}", json={"name": "Renamed", "settings": {"locale": "fr_FR"}}, headers=headers)
+    r2 = client.patch(
+        f"/workspaces/{ws['id']}", json={"name": "Renamed", "settings": {"locale": "fr_FR"}}, headers=headers
+    )
     data = r2.json()["data"]
     assert data["name"] == "Renamed"
     assert data["settings"] == {"timezone": "Europe/London", "locale": "fr_FR"}

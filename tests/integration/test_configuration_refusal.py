@@ -42,8 +42,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv, name, value, allowed", CASES,
-                         ids=[f"{' '.join(c[0][1:])[:40]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize("argv, name, value, allowed", CASES, ids=[f"{' '.join(c[0][1:])[:40]}-{c[1]}" for c in CASES])
 def test_a_bad_value_stops_the_start_with_one_line(argv, name, value, allowed):
     env = {**os.environ, name: value}
     done = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)

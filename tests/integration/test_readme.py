@@ -24,6 +24,7 @@ def test_example_queries_run_against_the_schema(tmp_path):
         "for q in json.loads(sys.stdin.read()):\n"
         "    c.query(q)\n"
     )
-    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, input=json.dumps(queries), text=True,
-                         capture_output=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, input=json.dumps(queries), text=True, capture_output=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr[-3000:]

@@ -40,9 +40,11 @@ def test_a_late_send_counts_its_wait():
 
 
 def test_parse_results_counts_refusals():
-    csv_text = ("1000,200,500,0,17,,,,0,GET,http://x/,\n"
-                "2000,429,600,0,17,,,,1,GET,http://x/,\n"
-                "3000,0,10000000000,0,0,timeout,,,2,GET,http://x/,\n")
+    csv_text = (
+        "1000,200,500,0,17,,,,0,GET,http://x/,\n"
+        "2000,429,600,0,17,,,,1,GET,http://x/,\n"
+        "3000,0,10000000000,0,0,timeout,,,2,GET,http://x/,\n"
+    )
     rows, non_2xx, errors = openloop.parse_results(csv_text)
     assert rows == [(0, 1000, 500), (1, 2000, 600), (2, 3000, 10_000_000_000)]
     assert non_2xx == 2

@@ -5,7 +5,6 @@ from urllib.parse import urlsplit
 
 import yaml
 
-
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -59,7 +58,11 @@ def test_api_gets_every_connection_variable_and_they_point_at_compose_services()
 def test_postgres_credentials_match_database_url():
     url = urlsplit(SERVICES["api"]["environment"]["DATABASE_URL"])
     pg = SERVICES["postgres"]["environment"]
-    assert (url.username, url.password, url.path.lstrip("/")) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"])
+    assert (url.username, url.password, url.path.lstrip("/")) == (
+        pg["POSTGRES_USER"],
+        pg["POSTGRES_PASSWORD"],
+        pg["POSTGRES_DB"],
+    )
 
 
 def test_kafka_runs_in_kraft_mode():

@@ -24,8 +24,14 @@ def test_configuration_tables_equal_the_generated_ones():
 
 
 def test_the_command_prints_the_same_tables():
-    printed = subprocess.run([sys.executable, "-m", "storage.config", "--markdown"], cwd=ROOT, capture_output=True,
-                             text=True, check=True, timeout=60).stdout
+    printed = subprocess.run(
+        [sys.executable, "-m", "storage.config", "--markdown"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     assert printed == markdown()
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given, settings, strategies as st
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ingest.worker.batch import ConsumedRecord, InsertBatch
 from ingest.events import Drop, PixelEvent, Topics, ch_time, event_id, now_ms, workspace_key
+from ingest.worker.batch import ConsumedRecord, InsertBatch
 from storage.clickhouse import gateway
 from storage.clickhouse.client import chdb_directory
 
@@ -27,28 +28,63 @@ WAIT_SECONDS = 60
 
 # --- helpers -----------------------------------------------------------------------------------
 
+
 def pixel(workspace_id: int, *, event="pageview", path="/", visitor="v1", epoch_ms=None) -> PixelEvent:
     t = ch_time(epoch_ms or now_ms())
-    return PixelEvent(event_id(), workspace_id, event, t, t, None, f"https://example.com{path}", "example.com", path,
-                      "", "", "news", "", "", "", "", '{"a":1}', visitor, "203.0.113.0", "Mozilla/5.0", "Firefox",
-                      "120", "Linux", "desktop", False, "json")
+    return PixelEvent(
+        event_id(),
+        workspace_id,
+        event,
+        t,
+        t,
+        None,
+        f"https://example.com{path}",
+        "example.com",
+        path,
+        "",
+        "",
+        "news",
+        "",
+        "",
+        "",
+        "",
+        '{"a":1}',
+        visitor,
+        "203.0.113.0",
+        "Mozilla/5.0",
+        "Firefox",
+        "120",
+        "Linux",
+        "desktop",
+        False,
+        "json",
+    )
 
 
 def usage(workspace_id: int, feature: str, quantity: int) -> dict:
-    return {"event_id": str(uuid.uuid4()), "workspace_id": workspace_id, "feature": feature, "quantity": quantity,
-            "metadata": "", "idempotency_key": "", "occurred_at": ch_time(now_ms())}
+    return {
+        "event_id": str(uuid.uuid4()),
+        "workspace_id": workspace_id,
+        "feature": feature,
+        "quantity": quantity,
+        "metadata": "",
+        "idempotency_key": "",
+        "occurred_at": ch_time(now_ms()),
+    }
 
 
 def produce(topic: str, records: list[tuple[bytes, bytes]]) -> None:
     async def go():
-        producer = AIOKafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"], acks="all",
-                                    linger_ms=5, max_batch_size=1 << 20)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"], acks="all", linger_ms=5, max_batch_size=1 << 20
+        )
         await producer.start()
         try:
             for future in [await producer.send(topic, value, key=key) for key, value in records]:
                 await future
         finally:
             await producer.stop()
+
     asyncio.run(go())
 
 
@@ -80,8 +116,9 @@ class Worker:
         self.starts += 1
         self.log = self.log_dir / f"worker-{self.starts}.log"
         with open(self.log, "w") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=self.env,
-                                            stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ingest"], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + WAIT_SECONDS
         while "partitions assigned" not in self.log.read_text():
             assert self.process.poll() is None and time.monotonic() < deadline, self.log.read_text()[-3000:]
@@ -109,7 +146,9 @@ class Worker:
         deadline = time.monotonic() + WAIT_SECONDS
         while not reader.answers():
             if time.monotonic() >= deadline:
-                raise AssertionError(f"the worker's query gateway does not answer; its log:\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"the worker's query gateway does not answer; its log:\n{self.log.read_text()[-3000:]}"
+                )
             time.sleep(0.1)
         return reader.query(sql, parameters=parameters).result_rows
 
@@ -118,10 +157,16 @@ class Worker:
 def own_env(tmp_path_factory):
     """Topics, group and chdb directory of this module's own workers (the session worker holds its own)."""
     run = f"h2-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    return {**os.environ, "SLUICE_KAFKA_TOPIC_PREFIX": f"sluice-test-{run}.", "SLUICE_CONSUMER_GROUP": run,
-            "SLUICE_KAFKA_PARTITIONS": "3", "CLICKHOUSE_URL": f"chdb://{tmp_path_factory.mktemp('clickhouse-own')}",
-            # small, quick batches: many insert/commit windows for a kill to land in
-            "SLUICE_CONSUMER_BATCH_ROWS": "500", "SLUICE_CONSUMER_BATCH_MS": "50"}
+    return {
+        **os.environ,
+        "SLUICE_KAFKA_TOPIC_PREFIX": f"sluice-test-{run}.",
+        "SLUICE_CONSUMER_GROUP": run,
+        "SLUICE_KAFKA_PARTITIONS": "3",
+        "CLICKHOUSE_URL": f"chdb://{tmp_path_factory.mktemp('clickhouse-own')}",
+        # small, quick batches: many insert/commit windows for a kill to land in
+        "SLUICE_CONSUMER_BATCH_ROWS": "500",
+        "SLUICE_CONSUMER_BATCH_MS": "50",
+    }
 
 
 @pytest.fixture
@@ -133,11 +178,13 @@ def worker(own_env, tmp_path):
 
 
 def count_rows(query, workspace_id: int) -> tuple[int, int]:
-    return query("SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = {ws:UInt64}",
-                 {"ws": workspace_id})[0]
+    return query(
+        "SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = {ws:UInt64}", {"ws": workspace_id}
+    )[0]
 
 
 # --- the session worker (conftest ingest_worker) ------------------------------------------------
+
 
 def test_n_pixel_records_become_exactly_n_rows_with_their_fields(ingest_env, clickhouse_query):
     topics, ws = Topics.with_prefix(ingest_env["SLUICE_KAFKA_TOPIC_PREFIX"]), fresh_workspace()
@@ -145,8 +192,11 @@ def test_n_pixel_records_become_exactly_n_rows_with_their_fields(ingest_env, cli
     produce_pixels(topics.pixel, events)
     wait_for(lambda: tuple(count_rows(clickhouse_query, ws)), (1000, 1000))
     first = events[0]
-    row = clickhouse_query("SELECT toString(event_id), event, path, utm_source, properties, browser, is_bot, "
-                           "toString(time) FROM events WHERE event_id = {id:UUID}", {"id": first.event_id})
+    row = clickhouse_query(
+        "SELECT toString(event_id), event, path, utm_source, properties, browser, is_bot, "
+        "toString(time) FROM events WHERE event_id = {id:UUID}",
+        {"id": first.event_id},
+    )
     assert row == [(first.event_id, "pageview", first.path, "news", '{"a":1}', "Firefox", False, first.time)]
     time.sleep(2)  # nothing more arrives later
     assert count_rows(clickhouse_query, ws) == (1000, 1000)
@@ -154,12 +204,18 @@ def test_n_pixel_records_become_exactly_n_rows_with_their_fields(ingest_env, cli
 
 def test_poison_records_go_to_the_dead_letter_topic_and_later_records_still_arrive(ingest_env, clickhouse_query):
     topics, ws = Topics.with_prefix(ingest_env["SLUICE_KAFKA_TOPIC_PREFIX"]), fresh_workspace()
-    poison = [b"not json at all", b'["an", "array"]', b'{"workspace_id": 5, "unknown_column": 1}',
-              orjson.dumps({**orjson.loads(pixel(ws).encode()), "event_id": "not-a-uuid"})]
+    poison = [
+        b"not json at all",
+        b'["an", "array"]',
+        b'{"workspace_id": 5, "unknown_column": 1}',
+        orjson.dumps({**orjson.loads(pixel(ws).encode()), "event_id": "not-a-uuid"}),
+    ]
     before = [pixel(ws) for _ in range(50)]
     after = [pixel(ws) for _ in range(50)]
-    produce(topics.pixel, [(b"k", e.encode()) for e in before] + [(b"k", p) for p in poison]
-            + [(b"k", e.encode()) for e in after])
+    produce(
+        topics.pixel,
+        [(b"k", e.encode()) for e in before] + [(b"k", p) for p in poison] + [(b"k", e.encode()) for e in after],
+    )
     wait_for(lambda: tuple(count_rows(clickhouse_query, ws)), (100, 100))
     letters = read_topic(topics.dead_letter, lambda r: r.value in poison, len(poison))
     assert sorted(r.value for r in letters) == sorted(poison)
@@ -171,8 +227,9 @@ def test_poison_records_go_to_the_dead_letter_topic_and_later_records_still_arri
 
 def read_topic(topic: str, wanted, count: int, seconds=WAIT_SECONDS) -> list:
     async def go():
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-                                    auto_offset_reset="earliest", group_id=None)
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"], auto_offset_reset="earliest", group_id=None
+        )
         await consumer.start()
         found, deadline = [], time.monotonic() + seconds
         try:
@@ -182,6 +239,7 @@ def read_topic(topic: str, wanted, count: int, seconds=WAIT_SECONDS) -> list:
         finally:
             await consumer.stop()
         return found
+
     return asyncio.run(go())
 
 
@@ -189,51 +247,79 @@ def test_rollup_views_agree_with_the_raw_tables(ingest_env, clickhouse_query):
     topics, ws = Topics.with_prefix(ingest_env["SLUICE_KAFKA_TOPIC_PREFIX"]), fresh_workspace()
     hour = 3_600_000
     start = (now_ms() // hour - 30) * hour  # spans two days of hours
-    events = [pixel(ws, event=random.choice(["pageview", "pageview", "click"]), path=f"/p{random.randrange(5)}",
-                    visitor=f"v{random.randrange(40)}", epoch_ms=start + random.randrange(30 * hour))
-              for _ in range(600)]
+    events = [
+        pixel(
+            ws,
+            event=random.choice(["pageview", "pageview", "click"]),
+            path=f"/p{random.randrange(5)}",
+            visitor=f"v{random.randrange(40)}",
+            epoch_ms=start + random.randrange(30 * hour),
+        )
+        for _ in range(600)
+    ]
     produce_pixels(topics.pixel, events)
     uses = [usage(ws, random.choice(["api_calls", "exports"]), random.randrange(1, 9)) for _ in range(60)]
     produce(topics.usage, [(workspace_key(ws), orjson.dumps(u)) for u in uses])
-    drops = [Drop(ws, random.choice(["bot", "invalid"]), "json", random.randrange(1, 5), ch_time(now_ms()))
-             for _ in range(20)]
+    drops = [
+        Drop(ws, random.choice(["bot", "invalid"]), "json", random.randrange(1, 5), ch_time(now_ms()))
+        for _ in range(20)
+    ]
     produce(topics.dropped, [(workspace_key(ws), d.encode()) for d in drops])
     q, p = clickhouse_query, {"ws": ws}
     wait_for(lambda: q("SELECT count() FROM events WHERE workspace_id = {ws:UInt64}", p), [(600,)])
     wait_for(lambda: q("SELECT count() FROM usage_events WHERE workspace_id = {ws:UInt64}", p), [(60,)])
     wait_for(lambda: q("SELECT count() FROM dropped_events WHERE workspace_id = {ws:UInt64}", p), [(20,)])
 
-    assert q("SELECT toDate(time) d, countIf(event = 'pageview'), count(), uniq(visitor_id) FROM events "
-             "WHERE workspace_id = {ws:UInt64} GROUP BY d ORDER BY d", p) == \
-        q("SELECT day, sum(pageviews), sum(events), uniqMerge(visitors) FROM pageviews_daily "
-          "WHERE workspace_id = {ws:UInt64} GROUP BY day ORDER BY day", p)
-    assert q("SELECT toStartOfHour(time) h, countIf(event = 'pageview'), uniq(visitor_id) FROM events "
-             "WHERE workspace_id = {ws:UInt64} GROUP BY h ORDER BY h", p) == \
-        q("SELECT hour, sum(pageviews), uniqMerge(visitors) FROM pageviews_hourly "
-          "WHERE workspace_id = {ws:UInt64} GROUP BY hour ORDER BY hour", p)
-    assert q("SELECT toDate(time) d, path, count() FROM events WHERE workspace_id = {ws:UInt64} "
-             "AND event = 'pageview' GROUP BY d, path ORDER BY d, path", p) == \
-        q("SELECT day, path, sum(pageviews) FROM top_pages_daily WHERE workspace_id = {ws:UInt64} "
-          "GROUP BY day, path ORDER BY day, path", p)
+    assert q(
+        "SELECT toDate(time) d, countIf(event = 'pageview'), count(), uniq(visitor_id) FROM events "
+        "WHERE workspace_id = {ws:UInt64} GROUP BY d ORDER BY d",
+        p,
+    ) == q(
+        "SELECT day, sum(pageviews), sum(events), uniqMerge(visitors) FROM pageviews_daily "
+        "WHERE workspace_id = {ws:UInt64} GROUP BY day ORDER BY day",
+        p,
+    )
+    assert q(
+        "SELECT toStartOfHour(time) h, countIf(event = 'pageview'), uniq(visitor_id) FROM events "
+        "WHERE workspace_id = {ws:UInt64} GROUP BY h ORDER BY h",
+        p,
+    ) == q(
+        "SELECT hour, sum(pageviews), uniqMerge(visitors) FROM pageviews_hourly "
+        "WHERE workspace_id = {ws:UInt64} GROUP BY hour ORDER BY hour",
+        p,
+    )
+    assert q(
+        "SELECT toDate(time) d, path, count() FROM events WHERE workspace_id = {ws:UInt64} "
+        "AND event = 'pageview' GROUP BY d, path ORDER BY d, path",
+        p,
+    ) == q(
+        "SELECT day, path, sum(pageviews) FROM top_pages_daily WHERE workspace_id = {ws:UInt64} "
+        "GROUP BY day, path ORDER BY day, path",
+        p,
+    )
     expected_usage = {}
     for u in uses:
         expected_usage[u["feature"]] = expected_usage.get(u["feature"], 0) + u["quantity"]
-    assert dict(q("SELECT feature, sum(quantity) FROM usage_daily WHERE workspace_id = {ws:UInt64} "
-                  "GROUP BY feature", p)) == expected_usage
+    assert (
+        dict(q("SELECT feature, sum(quantity) FROM usage_daily WHERE workspace_id = {ws:UInt64} GROUP BY feature", p))
+        == expected_usage
+    )
     expected_drops = {}
     for d in drops:
         expected_drops[d.reason] = expected_drops.get(d.reason, 0) + d.count
-    assert dict(q("SELECT reason, sum(dropped) FROM dropped_daily WHERE workspace_id = {ws:UInt64} "
-                  "GROUP BY reason", p)) == expected_drops
+    assert (
+        dict(q("SELECT reason, sum(dropped) FROM dropped_daily WHERE workspace_id = {ws:UInt64} GROUP BY reason", p))
+        == expected_drops
+    )
 
 
 # --- workers of this module's own: kills and replays --------------------------------------------
 
+
 def test_worker_killed_mid_stream_and_restarted_leaves_exactly_n_rows(own_env, worker):
     topic, ws, n = Topics.with_prefix(own_env["SLUICE_KAFKA_TOPIC_PREFIX"]).pixel, fresh_workspace(), 20_000
     worker.start()
-    producing = subprocess.Popen([sys.executable, "-c", PRODUCE_SCRIPT, topic, str(ws), str(n)], cwd=ROOT,
-                                 env=own_env)
+    producing = subprocess.Popen([sys.executable, "-c", PRODUCE_SCRIPT, topic, str(ws), str(n)], cwd=ROOT, env=own_env)
     deadline = time.monotonic() + WAIT_SECONDS
     while count_rows(worker.query, ws)[0] < 2_000:  # mid-stream: some batches in, many to come
         assert time.monotonic() < deadline
@@ -273,9 +359,11 @@ def test_replaying_committed_offsets_from_zero_changes_no_count(own_env, worker)
 
 def reset_group_offsets(group: str, topics: Topics, partitions: int) -> None:
     """Commit offset 0 for every partition, as `kafka-consumer-groups --reset-offsets --to-earliest` would."""
+
     async def go():
-        consumer = AIOKafkaConsumer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"], group_id=group,
-                                    enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"], group_id=group, enable_auto_commit=False
+        )
         await consumer.start()
         try:
             tps = [TopicPartition(t, p) for t in topics.ingested() for p in range(partitions)]
@@ -284,10 +372,12 @@ def reset_group_offsets(group: str, topics: Topics, partitions: int) -> None:
             assert all([await consumer.committed(tp) == 0 for tp in tps])
         finally:
             await consumer.stop()
+
     asyncio.run(go())
 
 
 # --- batch bookkeeping (pure) ---------------------------------------------------------------------
+
 
 def records(topic: str, partition: int, offsets) -> list[ConsumedRecord]:
     return [ConsumedRecord(topic, partition, o, None, b"{}") for o in offsets]
@@ -368,12 +458,16 @@ def test_a_batch_that_lost_all_its_partitions_waits_the_full_interval_again():
     assert batch.next_offsets() == {} and not batch.due() and batch.seconds_left() == pytest.approx(0.03)
 
 
-OPS = st.lists(st.one_of(
-    st.tuples(st.just("add"), st.sampled_from([0, 1]), st.integers(0, 12)),
-    st.tuples(st.just("skip"), st.sampled_from([0, 1]), st.integers(-1, 40)),
-    st.tuples(st.just("keep"), st.sampled_from([0, 1]), st.just(0)),
-    st.tuples(st.just("take"), st.just(0), st.just(0)),
-    st.tuples(st.just("age"), st.just(0), st.just(0))), max_size=30)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.sampled_from([0, 1]), st.integers(0, 12)),
+        st.tuples(st.just("skip"), st.sampled_from([0, 1]), st.integers(-1, 40)),
+        st.tuples(st.just("keep"), st.sampled_from([0, 1]), st.just(0)),
+        st.tuples(st.just("take"), st.just(0), st.just(0)),
+        st.tuples(st.just("age"), st.just(0), st.just(0)),
+    ),
+    max_size=30,
+)
 
 
 @settings(max_examples=500)
@@ -398,8 +492,10 @@ def test_a_batch_is_always_either_due_or_worth_waiting_for(ops):
         assert batch.rows == sum(len(rs) for rs in batch.records.values()) >= 0
 
 
-@given(st.dictionaries(st.sampled_from(["t", "u"]), st.lists(st.integers(0, 3), max_size=4), max_size=2),
-       st.dictionaries(st.tuples(st.sampled_from(["t", "u"]), st.integers(0, 3)), st.integers(-1, 30)))
+@given(
+    st.dictionaries(st.sampled_from(["t", "u"]), st.lists(st.integers(0, 3), max_size=4), max_size=2),
+    st.dictionaries(st.tuples(st.sampled_from(["t", "u"]), st.integers(0, 3)), st.integers(-1, 30)),
+)
 def test_batch_skip_stored_keeps_exactly_the_records_above_the_stored_offset(parts, stored):
     batch, offset = InsertBatch(10_000, 1000), 0
     fetched = {}
@@ -410,8 +506,12 @@ def test_batch_skip_stored_keeps_exactly_the_records_above_the_stored_offset(par
     ends = batch.next_offsets()
     batch.skip_stored(stored)
     kept = [(r.topic, r.partition, r.offset) for rs in batch.by_topic().values() for r in rs]
-    assert kept == sorted((tp.topic, tp.partition, r.offset) for tp, rs in fetched.items() for r in rs
-                          if r.offset > stored.get((tp.topic, tp.partition), -1))
+    assert kept == sorted(
+        (tp.topic, tp.partition, r.offset)
+        for tp, rs in fetched.items()
+        for r in rs
+        if r.offset > stored.get((tp.topic, tp.partition), -1)
+    )
     assert batch.rows == len(kept) and batch.next_offsets() == ends
 
 
@@ -421,6 +521,7 @@ def test_batch_encodes_each_partition_once_and_again_after_its_records_change():
     def encode(tp, rs):
         calls.append(tp.partition)
         return b"".join(b"%d\n" % r.offset for r in rs)
+
     batch = InsertBatch(100, 1000)
     a, b = TopicPartition("t", 0), TopicPartition("t", 1)
     batch.add({a: records("t", 0, [0, 1]), b: records("t", 1, [5])})

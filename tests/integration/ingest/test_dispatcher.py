@@ -12,7 +12,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -31,7 +31,7 @@ from tests.webhook_receiver import Answer, https_receiver  # noqa: F401 (a fixtu
 
 class Clock:
     def __init__(self):
-        self.now = datetime.now(timezone.utc)
+        self.now = datetime.now(UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -49,8 +49,12 @@ async def pool(database_url):
 
 @pytest.fixture
 def settings(https_receiver):
-    return WebhooksConfig(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),), verify=https_receiver.ca_path,
-                          timeout_seconds=5, lease_seconds=60)
+    return WebhooksConfig(
+        allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+        verify=https_receiver.ca_path,
+        timeout_seconds=5,
+        lease_seconds=60,
+    )
 
 
 @pytest.fixture
@@ -71,8 +75,9 @@ def unique_path(name: str) -> str:
 
 
 async def endpoint(pool, workspace, receiver, path, events=("*",), secret=None) -> dict:
-    return await webhooks.create_endpoint(pool, workspace["id"], receiver.url(path), list(events),
-                                          secret or generate_secret())
+    return await webhooks.create_endpoint(
+        pool, workspace["id"], receiver.url(path), list(events), secret or generate_secret()
+    )
 
 
 async def make_key(pool, workspace, name="ci") -> dict:
@@ -81,12 +86,15 @@ async def make_key(pool, workspace, name="ci") -> dict:
 
 
 async def deliveries(pool, endpoint_id) -> list[dict]:
-    return [dict(r) for r in await pool.fetch(
-        "SELECT * FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY id", endpoint_id)]
+    return [
+        dict(r)
+        for r in await pool.fetch("SELECT * FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY id", endpoint_id)
+    ]
 
 
 async def test_a_domain_change_is_delivered_signed_and_verifies_with_standardwebhooks(
-        pool, dispatch, workspace, https_receiver):
+    pool, dispatch, workspace, https_receiver
+):
     dispatcher, _ = dispatch
     path = unique_path("ok")
     hook = await endpoint(pool, workspace, https_receiver, path, events=["api_key.*"])
@@ -115,7 +123,11 @@ async def test_only_matching_active_endpoints_get_a_delivery(pool, dispatch, wor
     await make_key(pool, workspace)
     await dispatcher.run_once()
     assert {name: len(https_receiver.at(p)) for name, p in paths.items()} == {
-        "star": 1, "family": 1, "other": 0, "inactive": 0}
+        "star": 1,
+        "family": 1,
+        "other": 0,
+        "inactive": 0,
+    }
 
 
 async def test_workspace_events_reach_the_other_workspaces_of_the_account(pool, dispatch, tenants, https_receiver):
@@ -156,20 +168,25 @@ async def test_failures_are_retried_on_the_schedule_then_fail(pool, dispatch, wo
     bodies = {r.body for r in https_receiver.at(path)}
     ids = {r.headers["webhook-id"] for r in https_receiver.at(path)}
     assert len(bodies) == 1 and len(ids) == 1  # the same event, byte for byte, every time
-    attempts = await pool.fetch("SELECT attempt, status_code FROM webhook_attempts WHERE delivery_id = $1 "
-                                "ORDER BY id", row["id"])
+    attempts = await pool.fetch(
+        "SELECT attempt, status_code FROM webhook_attempts WHERE delivery_id = $1 ORDER BY id", row["id"]
+    )
     assert [(a["attempt"], a["status_code"]) for a in attempts] == [(n, 500) for n in range(1, MAX_ATTEMPTS + 1)]
 
 
-@pytest.mark.parametrize("status, retry_after, expected_seconds", [
-    (429, "120", 120),
-    (503, "120", 120),
-    (429, str(10**7), RETRY_AFTER_MAX_SECONDS),  # bounded
-    (500, "120", None),  # only 429 and 503 carry a Retry-After worth obeying
-    (429, "1", None),  # never sooner than the schedule
-])
-async def test_retry_after_is_honoured_within_bounds(pool, dispatch, workspace, https_receiver,
-                                                     status, retry_after, expected_seconds):
+@pytest.mark.parametrize(
+    "status, retry_after, expected_seconds",
+    [
+        (429, "120", 120),
+        (503, "120", 120),
+        (429, str(10**7), RETRY_AFTER_MAX_SECONDS),  # bounded
+        (500, "120", None),  # only 429 and 503 carry a Retry-After worth obeying
+        (429, "1", None),  # never sooner than the schedule
+    ],
+)
+async def test_retry_after_is_honoured_within_bounds(
+    pool, dispatch, workspace, https_receiver, status, retry_after, expected_seconds
+):
     dispatcher, clock = dispatch
     path = unique_path("busy")
     https_receiver.script(path, Answer(status, headers={"Retry-After": retry_after}))
@@ -185,7 +202,8 @@ async def test_retry_after_is_honoured_within_bounds(pool, dispatch, workspace, 
 
 
 async def test_410_gone_disables_the_endpoint_at_once_and_stops_its_deliveries(
-        pool, dispatch, workspace, https_receiver):
+    pool, dispatch, workspace, https_receiver
+):
     dispatcher, _ = dispatch
     path = unique_path("gone")
     https_receiver.script(path, Answer(410), Answer(200))
@@ -198,15 +216,17 @@ async def test_410_gone_disables_the_endpoint_at_once_and_stops_its_deliveries(
     health = await webhooks.get_endpoint(pool, workspace["id"], hook["id"])
     assert (health["is_active"], health["disabled_reason"]) == (False, "gone")
     assert sorted(r["status"] for r in await deliveries(pool, hook["id"])) == ["failed", "failed"]
-    announced = await pool.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'webhook.disabled' "
-                                    "AND payload->>'id' = $1", str(hook["id"]))
+    announced = await pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE event_type = 'webhook.disabled' AND payload->>'id' = $1", str(hook["id"])
+    )
     assert announced == 1
     enabled = await webhooks.update_endpoint(pool, workspace["id"], hook["id"], None, None, True)
     assert (enabled["is_active"], enabled["disabled_reason"], enabled["consecutive_failures"]) == (True, None, 0)
 
 
 async def test_continuous_failures_past_the_threshold_disable_and_another_endpoint_hears_it(
-        pool, dispatch, workspace, https_receiver):
+    pool, dispatch, workspace, https_receiver
+):
     dispatcher, clock = dispatch
     dispatcher.config = replace(dispatcher.config, disable_after_failures=3, disable_after_hours=1)
     failing, watcher = unique_path("failing"), unique_path("watcher")
@@ -242,7 +262,8 @@ async def test_a_redirect_is_a_failure_and_is_not_followed(pool, dispatch, works
 
 
 async def test_a_worker_dying_between_claim_and_send_loses_nothing_and_sends_once(
-        pool, dispatch, settings, workspace, https_receiver):
+    pool, dispatch, settings, workspace, https_receiver
+):
     dispatcher, clock = dispatch
     path = unique_path("crash")
     hook = await endpoint(pool, workspace, https_receiver, path, events=["api_key.created"])
@@ -263,14 +284,16 @@ async def test_a_worker_dying_between_claim_and_send_loses_nothing_and_sends_onc
 
 
 async def test_a_late_result_from_a_worker_whose_lease_ran_out_is_not_recorded(
-        pool, dispatch, settings, workspace, https_receiver):
+    pool, dispatch, settings, workspace, https_receiver
+):
     dispatcher, clock = dispatch
     hook = await endpoint(pool, workspace, https_receiver, unique_path("late"), events=["api_key.created"])
     await make_key(pool, workspace)
     await dispatcher.fan_out()
     lease = timedelta(seconds=settings.lease_seconds)
-    [slow] = [c for c in await webhooks.claim_due(pool, clock.now, lease, 10_000, 10_000, {})
-              if c.endpoint_id == hook["id"]]
+    [slow] = [
+        c for c in await webhooks.claim_due(pool, clock.now, lease, 10_000, 10_000, {}) if c.endpoint_id == hook["id"]
+    ]
     clock.at(clock.now + lease + timedelta(seconds=1))
     await dispatcher.run_once()  # takes over and succeeds
     outcome = webhooks.Outcome("retrying", 500, "", "HTTP 500", 10, clock.now, clock.now)
@@ -320,12 +343,18 @@ async def test_a_slow_endpoint_does_not_hold_up_the_others(pool, settings, works
 
 
 def start_worker(database_url, receiver, log_path):
-    env = {**os.environ, "DATABASE_URL": database_url, "SLUICE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
-           "SLUICE_WEBHOOK_CA_BUNDLE": receiver.ca_path, "SLUICE_WEBHOOK_LEASE_SECONDS": "2",
-           "SLUICE_WEBHOOK_POLL_SECONDS": "0.1"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SLUICE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "SLUICE_WEBHOOK_CA_BUNDLE": receiver.ca_path,
+        "SLUICE_WEBHOOK_LEASE_SECONDS": "2",
+        "SLUICE_WEBHOOK_POLL_SECONDS": "0.1",
+    }
     with open(log_path, "a") as log:
-        return subprocess.Popen([sys.executable, "-m", "ingest.webhooks.dispatcher"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "ingest.webhooks.dispatcher"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 async def wait_for(predicate, seconds=15):
@@ -336,15 +365,18 @@ async def wait_for(predicate, seconds=15):
 
 
 async def test_a_worker_killed_mid_send_is_replaced_and_the_event_delivered(
-        pool, database_url, workspace, https_receiver, tmp_path):
+    pool, database_url, workspace, https_receiver, tmp_path
+):
     path = unique_path("killed")
     https_receiver.script(path, Answer(200, delay=30), Answer(200))  # the first send never gets its answer
     hook = await endpoint(pool, workspace, https_receiver, path, events=["api_key.created"])
     await make_key(pool, workspace)
     worker = start_worker(database_url, https_receiver, tmp_path / "worker.log")
     try:
+
         async def sending():
             return len(https_receiver.at(path)) == 1
+
         await wait_for(sending)
     finally:
         worker.send_signal(signal.SIGKILL)
@@ -353,9 +385,11 @@ async def test_a_worker_killed_mid_send_is_replaced_and_the_event_delivered(
     assert (row["status"], row["attempt"]) == ("pending", 0)
     worker = start_worker(database_url, https_receiver, tmp_path / "worker.log")
     try:
+
         async def delivered():
             [row] = await deliveries(pool, hook["id"])
             return row["status"] == "success"
+
         await wait_for(delivered)
     finally:
         worker.terminate()
@@ -368,14 +402,17 @@ async def test_a_worker_killed_mid_send_is_replaced_and_the_event_delivered(
 
 
 async def test_seo_and_limit_events_are_delivered_and_the_limit_only_once_a_period(
-        pool, dispatch, workspace, https_receiver):
+    pool, dispatch, workspace, https_receiver
+):
     from storage.postgres import outbox, seo_reports
+
     dispatcher, _ = dispatch
     path = unique_path("seo-limit")
     await endpoint(pool, workspace, https_receiver, path, events=["seo.*", "entitlement.*"])
     scores = {"performance": 85, "accessibility": 92, "best_practices": 88, "seo": 95}
-    report = await seo_reports.create_report(pool, workspace["id"], "https://example.com/", scores, [],
-                                             on_created=outbox.emit_seo_report_created)
+    report = await seo_reports.create_report(
+        pool, workspace["id"], "https://example.com/", scores, [], on_created=outbox.emit_seo_report_created
+    )
     for _ in range(3):
         await outbox.emit_limit_reached(pool, workspace["id"], "api_calls", 1000, 1000, "2026-11", None)
     await dispatcher.run_once()

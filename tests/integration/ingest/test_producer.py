@@ -43,8 +43,9 @@ def producer_for(bootstrap: str, spool_dir: Path, topic: str, **options) -> Dura
 
 async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
     """Every record of the topic, partition by partition (order holds within a partition)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     try:
         await wait_for(consumer.assignment, 10, "the topic's partitions")
@@ -83,8 +84,9 @@ async def test_concurrent_sends_are_acknowledged_by_kafka_and_read_back_exactly_
     await producer.start()
     records = numbered(300)
     try:
-        results = await asyncio.gather(*(producer.send(topic, k, v) for k, v in records[:200]),
-                                       producer.send_many(topic, records[200:]))
+        results = await asyncio.gather(
+            *(producer.send(topic, k, v) for k, v in records[:200]), producer.send_many(topic, records[200:])
+        )
     finally:
         await producer.stop()
     assert set(results) == {"kafka"}
@@ -185,7 +187,8 @@ async def test_kafka_lost_mid_run_spools_within_the_deadline_and_nothing_is_doub
 
 
 async def test_stop_while_kafka_is_lost_spools_what_is_unacknowledged_for_the_next_process(
-        broker, topic, tmp_path, monkeypatch):
+    broker, topic, tmp_path, monkeypatch
+):
     monkeypatch.setattr(producer_module, "FLUSH_TIMEOUT", 2.0)
     if broker.process is None:
         await asyncio.to_thread(broker.start)
@@ -214,6 +217,7 @@ async def test_stop_while_kafka_is_lost_spools_what_is_unacknowledged_for_the_ne
 
 def _dead_port() -> int:
     import socket
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -6,15 +6,38 @@ from storage.clickhouse import gateway
 from storage.clickhouse.client import chdb_directory, open_reader
 
 
-@pytest.mark.parametrize("sql", ["SELECT 1", "  select 1", "WITH 1 AS x SELECT x", "SHOW TABLES", "DESCRIBE events",
-                                 "EXPLAIN SELECT 1", "-- note\nSELECT 1", "/* c */ SELECT 1"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1",
+        "  select 1",
+        "WITH 1 AS x SELECT x",
+        "SHOW TABLES",
+        "DESCRIBE events",
+        "EXPLAIN SELECT 1",
+        "-- note\nSELECT 1",
+        "/* c */ SELECT 1",
+    ],
+)
 def test_read_statements_are_taken(sql):
     assert gateway.is_read_only(sql)
 
 
-@pytest.mark.parametrize("sql", ["INSERT INTO events VALUES (1)", "DROP TABLE events", "ALTER TABLE events DELETE WHERE 1",
-                                 "TRUNCATE events", "OPTIMIZE TABLE events", "SYSTEM STOP MERGES", "SELECTX", "",
-                                 "CREATE TABLE t (x UInt8) ENGINE = Memory", "-- SELECT\nDROP TABLE events"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO events VALUES (1)",
+        "DROP TABLE events",
+        "ALTER TABLE events DELETE WHERE 1",
+        "TRUNCATE events",
+        "OPTIMIZE TABLE events",
+        "SYSTEM STOP MERGES",
+        "SELECTX",
+        "",
+        "CREATE TABLE t (x UInt8) ENGINE = Memory",
+        "-- SELECT\nDROP TABLE events",
+    ],
+)
 def test_anything_else_is_refused_before_clickhouse_sees_it(sql):
     assert not gateway.is_read_only(sql)
 
@@ -37,10 +60,13 @@ def test_gateway_refuses_writes_and_clickhouse_itself_is_read_only_for_it(ingest
     # Past the statement check, ClickHouse's readonly=2 still refuses a write hidden in a table function.
     with pytest.raises(gateway.QueryFailed, match="readonly"):
         reader.query("SELECT * FROM file('sluice-gateway-probe.csv', 'CSV', 'x UInt8') SETTINGS readonly = 0")
-    assert reader.query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'events'").result_rows == [(1,)]
+    assert reader.query(
+        "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'events'"
+    ).result_rows == [(1,)]
 
 
 def test_gateway_passes_parameters_and_returns_columns(ingest_env, ingest_worker):
     result = open_reader(ingest_env["CLICKHOUSE_URL"]).query(
-        "SELECT {n:UInt32} + 1 AS next, {names:Array(String)} AS names", parameters={"n": 41, "names": ["a", "b"]})
+        "SELECT {n:UInt32} + 1 AS next, {names:Array(String)} AS names", parameters={"n": 41, "names": ["a", "b"]}
+    )
     assert result.column_names == ("next", "names") and result.result_rows == [(42, ["a", "b"])]

@@ -1,33 +1,46 @@
 """Row splicing and schema statement splitting: the pure parts of the ClickHouse writer."""
 
 import orjson
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from storage.clickhouse import client
 from storage.clickhouse.writer import DATA_ERRORS, Rejected, _translate, source_row, source_rows
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-                           max_leaves=10)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
 
 
-@given(st.dictionaries(st.text().filter(lambda k: not k.startswith("_")), json_values, min_size=1),
-       st.text(min_size=1), st.integers(0, 1000), st.integers(0, 2**62), st.sampled_from([b"", b"\n", b"  "]))
+@given(
+    st.dictionaries(st.text().filter(lambda k: not k.startswith("_")), json_values, min_size=1),
+    st.text(min_size=1),
+    st.integers(0, 1000),
+    st.integers(0, 2**62),
+    st.sampled_from([b"", b"\n", b"  "]),
+)
 def test_a_spliced_row_is_the_record_plus_its_kafka_coordinates(record, topic, partition, offset, trailing):
     row = source_row(orjson.dumps(record) + trailing, orjson.dumps(topic), partition, offset)
     assert orjson.loads(row) == {**record, "_topic": topic, "_partition": partition, "_offset": offset}
 
 
-values = (st.dictionaries(st.text().filter(lambda k: not k.startswith("_")), json_values, min_size=1).map(orjson.dumps)
-          | st.sampled_from([b"", b"not json", b"[1, 2]", b"{}", b'"text"', b"12"]))
+values = st.dictionaries(st.text().filter(lambda k: not k.startswith("_")), json_values, min_size=1).map(
+    orjson.dumps
+) | st.sampled_from([b"", b"not json", b"[1, 2]", b"{}", b'"text"', b"12"])
 
 
-@given(st.lists(st.tuples(values, st.sampled_from([b"", b"\n", b"  "]), st.integers(0, 5), st.integers(0, 2**62)),
-                max_size=8))
+@given(
+    st.lists(
+        st.tuples(values, st.sampled_from([b"", b"\n", b"  "]), st.integers(0, 5), st.integers(0, 2**62)), max_size=8
+    )
+)
 def test_a_block_of_rows_is_each_spliced_row_on_its_own_line(records):
     class Record:
         def __init__(self, value, partition, offset):
             self.value, self.partition, self.offset = value, partition, offset
+
     rs = [Record(value + trailing, partition, offset) for value, trailing, partition, offset in records]
     block = source_rows(rs, b'"t"')
     assert block == b"".join(source_row(r.value, b'"t"', r.partition, r.offset) + b"\n" for r in rs)
@@ -44,8 +57,13 @@ def test_a_value_that_is_no_object_with_keys_never_splices_into_valid_json(value
 
 
 def test_schema_files_split_into_single_statements_without_comment_chunks():
-    text = "-- about\nCREATE TABLE a (x String DEFAULT ';')\n;\n\n-- next one\nCREATE VIEW b AS SELECT 1;\n-- trailing\n"
-    assert client.statements(text) == ["-- about\nCREATE TABLE a (x String DEFAULT ';')", "-- next one\nCREATE VIEW b AS SELECT 1"]
+    text = (
+        "-- about\nCREATE TABLE a (x String DEFAULT ';')\n;\n\n-- next one\nCREATE VIEW b AS SELECT 1;\n-- trailing\n"
+    )
+    assert client.statements(text) == [
+        "-- about\nCREATE TABLE a (x String DEFAULT ';')",
+        "-- next one\nCREATE VIEW b AS SELECT 1",
+    ]
 
 
 def test_every_schema_file_holds_only_idempotent_statements():

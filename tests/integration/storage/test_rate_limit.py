@@ -7,7 +7,6 @@ import time
 import uuid
 
 import pytest
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,8 +45,11 @@ async def limiter():
 
 def test_tier_capacities_follow_the_spec():
     assert {t: tier_limits(t) for t in TIERS} == {
-        "free": (60, 60), "starter": (1000, 1200), "pro": (5000, 6500),
-        "agency": (20000, 30000), "enterprise": (100000, 200000),
+        "free": (60, 60),
+        "starter": (1000, 1200),
+        "pro": (5000, 6500),
+        "agency": (20000, 30000),
+        "enterprise": (100000, 200000),
     }
 
 

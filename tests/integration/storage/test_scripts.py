@@ -21,7 +21,8 @@ async def client():
 
 def test_pack_evalsha_is_resp():
     assert pack_evalsha(b"abc", ["k"], [7, b"x"]) == (
-        b"*6\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n1\r\n$1\r\nk\r\n$1\r\n7\r\n$1\r\nx\r\n")
+        b"*6\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n1\r\n$1\r\nk\r\n$1\r\n7\r\n$1\r\nx\r\n"
+    )
 
 
 async def test_calls_in_one_tick_share_a_write_and_get_their_own_replies(client):
@@ -48,8 +49,11 @@ async def test_one_failing_call_does_not_fail_its_neighbours(client):
     key = limiter_key("test", uuid.uuid4().hex)
     # A non-numeric interval makes the Lua arithmetic fail for that call only.
     bad, fine, also_fine = await asyncio.gather(
-        limiter.script([key], ["not-a-number", 5]), limiter.allow(key, 60, 5), limiter.allow(key, 60, 5),
-        return_exceptions=True)
+        limiter.script([key], ["not-a-number", 5]),
+        limiter.allow(key, 60, 5),
+        limiter.allow(key, 60, 5),
+        return_exceptions=True,
+    )
     assert isinstance(bad, ResponseError)
     assert fine.allowed and also_fine.allowed and also_fine.remaining == fine.remaining - 1
 
@@ -59,8 +63,9 @@ async def test_redis_away_fails_every_call_of_the_batch_with_a_redis_error():
     limiter = RateLimiter(client)
     limiter.script.sha = "0" * 40  # skip SCRIPT LOAD: the batch itself must fail cleanly
     try:
-        results = await asyncio.gather(*[limiter.allow(limiter_key("t", str(i)), 60, 5) for i in range(3)],
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *[limiter.allow(limiter_key("t", str(i)), 60, 5) for i in range(3)], return_exceptions=True
+        )
     finally:
         await close_client(client)
     assert all(isinstance(r, (RedisError, OSError)) for r in results)
@@ -69,8 +74,9 @@ async def test_redis_away_fails_every_call_of_the_batch_with_a_redis_error():
 async def test_callers_arriving_before_the_script_is_loaded_load_it_once(client):
     limiter = RateLimiter(client)
     before = (await client.info("commandstats")).get("cmdstat_script|load", {}).get("calls", 0)
-    decisions = await asyncio.gather(*[limiter.allow(limiter_key("test", uuid.uuid4().hex), 60, 5)
-                                       for _ in range(2000)])
+    decisions = await asyncio.gather(
+        *[limiter.allow(limiter_key("test", uuid.uuid4().hex), 60, 5) for _ in range(2000)]
+    )
     assert all(d.allowed for d in decisions)
     # Other tests may load scripts meanwhile, but never 2,000 times.
     assert (await client.info("commandstats")).get("cmdstat_script|load", {}).get("calls", 0) - before < 5

@@ -1,14 +1,13 @@
 """Counter arithmetic of app/cli/counters.py: billing period bounds, drift's sign, the printed table."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from app.cli.counters import Count, period_bounds, table
 
 
 def test_period_bounds_span_the_calendar_month_across_a_year_end():
-    label, start, end = period_bounds(datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc))
-    assert (label, start, end) == ("2026-12", datetime(2026, 12, 1, tzinfo=timezone.utc),
-                                   datetime(2027, 1, 1, tzinfo=timezone.utc))
+    label, start, end = period_bounds(datetime(2026, 12, 31, 23, 59, tzinfo=UTC))
+    assert (label, start, end) == ("2026-12", datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
 
 
 def test_drift_is_redis_minus_the_record_and_a_missing_counter_counts_as_zero():

@@ -6,14 +6,22 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.pixel.enrichment import (MAX_AGE_MS, Arrival, clamp_time, enrich, ip_prefix, sample_point, url_host,
-                            utm_params, visitor_id)
+from app.pixel.enrichment import (
+    MAX_AGE_MS,
+    Arrival,
+    clamp_time,
+    enrich,
+    ip_prefix,
+    sample_point,
+    url_host,
+    utm_params,
+    visitor_id,
+)
 from app.pixel.validation import check_event
 from ingest.events import ch_time
 
 NOW = 1_717_000_000_000
-UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-      "Chrome/120.0.0.0 Safari/537.36")
+UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
 
 
 def arrival(**changes) -> Arrival:
@@ -59,8 +67,18 @@ def test_the_prefix_holds_the_address_and_is_never_the_address_itself(address):
 def test_visitor_id_is_stable_within_a_day_and_changes_with_salt_site_address_or_agent():
     base = visitor_id(b"a" * 32, 1, "203.0.113.7", UA)
     assert base == visitor_id(b"a" * 32, 1, "203.0.113.7", UA)
-    assert len({base, visitor_id(b"b" * 32, 1, "203.0.113.7", UA), visitor_id(b"a" * 32, 2, "203.0.113.7", UA),
-                visitor_id(b"a" * 32, 1, "203.0.113.8", UA), visitor_id(b"a" * 32, 1, "203.0.113.7", "x")}) == 5
+    assert (
+        len(
+            {
+                base,
+                visitor_id(b"b" * 32, 1, "203.0.113.7", UA),
+                visitor_id(b"a" * 32, 2, "203.0.113.7", UA),
+                visitor_id(b"a" * 32, 1, "203.0.113.8", UA),
+                visitor_id(b"a" * 32, 1, "203.0.113.7", "x"),
+            }
+        )
+        == 5
+    )
 
 
 @given(st.text(alphabet="0123456789abcdef", min_size=32, max_size=32))
@@ -70,7 +88,10 @@ def test_sample_point_lies_in_unit_interval(visitor):
 
 def test_utm_parameters_are_taken_from_the_page_query():
     assert utm_params("a=1&utm_source=news&utm_medium=email&utm_campaign=spring&utm_source=x") == {
-        "utm_source": "news", "utm_medium": "email", "utm_campaign": "spring"}
+        "utm_source": "news",
+        "utm_medium": "email",
+        "utm_campaign": "spring",
+    }
     assert utm_params("q=utm") == {}
 
 
@@ -81,11 +102,15 @@ def test_url_host_is_lowercased_and_portless():
 
 
 def test_enrich_fills_every_derived_field_and_keeps_no_raw_address():
-    item = check_event({
-        "event": "pageview", "url": "https://Shop.example.com/p/1?utm_source=ads&utm_term=shoes",
-        "referrer": "https://www.google.com/search?q=x", "properties": {"title": "T"},
-        "timestamp": NOW + 10_000,
-    })
+    item = check_event(
+        {
+            "event": "pageview",
+            "url": "https://Shop.example.com/p/1?utm_source=ads&utm_term=shoes",
+            "referrer": "https://www.google.com/search?q=x",
+            "properties": {"title": "T"},
+            "timestamp": NOW + 10_000,
+        }
+    )
     event = enrich(item, 42, arrival())
     assert event.workspace_id == 42 and event.event == "pageview"
     assert (event.host, event.path, event.referrer_host) == ("shop.example.com", "/p/1", "www.google.com")
@@ -93,7 +118,12 @@ def test_enrich_fills_every_derived_field_and_keeps_no_raw_address():
     assert event.time == event.received_at == ch_time(NOW)
     assert event.client_time == ch_time(NOW + 10_000)
     assert (event.browser, event.browser_version, event.os, event.device, event.is_bot) == (
-        "Chrome", "120", "Windows", "desktop", False)
+        "Chrome",
+        "120",
+        "Windows",
+        "desktop",
+        False,
+    )
     assert event.ip_prefix == "203.0.113.0"
     assert event.visitor_id == visitor_id(b"s" * 32, 42, "203.0.113.77", UA)
     assert event.event_id[14] == "7"  # UUIDv7

@@ -1,10 +1,21 @@
 """The feature catalogue's invariants and its billing-period and percentage arithmetic."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from app.resources.features import AMOUNT_MAX, FEATURES, METERED, STOCK, GIB, billing_period, limit_for, limit_message, percentage
+from app.resources.features import (
+    AMOUNT_MAX,
+    FEATURES,
+    GIB,
+    METERED,
+    STOCK,
+    billing_period,
+    limit_for,
+    limit_message,
+    percentage,
+)
 from app.resources.workspaces import TIERS
 
 
@@ -22,8 +33,7 @@ def test_limits_are_positive_and_grow_with_the_tier():
 
 def test_the_issue_s_features_have_their_kinds_and_units():
     kinds = {key: f.kind for key, f in FEATURES.items()}
-    assert kinds == {"posts": STOCK, "api_calls": METERED, "storage": STOCK, "webhooks": STOCK,
-                     "seo_reports": METERED}
+    assert kinds == {"posts": STOCK, "api_calls": METERED, "storage": STOCK, "webhooks": STOCK, "seo_reports": METERED}
     assert FEATURES["storage"].unit == "bytes"
     assert all(f.unit is None for key, f in FEATURES.items() if key != "storage")
 
@@ -46,16 +56,17 @@ def test_limit_message_is_the_spec_s():
 
 
 def test_billing_period_is_the_utc_calendar_month():
-    assert billing_period(datetime(2026, 11, 15, 12, tzinfo=timezone.utc)) == (
-        "2026-11", datetime(2026, 12, 1, tzinfo=timezone.utc))
-    assert billing_period(datetime(2026, 12, 31, 23, 59, 59, tzinfo=timezone.utc)) == (
-        "2026-12", datetime(2027, 1, 1, tzinfo=timezone.utc))
+    assert billing_period(datetime(2026, 11, 15, 12, tzinfo=UTC)) == ("2026-11", datetime(2026, 12, 1, tzinfo=UTC))
+    assert billing_period(datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC)) == (
+        "2026-12",
+        datetime(2027, 1, 1, tzinfo=UTC),
+    )
     # 00:30 on 1 March in UTC+2 is still February in UTC.
     plus_two = timezone(timedelta(hours=2))
     assert billing_period(datetime(2026, 3, 1, 0, 30, tzinfo=plus_two))[0] == "2026-02"
 
 
-@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(timezone.utc)))
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)))
 def test_reset_is_the_first_instant_after_the_period(now):
     label, reset_at = billing_period(now)
     assert now < reset_at <= now + timedelta(days=31)

@@ -19,8 +19,9 @@ def test_printable_ascii_keys_up_to_255_are_accepted(key):
     assert idempotency_key(request_with(key)) == key
 
 
-@pytest.mark.parametrize("values", [(b"",), (b"k" * 256,), (b"a\tb",), (b"a\x01b",), (b"a\x7fb",),
-                                    ("é".encode(),), (b"one", b"two")])
+@pytest.mark.parametrize(
+    "values", [(b"",), (b"k" * 256,), (b"a\tb",), (b"a\x01b",), (b"a\x7fb",), ("é".encode(),), (b"one", b"two")]
+)
 def test_other_keys_are_422_naming_the_header(values):
     with pytest.raises(ValidationFailed) as raised:
         idempotency_key(request_with(*values))
@@ -64,8 +65,9 @@ class FakeStore:
         return True
 
 
-CALL = SimpleNamespace(context=SimpleNamespace(request_id="req_test"),
-                       settings=SimpleNamespace(idempotency_ttl_seconds=7))
+CALL = SimpleNamespace(
+    context=SimpleNamespace(request_id="req_test"), settings=SimpleNamespace(idempotency_ttl_seconds=7)
+)
 
 
 def raising(exc: Exception):

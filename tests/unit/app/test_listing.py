@@ -10,13 +10,23 @@ from app.http.listing import page_links, page_meta
 
 def test_meta_of_middle_page():
     assert page_meta(2, 25, 60, 25) == {
-        "current_page": 2, "from": 26, "last_page": 3, "per_page": 25, "to": 50, "total": 60,
+        "current_page": 2,
+        "from": 26,
+        "last_page": 3,
+        "per_page": 25,
+        "to": 50,
+        "total": 60,
     }
 
 
 def test_meta_of_empty_listing():
     assert page_meta(1, 25, 0, 0) == {
-        "current_page": 1, "from": None, "last_page": 1, "per_page": 25, "to": None, "total": 0,
+        "current_page": 1,
+        "from": None,
+        "last_page": 1,
+        "per_page": 25,
+        "to": None,
+        "total": 0,
     }
 
 
@@ -41,9 +51,15 @@ def test_meta_is_consistent_with_the_rows_a_page_holds(total, per_page, page):
         assert page > meta["last_page"] or total == 0
 
 
-@given(page=st.integers(1, 50), last=st.integers(1, 50),
-       params=st.dictionaries(st.text("abcxyz_", min_size=1, max_size=5).filter(lambda k: k != "page"),
-                              st.lists(st.text(max_size=8), min_size=1, max_size=2), max_size=3))
+@given(
+    page=st.integers(1, 50),
+    last=st.integers(1, 50),
+    params=st.dictionaries(
+        st.text("abcxyz_", min_size=1, max_size=5).filter(lambda k: k != "page"),
+        st.lists(st.text(max_size=8), min_size=1, max_size=2),
+        max_size=3,
+    ),
+)
 def test_links_preserve_every_other_parameter(page, last, params):
     links = page_links("http://h/x", {**params, "page": [str(page)]}, page, last)
     for name, url in links.items():

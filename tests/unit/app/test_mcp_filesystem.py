@@ -4,16 +4,33 @@ symlinks never followed, sizes bounded, writes atomic."""
 import os
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from storage import files as files_module
 from storage.files import FileError, PathRefused, WorkspaceFiles, split_path
 
 HOSTILE = [
-    "../secret.txt", "a/../../secret.txt", "..", "/etc/passwd", "//etc/passwd", "~/secret.txt",
-    "C:secret.txt", "c:\\windows\\win.ini", "..\\secret.txt", "a\x00.txt", "%2e%2e/secret.txt",
-    "%2e%2e%2fsecret.txt", "..%2fsecret.txt", "%252e%252e/secret.txt", "%2fetc/passwd",
-    "\uff0e\uff0e/secret.txt", "a/\u2025/secret.txt", "a\nb", "x/" * 40 + "y", "a" * 300,
+    "../secret.txt",
+    "a/../../secret.txt",
+    "..",
+    "/etc/passwd",
+    "//etc/passwd",
+    "~/secret.txt",
+    "C:secret.txt",
+    "c:\\windows\\win.ini",
+    "..\\secret.txt",
+    "a\x00.txt",
+    "%2e%2e/secret.txt",
+    "%2e%2e%2fsecret.txt",
+    "..%2fsecret.txt",
+    "%252e%252e/secret.txt",
+    "%2fetc/passwd",
+    "\uff0e\uff0e/secret.txt",
+    "a/\u2025/secret.txt",
+    "a\nb",
+    "x/" * 40 + "y",
+    "a" * 300,
 ]
 
 
@@ -115,12 +132,15 @@ def test_unpaired_surrogates_are_refused_as_text():
         split_path("a\udcff.txt")
 
 
-@pytest.mark.parametrize("operation", [
-    lambda files, name: files.write(name, b"x"),
-    lambda files, name: files.write(f"{name}/inner.txt", b"x"),
-    lambda files, name: files.read(name),
-    lambda files, name: files.list_dir(name),
-])
+@pytest.mark.parametrize(
+    "operation",
+    [
+        lambda files, name: files.write(name, b"x"),
+        lambda files, name: files.write(f"{name}/inner.txt", b"x"),
+        lambda files, name: files.read(name),
+        lambda files, name: files.list_dir(name),
+    ],
+)
 def test_a_name_the_kernel_refuses_is_a_refused_path_not_an_io_failure(sandbox, monkeypatch, operation):
     # Past the text check (a file system may allow fewer bytes than it does): ENAMETOOLONG from
     # the kernel itself is still the caller's bad path, 422, not an outage.

@@ -3,14 +3,21 @@
 import orjson
 import pytest
 
-from app.resources.mcp import tool_view
 from app.mcp_servers.catalogue import build_registry
 from app.mcp_servers.registry import Tool, schema_errors
+from app.resources.mcp import tool_view
 from storage.config import Config, load
 
-SCHEMA = {"type": "object", "additionalProperties": False, "required": ["path", "n"],
-          "properties": {"path": {"type": "string", "description": "Where"}, "n": {"type": "integer", "maximum": 3},
-                         "opts": {"type": "object", "properties": {"deep": {"type": "boolean"}}}}}
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["path", "n"],
+    "properties": {
+        "path": {"type": "string", "description": "Where"},
+        "n": {"type": "integer", "maximum": 3},
+        "opts": {"type": "object", "properties": {"deep": {"type": "boolean"}}},
+    },
+}
 
 
 def config_for(tmp_path, servers, **extra) -> Config:
@@ -36,15 +43,18 @@ def test_default_config_has_the_two_builtins():
     assert list(registry.servers) == ["filesystem", "analytics"]
 
 
-@pytest.mark.parametrize("servers", [
-    [{"id": "x", "type": "builtin"}],
-    [{"id": "a", "type": "ftp"}],
-    [{"id": "a", "type": "streamable_http", "url": "file:///etc"}],
-    [{"id": "a", "type": "stdio", "command": "cat"}],
-    [{"id": "filesystem"}, {"id": "filesystem"}],
-    [{"id": "filesystem", "timeout_seconds": 0}],
-    [{"name": "no id"}],
-])
+@pytest.mark.parametrize(
+    "servers",
+    [
+        [{"id": "x", "type": "builtin"}],
+        [{"id": "a", "type": "ftp"}],
+        [{"id": "a", "type": "streamable_http", "url": "file:///etc"}],
+        [{"id": "a", "type": "stdio", "command": "cat"}],
+        [{"id": "filesystem"}, {"id": "filesystem"}],
+        [{"id": "filesystem", "timeout_seconds": 0}],
+        [{"name": "no id"}],
+    ],
+)
 def test_bad_config_is_refused_with_a_reason(tmp_path, servers):
     with pytest.raises(ValueError):
         build_registry(config_for(tmp_path, servers))

@@ -25,8 +25,10 @@ from storage.config import load
 SHOP = "shop.example.com"
 QUIET = "quiet.example.com"  # a site with custom events switched off
 UNKNOWN = "unregistered.example.net"
-CHROME = (b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
-          b"Chrome/120.0.0.0 Safari/537.36")
+CHROME = (
+    b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    b"Chrome/120.0.0.0 Safari/537.36"
+)
 BROWSER = [(b"User-Agent", CHROME)]
 # Rate limits off: the pixel's per-IP limiter would need Redis (tested in tests/e2e/test_pixel.py).
 ENVIRON = {"SLUICE_RATE_LIMITS": "off", "SLUICE_MAX_BODY_BYTES": "65536", "SLUICE_PIXEL_MAX_BATCH": "5"}
@@ -37,11 +39,13 @@ def cached_pixel(config, sink: InMemorySink) -> Pixel:
     site cache, and today's salt is known (as after its first Redis round trip of the day)."""
     pixel = Pixel(config, None, None, sink)
     until = time.monotonic() + 3600
-    pixel.sites.entries.update({
-        SHOP: (until, Site(1, 7, SHOP, True, True, True, True, 1.0)),
-        QUIET: (until, Site(2, 8, QUIET, True, True, False, True, 1.0)),
-        UNKNOWN: (until, Unserved.UNKNOWN),
-    })
+    pixel.sites.entries.update(
+        {
+            SHOP: (until, Site(1, 7, SHOP, True, True, True, True, 1.0)),
+            QUIET: (until, Site(2, 8, QUIET, True, True, False, True, 1.0)),
+            UNKNOWN: (until, Unserved.UNKNOWN),
+        }
+    )
     pixel.salts.day, pixel.salts.salt, pixel.salts.shared = time.strftime("%Y-%m-%d", time.gmtime()), b"s" * 32, True
     return pixel
 
@@ -70,6 +74,7 @@ def event(host: str = SHOP, **fields) -> dict:
 
 def asgi_body(raw: bytes) -> ASGIContent:
     """The body as an ASGI server hands it to BlackSheep (app/http/bodies.py reads `receive`)."""
+
     async def receive() -> dict:
         return {"type": "http.request", "body": raw, "more_body": False}
 
@@ -150,10 +155,13 @@ async def test_an_unknown_domain_is_rejected_naming_the_host(api):
     assert body["error"] == "unknown_domain" and body["host"] == UNKNOWN
 
 
-@pytest.mark.parametrize("raw, content_type, error", [
-    (b"{oops", b"text/plain", "invalid_json"),
-    (b"event=x", b"application/x-www-form-urlencoded", "unsupported_content_type"),
-])
+@pytest.mark.parametrize(
+    "raw, content_type, error",
+    [
+        (b"{oops", b"text/plain", "invalid_json"),
+        (b"event=x", b"application/x-www-form-urlencoded", "unsupported_content_type"),
+    ],
+)
 async def test_an_unreadable_body_or_odd_content_type_is_400(api, raw, content_type, error):
     client, _services, _sink = api
     r = await post(client, raw, content_type=content_type)
@@ -204,6 +212,8 @@ async def test_what_is_not_accepted_reaches_the_sink_as_drop_counts(api):
     await post(client, event(QUIET, event="click"))
     await post(client, [{"event": "x"}, event(UNKNOWN)])
     assert services.pixel.drops.flush() == 3
-    counted = {(rec["workspace_id"], rec["reason"], rec["source"]): rec["count"]
-               for rec in map(orjson.loads, sink.values(services.topics.dropped))}
+    counted = {
+        (rec["workspace_id"], rec["reason"], rec["source"]): rec["count"]
+        for rec in map(orjson.loads, sink.values(services.topics.dropped))
+    }
     assert counted == {(8, "disabled", "json"): 1, (0, "invalid", "batch"): 1, (0, "unknown_domain", "batch"): 1}

@@ -15,8 +15,12 @@ ENABLED = {"enabled": True, "features": {"pageviews": True, "events": True, "ses
 def run_script(config: dict, random: float = 0.25) -> list[dict]:
     node = shutil.which("node")
     assert node, "node is needed to run the tracking script (Debian package nodejs)"
-    out = subprocess.run([node, str(HARNESS), str(ROOT / "app" / "pixel" / "pixel.js"), json.dumps(config), str(random)],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [node, str(HARNESS), str(ROOT / "app" / "pixel" / "pixel.js"), json.dumps(config), str(random)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 

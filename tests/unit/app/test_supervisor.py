@@ -50,11 +50,14 @@ sys.exit(supervisor.run_children({"crasher": [sys.executable, "-c", "raise Syste
 
 def test_crash_loop_stops_the_others_and_says_which_child(tmp_path):
     pid_file = tmp_path / "sleeper.pid"
-    done = subprocess.run([sys.executable, "-c", CRASH_LOOP, str(pid_file)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH_LOOP, str(pid_file)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 1
     for n in range(1, CRASH_LOOP_EXITS):
         assert f"[run] crasher exited with 3; restarting in {0.01 * 2 ** (n - 1):g} s (restart {n})" in done.stderr
-    assert ("[run] crasher exited with 3: 5 exits, each within 60 s of the last, is a crash loop; "
-            "stopping the others (its log is above)") in done.stderr
+    assert (
+        "[run] crasher exited with 3: 5 exits, each within 60 s of the last, is a crash loop; "
+        "stopping the others (its log is above)"
+    ) in done.stderr
     assert not os.path.exists(f"/proc/{int(pid_file.read_text())}")  # stopped and reaped

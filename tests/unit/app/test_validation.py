@@ -4,14 +4,26 @@ with ValueError and nothing else, whatever it is given."""
 
 import functools
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.http.errors import ValidationFailed
-from app.http.validation import (ID_MAX, YEAR_MAX, YEAR_MIN, Checker, json_size, parse_datetime, parse_id, parse_int,
-                            split_url, storable, unstorable_key)
+from app.http.validation import (
+    ID_MAX,
+    YEAR_MAX,
+    YEAR_MIN,
+    Checker,
+    json_size,
+    parse_datetime,
+    parse_id,
+    parse_int,
+    split_url,
+    storable,
+    unstorable_key,
+)
 
 SLUG = re.compile(r"[a-z]+")
 
@@ -21,10 +33,29 @@ def test_ascii_digits_in_range_are_integers(text, expected):
     assert parse_int(text, 0, 100) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "\u00b2", "1\u00b2", "\uff11", "\u0661", "\U0001d7cf", "", " 1", "1 ", "+1", "-1", "1_000", "1.0", "1e2", "0x1",
-    "101", "1" + "0" * 4400, "9" * 5000, "0" * 30 + "1",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u00b2",
+        "1\u00b2",
+        "\uff11",
+        "\u0661",
+        "\U0001d7cf",
+        "",
+        " 1",
+        "1 ",
+        "+1",
+        "-1",
+        "1_000",
+        "1.0",
+        "1e2",
+        "0x1",
+        "101",
+        "1" + "0" * 4400,
+        "9" * 5000,
+        "0" * 30 + "1",
+    ],
+)
 def test_anything_else_is_refused_with_value_error(text):
     with pytest.raises(ValueError):
         parse_int(text, 0, 100)
@@ -57,24 +88,35 @@ def test_every_integer_in_range_reads_back(number):
     assert parse_int(str(number), 0, ID_MAX) == number
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("2026-01-15", datetime(2026, 1, 15, tzinfo=timezone.utc)),
-    ("2026-01-15T10:30:00", datetime(2026, 1, 15, 10, 30, tzinfo=timezone.utc)),
-    ("2026-01-15T10:30:00+02:00", datetime(2026, 1, 15, 8, 30, tzinfo=timezone.utc)),
-    ("1970-01-01T00:00:00Z", datetime(1970, 1, 1, tzinfo=timezone.utc)),
-    ("9999-12-31T23:59:59Z", datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2026-01-15", datetime(2026, 1, 15, tzinfo=UTC)),
+        ("2026-01-15T10:30:00", datetime(2026, 1, 15, 10, 30, tzinfo=UTC)),
+        ("2026-01-15T10:30:00+02:00", datetime(2026, 1, 15, 8, 30, tzinfo=UTC)),
+        ("1970-01-01T00:00:00Z", datetime(1970, 1, 1, tzinfo=UTC)),
+        ("9999-12-31T23:59:59Z", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    ],
+)
 def test_dates_are_read_in_utc(text, expected):
     value = parse_datetime(text)
     assert value == expected and value.utcoffset() == timedelta(0)
 
 
-@pytest.mark.parametrize("text", [
-    "0001-01-01T00:00:00+14:00",  # year 0 in UTC: OverflowError when converted
-    "9999-12-31T23:59:59-14:00",  # year 10000 in UTC
-    "0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "1970-01-01T00:00:00+00:01",
-    "2026-02-30", "yesterday", "", "2026-01-01T00:00:00" + "0" * 40,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01T00:00:00+14:00",  # year 0 in UTC: OverflowError when converted
+        "9999-12-31T23:59:59-14:00",  # year 10000 in UTC
+        "0001-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "1970-01-01T00:00:00+00:01",
+        "2026-02-30",
+        "yesterday",
+        "",
+        "2026-01-01T00:00:00" + "0" * 40,
+    ],
+)
 def test_dates_outside_the_years_or_not_iso_are_a_value_error(text):
     with pytest.raises(ValueError):
         parse_datetime(text)
@@ -86,13 +128,13 @@ def test_parse_datetime_of_any_text_is_utc_in_range_or_a_value_error(text):
         value = parse_datetime(text)
     except ValueError:
         return
-    assert value.tzinfo is timezone.utc and YEAR_MIN <= value.year <= YEAR_MAX
+    assert value.tzinfo is UTC and YEAR_MIN <= value.year <= YEAR_MAX
 
 
 @given(st.datetimes(timezones=st.timezones()))
 def test_any_aware_date_time_reads_back_as_the_same_instant_or_is_refused(moment):
-    epoch = datetime(YEAR_MIN, 1, 1, tzinfo=timezone.utc)
-    last = datetime(YEAR_MAX, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    epoch = datetime(YEAR_MIN, 1, 1, tzinfo=UTC)
+    last = datetime(YEAR_MAX, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     inside = timedelta(0) <= moment - epoch <= last - epoch  # aware subtraction: exact, never overflows
     try:
         value = parse_datetime(moment.isoformat())
@@ -100,7 +142,7 @@ def test_any_aware_date_time_reads_back_as_the_same_instant_or_is_refused(moment
         assert not inside
         return
     # Naive arithmetic: == between zones is never true for a time in a repeated (DST) hour.
-    assert inside and value == (moment.replace(tzinfo=None) - moment.utcoffset()).replace(tzinfo=timezone.utc)
+    assert inside and value == (moment.replace(tzinfo=None) - moment.utcoffset()).replace(tzinfo=UTC)
 
 
 @pytest.mark.parametrize("text, ok", [("plain", True), ("é😀\u202e", True), ("a\x00b", False), ("\ud800", False)])
@@ -121,8 +163,19 @@ def test_json_size_is_none_past_what_orjson_encodes():
     assert json_size(functools.reduce(lambda inner, _: [inner], range(300), [])) is None
 
 
-@pytest.mark.parametrize("url", ["https://[::1/x", "https://[zzz]/x", "https://a:99999/", "https://a:x/",
-                                 "ftp://example.com/", "https:///x", "https://exa mple.com/", "example.com"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://[::1/x",
+        "https://[zzz]/x",
+        "https://a:99999/",
+        "https://a:x/",
+        "ftp://example.com/",
+        "https:///x",
+        "https://exa mple.com/",
+        "example.com",
+    ],
+)
 def test_split_url_refuses_what_is_not_an_absolute_url_with_value_error(url):
     with pytest.raises(ValueError):
         split_url(url, ("http", "https"))

@@ -2,14 +2,14 @@
 
 import os
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.events import DropReason, ch_time, event_id
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def test_event_ids_are_uuid7_and_carry_their_millisecond():
@@ -48,4 +48,11 @@ def test_ch_time_matches_datetime_arithmetic_whatever_came_before(moments):
 
 def test_drop_reasons_keep_their_stored_values():
     assert [reason.value for reason in DropReason] == [
-        "invalid", "bot", "rate_limited", "sampled_out", "unknown_domain", "disabled", "spool_full"]
+        "invalid",
+        "bot",
+        "rate_limited",
+        "sampled_out",
+        "unknown_domain",
+        "disabled",
+        "spool_full",
+    ]

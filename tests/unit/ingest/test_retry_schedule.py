@@ -1,15 +1,22 @@
 """The retry schedule: jitter bounds, the end of retries, Retry-After in both forms and its cap."""
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ingest.webhooks.retry_schedule import (JITTER, MAX_ATTEMPTS, RETRY_AFTER_MAX_SECONDS, SCHEDULE_SECONDS,
-                                   next_attempt_at, parse_retry_after)
+from ingest.webhooks.retry_schedule import (
+    JITTER,
+    MAX_ATTEMPTS,
+    RETRY_AFTER_MAX_SECONDS,
+    SCHEDULE_SECONDS,
+    next_attempt_at,
+    parse_retry_after,
+)
 
-NOW = datetime(2026, 1, 15, 10, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
 
 
 @given(attempts=st.integers(1, MAX_ATTEMPTS - 1), seed=st.integers(0, 2**32))

@@ -2,10 +2,11 @@
 verifier (`standardwebhooks`, unchanged) accepts."""
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from ingest.webhooks.signing import decode_secret, generate_secret, sign, signed_headers
@@ -24,12 +25,12 @@ def test_signer_reproduces_the_standard_webhooks_test_vector():
 
 def test_reference_library_agrees_with_the_test_vector():
     # Guards the vector itself: if this failed, the constant above would be wrong, not our signer.
-    when = datetime.fromtimestamp(VECTOR_TIMESTAMP, timezone.utc)
+    when = datetime.fromtimestamp(VECTOR_TIMESTAMP, UTC)
     assert Webhook(VECTOR_SECRET).sign(VECTOR_ID, when, VECTOR_BODY.decode()) == VECTOR_SIGNATURE
 
 
 def now_ts() -> int:
-    return int(datetime.now(timezone.utc).timestamp())
+    return int(datetime.now(UTC).timestamp())
 
 
 @given(body=st.text(max_size=500), msg_id=st.from_regex(r"evt_[a-z0-9]{1,40}", fullmatch=True))
@@ -64,10 +65,16 @@ def test_generated_secrets_are_whsec_base64_of_32_random_bytes():
         assert secret.startswith("whsec_") and len(decode_secret(secret)) == 32
 
 
-@pytest.mark.parametrize("secret", [
-    "abc", "whsec_", "whsec_not base64!", "whsec_" + base64.b64encode(b"short").decode(),
-    "whsec_" + base64.b64encode(bytes(65)).decode(),
-])
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "abc",
+        "whsec_",
+        "whsec_not base64!",
+        "whsec_" + base64.b64encode(b"short").decode(),
+        "whsec_" + base64.b64encode(bytes(65)).decode(),
+    ],
+)
 def test_malformed_secrets_are_refused(secret):
     with pytest.raises(ValueError):
         decode_secret(secret)

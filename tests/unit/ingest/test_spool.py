@@ -40,6 +40,7 @@ def test_appends_issued_together_share_one_write_and_one_fsync(tmp_path):
         assert positions == sorted(positions) and len(set(positions)) == 200
         assert await drain(spool) == [b"%d" % i for i in range(200)]
         await spool.close()
+
     run(scenario())
 
 
@@ -49,8 +50,12 @@ def test_records_come_back_with_topic_key_and_value(tmp_path):
         await spool.append_many("pixel", [(b"7", b"a"), (None, b"b"), (b"", b"")])
         chunk = await spool.read()
         assert [(r.topic, r.key, r.value) for r in chunk.records] == [
-            ("pixel", b"7", b"a"), ("pixel", None, b"b"), ("pixel", b"", b"")]
+            ("pixel", b"7", b"a"),
+            ("pixel", None, b"b"),
+            ("pixel", b"", b""),
+        ]
         await spool.close()
+
     run(scenario())
 
 
@@ -65,6 +70,7 @@ def test_replayed_segments_are_deleted_and_the_spool_is_idle(tmp_path):
         await spool.append("t", b"k", b"after")
         assert await drain(spool) == [b"after"]
         await spool.close()
+
     run(scenario())
 
 
@@ -82,6 +88,7 @@ def test_a_torn_tail_is_ignored_and_later_appends_still_replay(tmp_path):
         await reopened.append("t", b"k", b"four")
         assert await drain(reopened) == [b"one", b"two", b"four"]
         await reopened.close()
+
     run(scenario())
 
 
@@ -97,6 +104,7 @@ def test_a_frame_with_a_bad_checksum_ends_the_segment(tmp_path):
         reopened = Spool(tmp_path, 1 << 20)
         assert await drain(reopened) == [b"good"]
         await reopened.close()
+
     run(scenario())
 
 
@@ -113,6 +121,7 @@ def test_a_full_spool_refuses_then_accepts_once_replayed(tmp_path):
         assert len(await drain(spool)) == accepted
         await spool.append("t", b"k", b"v" * 50)
         await spool.close()
+
     run(scenario())
 
 
@@ -123,6 +132,7 @@ def test_a_full_spool_refuses_a_whole_batch_at_once(tmp_path):
             await spool.append_many("t", [(b"k", b"v" * 50)] * 10)
         assert spool.pending == 0 and segments(tmp_path) == []
         await spool.close()
+
     run(scenario())
 
 
@@ -138,6 +148,7 @@ def test_a_chunk_read_but_not_committed_is_read_again_after_a_crash(tmp_path):
         assert reopened.pending == 6
         assert await drain(reopened) == [b"%d" % i for i in range(4, 10)]
         await reopened.close()
+
     run(scenario())
 
 
@@ -150,6 +161,7 @@ def test_a_record_marked_done_is_not_replayed_even_after_reopen(tmp_path):
         reopened = Spool(tmp_path, 1 << 20)
         assert await drain(reopened) == [b"a", b"c"]
         await reopened.close()
+
     run(scenario())
 
 
@@ -161,6 +173,7 @@ def test_rewind_reads_again_from_the_checkpoint(tmp_path):
         spool.rewind()
         assert await drain(spool) == [b"a", b"b"]
         await spool.close()
+
     run(scenario())
 
 
@@ -177,8 +190,9 @@ CHILD = textwrap.dedent("""
 
 
 def test_a_live_owner_keeps_its_directory_and_a_dead_owners_is_adopted(tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], cwd=ROOT,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         child_dir = Path(child.stdout.readline().strip())
 
@@ -194,6 +208,7 @@ def test_a_live_owner_keeps_its_directory_and_a_dead_owners_is_adopted(tmp_path)
             assert not child_dir.exists()
             await mine.close(remove=True)
             assert list(tmp_path.iterdir()) == []
+
         run(scenario())
     finally:
         child.kill()
@@ -211,16 +226,22 @@ def test_two_claims_in_one_directory_do_not_adopt_each_other(tmp_path):
         assert await drain(adopted[0]) == [b"left behind"]
         for spool in (adopted[0], second):
             await spool.close(remove=True)
+
     run(scenario())
 
 
-operations = st.lists(st.one_of(
-    st.tuples(st.just("append"), st.lists(st.lists(st.binary(max_size=40), min_size=1, max_size=4),
-                                          min_size=1, max_size=3)),
-    st.tuples(st.just("replay"), st.integers(1, 7)),
-    st.tuples(st.just("crash_during_replay"), st.integers(1, 7)),
-    st.tuples(st.just("reopen"), st.none()),
-), max_size=25)
+operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("append"),
+            st.lists(st.lists(st.binary(max_size=40), min_size=1, max_size=4), min_size=1, max_size=3),
+        ),
+        st.tuples(st.just("replay"), st.integers(1, 7)),
+        st.tuples(st.just("crash_during_replay"), st.integers(1, 7)),
+        st.tuples(st.just("reopen"), st.none()),
+    ),
+    max_size=25,
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

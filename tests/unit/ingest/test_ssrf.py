@@ -5,19 +5,50 @@ import ipaddress
 
 import httpx
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.webhooks.ssrf import Guard, UnsafeAddress, guarded_transport, is_public, literal_address, normalise_host
 from tests.webhook_receiver import https_receiver  # noqa: F401 (a fixture)
 
 HOSTILE_LITERALS = [
-    "127.0.0.1", "127.1", "2130706433", "0177.0.0.1", "0x7f.0.0.1", "0x7f000001", "017700000001",
-    "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "100.100.100.200",
-    "0.0.0.0", "0", "224.0.0.1", "239.255.255.250", "255.255.255.255", "240.0.0.1", "198.18.0.1",
-    "192.0.0.8", "192.0.2.1",
-    "::1", "[::1]", "::", "::ffff:127.0.0.1", "[::ffff:7f00:1]", "::ffff:169.254.169.254", "::ffff:10.0.0.1",
-    "fe80::1", "fc00::1", "fd00:ec2::254", "ff02::1", "2002:7f00:1::", "64:ff9b::a9fe:a9fe",
-    "2001:db8::1", "::127.0.0.1",
+    "127.0.0.1",
+    "127.1",
+    "2130706433",
+    "0177.0.0.1",
+    "0x7f.0.0.1",
+    "0x7f000001",
+    "017700000001",
+    "10.0.0.1",
+    "172.16.5.4",
+    "192.168.1.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "100.100.100.200",
+    "0.0.0.0",
+    "0",
+    "224.0.0.1",
+    "239.255.255.250",
+    "255.255.255.255",
+    "240.0.0.1",
+    "198.18.0.1",
+    "192.0.0.8",
+    "192.0.2.1",
+    "::1",
+    "[::1]",
+    "::",
+    "::ffff:127.0.0.1",
+    "[::ffff:7f00:1]",
+    "::ffff:169.254.169.254",
+    "::ffff:10.0.0.1",
+    "fe80::1",
+    "fc00::1",
+    "fd00:ec2::254",
+    "ff02::1",
+    "2002:7f00:1::",
+    "64:ff9b::a9fe:a9fe",
+    "2001:db8::1",
+    "::127.0.0.1",
 ]
 PUBLIC_LITERALS = ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2002:808:808::"]
 
@@ -33,38 +64,75 @@ def test_public_addresses_pass(host):
     assert is_public(literal_address(host))
 
 
-@pytest.mark.parametrize("host, expected", [
-    ("2130706433", "127.0.0.1"), ("0177.0.0.1", "127.0.0.1"), ("0x7f.1", "127.0.0.1"), ("127.1", "127.0.0.1"),
-    ("[::1]", "::1"), ("example.com", None), ("deadbeef", None), ("1.2.3.4.example", None),
-])
+@pytest.mark.parametrize(
+    "host, expected",
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("example.com", None),
+        ("deadbeef", None),
+        ("1.2.3.4.example", None),
+    ],
+)
 def test_literal_forms_are_read_as_a_resolver_would(host, expected):
     found = literal_address(host)
     assert (str(found) if found else None) == expected
 
 
-@pytest.mark.parametrize("host, expected", [
-    ("127.0.0.1.", "127.0.0.1"), ("localhost.", "localhost"), ("127\u30020\u30020\u30021", "127.0.0.1"),
-    ("\u2460\u2461\u2466.0.0.1", "127.0.0.1"), ("\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11", "127.0.0.1"),
-    ("\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54", "localhost"), ("LocalHost", "localhost"),
-    ("%31%32%37.0.0.1", "127.0.0.1"), ("Example.COM.", "example.com"), ("b\u00fccher.de", "b\u00fccher.de"),
-    ("[::1]", "[::1]"), ("example.com..", "example.com."),
-])
+@pytest.mark.parametrize(
+    "host, expected",
+    [
+        ("127.0.0.1.", "127.0.0.1"),
+        ("localhost.", "localhost"),
+        ("127\u30020\u30020\u30021", "127.0.0.1"),
+        ("\u2460\u2461\u2466.0.0.1", "127.0.0.1"),
+        ("\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11", "127.0.0.1"),
+        ("\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54", "localhost"),
+        ("LocalHost", "localhost"),
+        ("%31%32%37.0.0.1", "127.0.0.1"),
+        ("Example.COM.", "example.com"),
+        ("b\u00fccher.de", "b\u00fccher.de"),
+        ("[::1]", "[::1]"),
+        ("example.com..", "example.com."),
+    ],
+)
 def test_hosts_are_normalised_as_browsers_and_resolvers_read_them(host, expected):
     assert normalise_host(host) == expected
 
 
-@pytest.mark.parametrize("host", [
-    "127.0.0.1.", "localhost.", "127\u30020\u30020\u30021", "\u2460\u2461\u2466.0.0.1",
-    "\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54", "api.LOCALHOST.", "\uff3b\uff1a\uff1a\uff11\uff3d",
-    "169\uff0e254\uff0e169\uff0e254", "0x7f\u30021", "%31%32%37.1",
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1.",
+        "localhost.",
+        "127\u30020\u30020\u30021",
+        "\u2460\u2461\u2466.0.0.1",
+        "\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54",
+        "api.LOCALHOST.",
+        "\uff3b\uff1a\uff1a\uff11\uff3d",
+        "169\uff0e254\uff0e169\uff0e254",
+        "0x7f\u30021",
+        "%31%32%37.1",
+    ],
+)
 def test_the_check_at_registration_refuses_every_spelling_of_a_local_host(host):
     with pytest.raises(UnsafeAddress):
         Guard().check_literal(host)
 
 
-@pytest.mark.parametrize("host", ["example.com", "\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com.", "b\u00fccher.de",
-                                  "8.8.8.8.", "[2606:4700:4700::1111]"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "example.com",
+        "\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com.",
+        "b\u00fccher.de",
+        "8.8.8.8.",
+        "[2606:4700:4700::1111]",
+    ],
+)
 def test_the_check_at_registration_lets_public_hosts_through(host):
     Guard().check_literal(host)
 
@@ -113,10 +181,18 @@ async def test_unresolvable_names_are_refused():
         await Guard().resolve("no-such-host.invalid", 443)
 
 
-@pytest.mark.parametrize("url", [
-    "https://127.0.0.1/", "https://2130706433/", "https://0177.0.0.1/", "https://[::1]/",
-    "https://[::ffff:127.0.0.1]/", "https://localhost/", "https://169.254.169.254/latest/meta-data",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/",
+        "https://2130706433/",
+        "https://0177.0.0.1/",
+        "https://[::1]/",
+        "https://[::ffff:127.0.0.1]/",
+        "https://localhost/",
+        "https://169.254.169.254/latest/meta-data",
+    ],
+)
 async def test_requests_through_the_guarded_transport_never_connect(url):
     # httpx itself refuses some spellings (0177.0.0.1) as invalid URLs: refused all the same.
     async with httpx.AsyncClient(transport=guarded_transport(Guard(), True, 4)) as client:

@@ -1,6 +1,7 @@
 """Subscription patterns and the event catalogue."""
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from storage.postgres.domain_events import ACCOUNT, CATALOGUE, WORKSPACE, matches
 
@@ -27,10 +28,21 @@ def test_wildcards_need_a_dot_boundary():
 
 
 def test_the_catalogue_holds_the_issues_events_with_an_audience_each():
-    required = {"workspace.created", "workspace.updated", "workspace.deleted", "api_key.created",
-                "api_key.rotated", "api_key.revoked", "webhook.test", "seo.report.created",
-                "entitlement.limit_reached"}
+    required = {
+        "workspace.created",
+        "workspace.updated",
+        "workspace.deleted",
+        "api_key.created",
+        "api_key.rotated",
+        "api_key.revoked",
+        "webhook.test",
+        "seo.report.created",
+        "entitlement.limit_reached",
+    }
     assert required <= set(CATALOGUE)
     assert all(event.audience in (ACCOUNT, WORKSPACE) for event in CATALOGUE.values())
     assert {n for n, e in CATALOGUE.items() if e.audience == ACCOUNT} == {
-        "workspace.created", "workspace.updated", "workspace.deleted"}
+        "workspace.created",
+        "workspace.updated",
+        "workspace.deleted",
+    }

@@ -24,8 +24,9 @@ print(written, client.query("SELECT sum(x) FROM t").result_rows[0][0])
 
 
 def test_a_chdb_client_is_embedded_and_takes_an_insert_in_parts(tmp_path):
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "ch")], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "ch")], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == ["3", "6"]
 

@@ -32,9 +32,17 @@ async def test_replies_come_back_in_order_with_error_replies_returned_not_raised
         return b"".join(connection.pack_command(*args))
 
     try:
-        await connection.send_packed_command(b"".join([
-            command("SET", key, "7", "EX", "60"), pack_evalsha(UNKNOWN_SHA, [key], []),
-            command("INCRBY", key, "nope"), command("GET", key)]), check_health=False)
+        await connection.send_packed_command(
+            b"".join(
+                [
+                    command("SET", key, "7", "EX", "60"),
+                    pack_evalsha(UNKNOWN_SHA, [key], []),
+                    command("INCRBY", key, "nope"),
+                    command("GET", key),
+                ]
+            ),
+            check_health=False,
+        )
         read = redis_internals.reply_reader(connection)
         replies = [await read() for _ in range(4)]
         # Nothing was left half-read: the connection goes on answering in order.

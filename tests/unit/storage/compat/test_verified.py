@@ -27,14 +27,17 @@ def test_every_compat_module_names_what_it_was_checked_against():
         assert isinstance(getattr(module, "VERIFIED", None), dict) and module.VERIFIED, module.__name__
 
 
-@pytest.mark.parametrize("module, package, version", [
-    (m.__name__, package, version) for m in MODULES for package, version in m.VERIFIED.items()])
+@pytest.mark.parametrize(
+    "module, package, version",
+    [(m.__name__, package, version) for m in MODULES for package, version in m.VERIFIED.items()],
+)
 def test_the_installed_version_is_the_one_the_internals_were_checked_against(module, package, version):
     installed = importlib.metadata.version(package)
     assert installed == version, (
         f"{package} {installed} is installed, {module} was checked against {version}: run its contract test "
         f"(tests/*/storage/compat/test_{module.rsplit('.', 1)[1]}.py), re-read what each function relies on, "
-        "then update VERIFIED")
+        "then update VERIFIED"
+    )
 
 
 def _is_private(name: str) -> bool:
@@ -50,8 +53,11 @@ def private_uses(tree: ast.AST) -> list[tuple[int, str]]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names
-                      if _third_party(a.name) and any(map(_is_private, a.name.split(".")))]
+            found += [
+                (node.lineno, a.name)
+                for a in node.names
+                if _third_party(a.name) and any(map(_is_private, a.name.split(".")))
+            ]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and _third_party(node.module):
             names = node.module.split(".") + [a.name for a in node.names]
             if any(map(_is_private, names)):
@@ -59,10 +65,15 @@ def private_uses(tree: ast.AST) -> list[tuple[int, str]]:
         elif isinstance(node, ast.Attribute) and _is_private(node.attr):
             if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
                 found.append((node.lineno, f"{ast.unparse(node.value)}.{node.attr}"))
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-              and node.func.id in ("getattr", "setattr", "hasattr", "delattr") and len(node.args) > 1
-              and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
-              and _is_private(node.args[1].value)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and _is_private(node.args[1].value)
+        ):
             found.append((node.lineno, ast.unparse(node)))
     return found
 
@@ -73,14 +84,19 @@ def test_private_names_are_reached_only_through_storage_compat():
         for path in sorted((ROOT / package).rglob("*.py")):
             if COMPAT in path.parents:
                 continue
-            offences += [f"{path.relative_to(ROOT)}:{line}: {what}"
-                         for line, what in private_uses(ast.parse(path.read_text(), str(path)))]
-    assert not offences, ("private names of other objects; a library's belong behind storage/compat/ "
-                          "(one function, one contract test), Sluice's own should be made public:\n"
-                          + "\n".join(offences))
+            offences += [
+                f"{path.relative_to(ROOT)}:{line}: {what}"
+                for line, what in private_uses(ast.parse(path.read_text(), str(path)))
+            ]
+    assert not offences, (
+        "private names of other objects; a library's belong behind storage/compat/ "
+        "(one function, one contract test), Sluice's own should be made public:\n" + "\n".join(offences)
+    )
 
 
 def test_the_scan_sees_each_kind_of_private_use():
-    code = ("from mcp.shared._httpx_utils import f\nimport aiokafka.record._crecords\nfrom redis import _parsers\n"
-            "p._partitioner(k)\nself._own\ngetattr(t, '_pool')\nparts._replace(path='/')\nfrom ._x import y\n")
+    code = (
+        "from mcp.shared._httpx_utils import f\nimport aiokafka.record._crecords\nfrom redis import _parsers\n"
+        "p._partitioner(k)\nself._own\ngetattr(t, '_pool')\nparts._replace(path='/')\nfrom ._x import y\n"
+    )
     assert sorted(line for line, _ in private_uses(ast.parse(code))) == [1, 2, 3, 4, 6]
