@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STACK := $(PY) -m storage.local_stack
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast up down status env venv bench bench-tools bench-check bench-asgi clean
+.PHONY: run test test-fast lint typecheck check up down status env venv bench bench-tools bench-check bench-asgi clean
 
 $(VENV)/.installed: pyproject.toml
 	@echo "[make] creating the virtualenv in $(VENV) and installing dependencies (first run takes a few minutes)"
@@ -30,6 +30,18 @@ test: venv
 # and tests/e2e (HTTP against the real API and pipeline).
 test-fast: venv
 	@$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+# What .ci/run checks before the tests: ruff (lint and formatting) and mypy, configured in
+# pyproject.toml; each must report nothing. `ruff format .` and `ruff check --fix .` fix most of it.
+lint: venv
+	@echo "[make] ruff check and ruff format --check"
+	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	@echo "[make] mypy (app, ingest, storage)"
+	@$(VENV)/bin/mypy
+
+check: lint typecheck test
 
 up: venv
 	@$(STACK) up

@@ -272,13 +272,13 @@ def main() -> None:
     try:
         code = asyncio.run(command[args.command](config, args))
     except NotFound as exc:
-        raise SystemExit(f"not found: {exc}")
+        raise SystemExit(f"not found: {exc}") from None  # each message carries the detail
     except Conflict as exc:
-        raise SystemExit(f"conflict: {exc}")
+        raise SystemExit(f"conflict: {exc}") from None
     except Unavailable as exc:
-        raise SystemExit(f"{exc}; is the stack up? try: make up")
+        raise SystemExit(f"{exc}; is the stack up? try: make up") from None
     except OSError as exc:
-        raise SystemExit(f"cannot reach Postgres at DATABASE_URL ({exc}); is the stack up? try: make up")
+        raise SystemExit(f"cannot reach Postgres at DATABASE_URL ({exc}); is the stack up? try: make up") from None
     sys.exit(code or 0)
 
 

@@ -3,15 +3,18 @@
 import gc
 import logging
 import os
+from collections.abc import AsyncIterator
 
+import asyncpg
 from blacksheep import Application
 from blacksheep.server.routing import Router
+from redis.asyncio import Redis
 
 from app.access.auth import Authenticator
 from app.access.rate_limits import FailedAuthLimit, LocalLimiter, RedisHealth
 from app.http import health, metrics, openapi
 from app.http.middleware import BodyDeadline, request_middleware
-from app.http.routing import Route, Services, endpoint, fallback
+from app.http.routing import Route, Services, ServicesHolder, endpoint, fallback
 from app.pixel import domains
 from app.pixel import track as pixel
 from app.pixel.intake import Pixel
@@ -42,10 +45,10 @@ def api_routes() -> list[Route]:
     return routes + openapi.routes_for(routes)
 
 
-def configure_routes(router: Router, services: Services) -> list[Route]:
+def configure_routes(router: Router, holder: ServicesHolder) -> list[Route]:
     routes = api_routes()
     for route in routes:
-        router.add(route.method, route.path, endpoint(route, services))
+        router.add(route.method, route.path, endpoint(route, holder))
     router.fallback = fallback(routes)
     return routes
 
@@ -64,7 +67,7 @@ def create_producer(config: Config, topics: Topics) -> DurableProducer:
     )
 
 
-def create_authenticator(api: ApiConfig, pool, redis) -> Authenticator:
+def create_authenticator(api: ApiConfig, pool: asyncpg.Pool, redis: Redis) -> Authenticator:
     health = RedisHealth()  # the process's one view of Redis: the pixel shares it (app/http/metrics.py reports it)
     local = LocalLimiter(api.workers) if api.rate_limits else None
     failures = (
@@ -75,38 +78,46 @@ def create_authenticator(api: ApiConfig, pool, redis) -> Authenticator:
     return Authenticator(pool, KeyGate(redis, api.rate_limits), local, api.last_used_flush_seconds, health, failures)
 
 
-def configure_lifespan(app: Application, services: Services) -> None:
-    config = services.config
+def configure_lifespan(app: Application, config: Config, topics: Topics, holder: ServicesHolder) -> None:
+    """Starts the pools, clients and producer, then sets the Services built from them on `holder`."""
     shared, api = config.shared, config.api
 
     @app.lifespan
-    async def resources():
-        services.mcp = mcp.create_registry(config)  # first: a bad registry file stops the start cleanly
-        services.pool = await create_pool(shared.database_url, api.pg_pool_size)
-        services.workspaces = WorkspaceCache(services.pool, shared.database_url, api.workspace_cache_seconds)
-        await services.workspaces.start()
-        services.redis = create_client(shared.redis_url)
-        services.authenticator = create_authenticator(api, services.pool, services.redis)
-        services.authenticator.start()  # also PINGs Redis while it is marked down
-        producer = create_producer(config, services.topics)
+    async def resources() -> AsyncIterator[None]:
+        registry = mcp.create_registry(config)  # first: a bad registry file stops the start cleanly
+        pool = await create_pool(shared.database_url, api.pg_pool_size)
+        workspace_cache = WorkspaceCache(pool, shared.database_url, api.workspace_cache_seconds)
+        await workspace_cache.start()
+        redis = create_client(shared.redis_url)
+        authenticator = create_authenticator(api, pool, redis)
+        authenticator.start()  # also PINGs Redis while it is marked down
+        producer = create_producer(config, topics)
         await producer.start()  # never waits long for Kafka: it spools meanwhile
-        services.sink = producer  # handlers see only the Sink protocol (ingest/handoff/sink.py)
-        services.idempotency = IdempotencyStore(services.redis)
-        services.entitlements = Ledger(
-            services.pool, services.redis, producer, services.topics.usage, api.entitlements_cache_seconds
+        intake = Pixel(config, pool, redis, producer, authenticator.health)
+        holder.services = Services(
+            config,
+            topics,
+            pool,
+            redis,
+            authenticator,
+            sink=producer,  # handlers see only the Sink protocol (ingest/handoff/sink.py)
+            mcp=registry,
+            idempotency=IdempotencyStore(redis),
+            entitlements=Ledger(pool, redis, producer, topics.usage, api.entitlements_cache_seconds),
+            pixel=intake,
+            workspaces=workspace_cache,
         )
-        services.pixel = Pixel(config, services.pool, services.redis, producer, services.authenticator.health)
-        services.pixel.start()
+        intake.start()
         tune_gc()
         try:
             yield
         finally:
-            await services.pixel.stop()  # its last drop counts go out with the producer's flush
+            await intake.stop()  # its last drop counts go out with the producer's flush
             await producer.stop()  # flushes to Kafka, or leaves the rest in the spool
-            await services.authenticator.stop()
-            await services.workspaces.stop()
-            await close_client(services.redis)
-            await services.pool.close()
+            await authenticator.stop()
+            await workspace_cache.stop()
+            await close_client(redis)
+            await pool.close()
 
 
 def tune_gc() -> None:
@@ -120,22 +131,22 @@ def tune_gc() -> None:
     gc.freeze()
 
 
-def create_app(config: Config | None = None):
+def create_app(config: Config | None = None) -> BodyDeadline:
     """The ASGI application granian serves (`app.main:create_app`: configured from the environment),
     BlackSheep's inside the body read deadline."""
     config = config or load_or_exit(os.environ)
     logging.basicConfig(level=config.shared.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    services = Services(config, topics=Topics.with_prefix(config.shared.kafka_topic_prefix))
-    app = build_application(services)
-    configure_lifespan(app, services)
+    holder = ServicesHolder()
+    app = build_application(holder)
+    configure_lifespan(app, config, Topics.with_prefix(config.shared.kafka_topic_prefix), holder)
     return BodyDeadline(app, config.api.body_timeout_seconds)
 
 
-def build_application(services: Services) -> Application:
-    """Routes and middleware around `services`, without the lifespan that fills them: tests of the
-    HTTP layer pass a Services of their own (tests/unit/app/test_pixel_http.py)."""
+def build_application(holder: ServicesHolder) -> Application:
+    """Routes and middleware reading their Services from `holder`, without the lifespan that sets
+    them: tests of the HTTP layer set a Services of their own (tests/unit/app/test_pixel_http.py)."""
     router = Router()
     app = Application(router=router)
-    configure_routes(router, services)
+    configure_routes(router, holder)
     app.middlewares.append(request_middleware)
     return app

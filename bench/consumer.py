@@ -236,7 +236,9 @@ ch.apply_schema(c)
 columns = list(orjson.loads(values[0]))
 times = {"time", "received_at", "client_time"}
 def parse(v):
-    return None if v is None else datetime.datetime.strptime(v, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc)
+    if v is None:
+        return None
+    return datetime.datetime.strptime(v, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc)
 t0 = time.perf_counter()
 rows = []
 for value in values:

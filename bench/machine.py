@@ -23,9 +23,9 @@ SERVER_CORE = "0"
 CLIENT_CORE = "1"
 # The server is bench/harness.py asgi_server()'s (BENCH_SERVER); harness imports this module.
 PINNING = (
-    f"servers ({os.environ.get('BENCH_SERVER') or 'granian'}, 1 worker) pinned to core {SERVER_CORE}; load generators (wrk, vegeta) "
-    f"and Python clients pinned to core {CLIENT_CORE}; Postgres, Redis, Kafka and the ingest "
-    "worker unpinned"
+    f"servers ({os.environ.get('BENCH_SERVER') or 'granian'}, 1 worker) pinned to core {SERVER_CORE}; "
+    f"load generators (wrk, vegeta) and Python clients pinned to core {CLIENT_CORE}; "
+    "Postgres, Redis, Kafka and the ingest worker unpinned"
 )
 
 

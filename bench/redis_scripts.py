@@ -367,7 +367,8 @@ def write_results(
             },
             "ratios_to_get": ratios,
             "per_round_ratios_to_get": {
-                op.label: [s.calls_per_s / g.calls_per_s for s, g in zip(op.samples, ops[0].samples)] for op in ops
+                op.label: [s.calls_per_s / g.calls_per_s for s, g in zip(op.samples, ops[0].samples, strict=True)]
+                for op in ops
             },
         },
     )

@@ -111,14 +111,14 @@ def title(doc: dict) -> str:
 def print_table(doc: dict) -> None:
     rows = rows_of(doc)
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER) - 1)]
-    line = lambda r: (
-        "  ".join(
-            c.ljust(w) if i in (0, 2, 5, 6) else c.rjust(w)  # noqa: E731
-            for i, (c, w) in enumerate(zip(r, widths))
+
+    def line(r: list[str]) -> str:
+        # Every column but the last is padded to its width; the last runs on unpadded.
+        padded = (
+            c.ljust(w) if i in (0, 2, 5, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(r[:-1], widths, strict=True))
         )
-        + "  "
-        + r[-1]
-    )
+        return "  ".join(padded) + "  " + r[-1]
+
     print(title(doc))
     print(line(HEADER) + "\n" + "-" * (sum(widths) + 2 * len(widths) + 4))
     for r in rows:
@@ -214,7 +214,7 @@ def draw_charts(doc: dict) -> list[Path]:
     share = [(f.ratio if TARGETS[f.key].on == "ratio" else f.value) for f in targeted]
     share = [
         (TARGETS[f.key].threshold / s if TARGETS[f.key].on == "max" else s / TARGETS[f.key].threshold) if s else 0
-        for f, s in zip(targeted, share)
+        for f, s in zip(targeted, share, strict=True)
     ]
     colours = ["#228833" if f.met else "#cc3311" if f.met is False else "#bbbbbb" for f in targeted]
     right.barh([f"{f.name} ({TARGETS[f.key].text})" for f in targeted], share, color=colours)
@@ -234,9 +234,11 @@ def draw_charts(doc: dict) -> list[Path]:
     series = [
         (load, p, colour)
         for load, shades in zip(
-            LOADS, (("#bbccee", "#6699cc", "#336699", "#223355"), ("#ffcc99", "#ee9955", "#cc6633", "#883311"))
+            LOADS,
+            (("#bbccee", "#6699cc", "#336699", "#223355"), ("#ffcc99", "#ee9955", "#cc6633", "#883311")),
+            strict=True,
         )
-        for p, colour in zip(("p50_ms", "p90_ms", "p99_ms", "max_ms"), shades)
+        for p, colour in zip(("p50_ms", "p90_ms", "p99_ms", "max_ms"), shades, strict=True)
     ]
     height = 0.8 / len(series)
     for j, (load, p, colour) in enumerate(series):

@@ -128,7 +128,7 @@ def query(config: Config, sql: str, fmt: str) -> None:
 def write_result(columns, rows, fmt: str) -> None:
     if fmt == "json":
         for row in rows:
-            sys.stdout.write(orjson.dumps(dict(zip(columns, row)), default=str).decode() + "\n")
+            sys.stdout.write(orjson.dumps(dict(zip(columns, row, strict=True)), default=str).decode() + "\n")
     elif fmt == "csv":
         out = csv.writer(sys.stdout)
         out.writerow(columns)
@@ -141,7 +141,7 @@ def write_result(columns, rows, fmt: str) -> None:
 def table(columns, rows) -> str:
     cells = [[str(c) for c in columns]] + [["" if v is None else str(v) for v in row] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in cells]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
@@ -171,9 +171,9 @@ def main() -> None:
             return query(config, args.sql, args.format)
         asyncio.run(consume(config))
     except QueryFailed as exc:
-        raise SystemExit(f"query failed: {exc}")
+        raise SystemExit(f"query failed: {exc}") from None
     except Unavailable as exc:
-        raise SystemExit(f"{exc}\n{hint(exc.service, config)}")
+        raise SystemExit(f"{exc}\n{hint(exc.service, config)}") from None
 
 
 def hint(service: str, config: Config) -> str:

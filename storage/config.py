@@ -16,7 +16,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -533,7 +533,15 @@ class Config:
 
 
 def sections() -> list[type]:
-    return [f.default_factory for f in fields(Config)]
+    """The section classes in Config's order."""
+    return [_section_class(f) for f in fields(Config)]
+
+
+def _section_class(f: Field[Any]) -> type:
+    """Each Config field defaults to a fresh instance of its section: its default_factory is the class."""
+    if not isinstance(f.default_factory, type):
+        raise TypeError(f"Config.{f.name} is not a section (its default_factory is no class)")
+    return f.default_factory
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -541,7 +549,7 @@ def sections() -> list[type]:
 
 def load(environ: Mapping[str, str]) -> Config:
     """The tree from `environ`; ConfigError naming the first variable whose value is refused."""
-    return Config(**{f.name: _section(f.default_factory, environ) for f in fields(Config)})
+    return Config(**{f.name: _section(_section_class(f), environ) for f in fields(Config)})
 
 
 def load_or_exit(environ: Mapping[str, str] = os.environ) -> Config:

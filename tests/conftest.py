@@ -26,6 +26,9 @@ from storage.postgres import api_keys, workspaces
 from storage.postgres.migrate import migrate
 from storage.postgres.pool import create_pool
 
+# Fixtures shared by several directories live in modules of their own: https_receiver.
+pytest_plugins = ["tests.webhook_receiver"]
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_ENV = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
 SERVER_START_TIMEOUT = 30

@@ -13,7 +13,9 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
+import asyncpg
 from blacksheep import Request
 from redis.exceptions import RedisError
 
@@ -89,7 +91,7 @@ class UnknownKeys:
     costs one lookup per process, not one per request. With one TTL for all, insertion order is
     expiry order, so the oldest entry is the one to drop when full."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.until: dict[bytes, float] = {}
 
     def __contains__(self, digest: bytes) -> bool:
@@ -110,7 +112,7 @@ class UnknownKeys:
 class Authenticator:
     def __init__(
         self,
-        pool,
+        pool: asyncpg.Pool,
         gate: KeyGate,
         local: LocalLimiter | None,
         flush_seconds: int,
@@ -146,16 +148,16 @@ class Authenticator:
     async def _admit(self, digest: bytes) -> tuple[Principal, Decision, LimitMode]:
         if digest in self.unknown:
             raise Unauthorized()
-        record = decision = loaded = None
+        loaded: KeyRecord | None = None
+        hit: tuple[KeyRecord, Decision] | Literal[False] | None = None
         if self.health.usable():
             hit = await self._check_cached(digest)
             if hit is False:  # not cached: Postgres answers, then the same round trip again
                 loaded = await self._load(digest)
                 hit = await self._check_cached(digest, remember=loaded)
-            if hit:
-                record, decision = hit
-        mode = LimitMode.SHARED if record is not None else LimitMode.LOCAL
-        if record is None:
+        if hit:
+            (record, decision), mode = hit, LimitMode.SHARED
+        else:
             self.health.fallback_requests += 1
             record = loaded or await self._load(digest)
             decision = (
@@ -163,6 +165,7 @@ class Authenticator:
                 if self.local
                 else Decision(True, record.limit, record.capacity, record.capacity, 0.0, 0.0)
             )
+            mode = LimitMode.LOCAL
         now = time.time()
         if not is_live(record, now):
             raise Unauthorized("API key expired or revoked.")
@@ -179,7 +182,9 @@ class Authenticator:
             )
         return principal
 
-    async def _check_cached(self, digest: bytes, remember: KeyRecord | None = None):
+    async def _check_cached(
+        self, digest: bytes, remember: KeyRecord | None = None
+    ) -> tuple[KeyRecord, Decision] | Literal[False] | None:
         """(record, decision) from Redis; False when not cached; None when Redis failed."""
         try:
             if remember is not None:

@@ -66,7 +66,7 @@ async def with_redis(quota: QuotaStore, counts: list[Count]) -> list[Count]:
     result = []
     for group in by_workspace.values():
         values = await quota.read([c.key for c in group])
-        result += [replace(c, redis=v) for c, v in zip(group, values)]
+        result += [replace(c, redis=v) for c, v in zip(group, values, strict=True)]
     return result
 
 
@@ -94,6 +94,8 @@ def table(counts: list[Count]) -> str:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     return "\n".join(
-        "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
         for row in rows
     )

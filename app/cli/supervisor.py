@@ -32,37 +32,51 @@ LEFTOVER_WAIT_SECONDS = 5.0
 
 
 @dataclass
-class Child:
-    name: str
-    command: list[str]
-    process: subprocess.Popen | None = None
+class ExitHistory:
+    """What the restart policy remembers of one child."""
+
     started_at: float = 0.0
     unstable_runs: int = 0  # exits in a row, each before the child ran STABLE_SECONDS
     close_exits: int = 0  # exits in a row, each within CRASH_LOOP_GAP_SECONDS of the one before
     exited_at: float | None = None
+
+
+def spawn(command: list[str]) -> subprocess.Popen:
+    # A process group of its own: when the child dies its leftovers can be found and
+    # stopped (granian's workers outlive a SIGKILLed main process and keep the port).
+    return subprocess.Popen(command, process_group=0)
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    process: subprocess.Popen  # the running one, or the last one to exit
+    history: ExitHistory
     restarts: int = 0
     restart_at: float | None = None
 
-    def start(self, now: float) -> None:
-        # A process group of its own: when the child dies its leftovers can be found and
-        # stopped (granian's workers outlive a SIGKILLed main process and keep the port).
-        self.process = subprocess.Popen(self.command, process_group=0)
-        self.started_at, self.restart_at = now, None
+    @classmethod
+    def start(cls, name: str, command: list[str], now: float) -> "Child":
+        return cls(name, command, spawn(command), ExitHistory(started_at=now))
+
+    def restart(self, now: float) -> None:
+        self.process = spawn(self.command)
+        self.history.started_at, self.restart_at = now, None
 
 
-def restart_delay(child: Child, now: float) -> float | None:
+def restart_delay(history: ExitHistory, now: float) -> float | None:
     """Seconds to wait before starting the child that exited `now` again; None: it is crash looping."""
-    close = child.exited_at is not None and now - child.exited_at < CRASH_LOOP_GAP_SECONDS
-    child.close_exits = child.close_exits + 1 if close else 1
-    child.exited_at = now
-    if child.close_exits >= CRASH_LOOP_EXITS:
+    close = history.exited_at is not None and now - history.exited_at < CRASH_LOOP_GAP_SECONDS
+    history.close_exits = history.close_exits + 1 if close else 1
+    history.exited_at = now
+    if history.close_exits >= CRASH_LOOP_EXITS:
         return None
-    child.unstable_runs = 1 if now - child.started_at >= STABLE_SECONDS else child.unstable_runs + 1
-    return min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (child.unstable_runs - 1))
+    history.unstable_runs = 1 if now - history.started_at >= STABLE_SECONDS else history.unstable_runs + 1
+    return min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (history.unstable_runs - 1))
 
 
 def run_children(children: dict[str, list[str]]) -> int:
-    supervised = [Child(name, command) for name, command in children.items()]
     stopping = False
 
     def stop(signum, _frame):
@@ -73,8 +87,7 @@ def run_children(children: dict[str, list[str]]) -> int:
     # reaches only this process: it stops them itself.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop)
-    for child in supervised:
-        child.start(time.monotonic())
+    supervised = [Child.start(name, command, time.monotonic()) for name, command in children.items()]
     looping = None
     while not stopping and looping is None:
         time.sleep(POLL_SECONDS)
@@ -97,7 +110,7 @@ def _tend(supervised: list[Child], now: float) -> Child | None:
     for child in supervised:
         if child.restart_at is None and child.process.poll() is not None:
             _signal_group(child.process.pid, signal.SIGTERM)  # its leftovers, if any
-            delay = restart_delay(child, now)
+            delay = restart_delay(child.history, now)
             if delay is None:
                 return child
             child.restarts += 1
@@ -109,7 +122,7 @@ def _tend(supervised: list[Child], now: float) -> Child | None:
             )
         elif child.restart_at is not None and now >= child.restart_at:
             _clear_group(child.process.pid)
-            child.start(now)
+            child.restart(now)
     return None
 
 

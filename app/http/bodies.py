@@ -109,7 +109,7 @@ async def read_json_object(request, max_bytes: int, required: bool = True) -> di
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidJson(f"Malformed JSON body: {exc}.")
+        raise InvalidJson(f"Malformed JSON body: {exc}.") from None  # the message carries the detail
     if not isinstance(data, dict):
         raise ValidationFailed({"body": ["The body must be a JSON object."]})
     return data

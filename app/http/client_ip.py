@@ -11,18 +11,11 @@ import ipaddress
 import socket
 from functools import lru_cache
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from blacksheep import Request
 
+from storage.config import Network  # what SLUICE_TRUSTED_PROXIES is parsed into
 
-def parse_networks(text: str) -> tuple[Network, ...]:
-    """`"10.0.0.0/8, 127.0.0.1"` → networks; raises ValueError naming a bad entry."""
-    networks = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        try:
-            networks.append(ipaddress.ip_network(part, strict=False))
-        except ValueError:
-            raise ValueError(f"not an IP address or network: {part!r}")
-    return tuple(networks)
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _dotted_quad(text: str) -> int | None:
@@ -35,7 +28,7 @@ def _dotted_quad(text: str) -> int | None:
 
 
 @lru_cache(maxsize=4096)
-def _parsed(text: str):
+def _parsed(text: str) -> Address | None:
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -44,7 +37,7 @@ def _parsed(text: str):
     return address.ipv4_mapped or address if address.version == 6 else address
 
 
-def _address(text: str) -> tuple[str, object] | None:
+def _address(text: str) -> tuple[str, int | Address] | None:
     """(canonical text, a value to test against networks), None for what is not an address."""
     text = text.strip().strip("[]")
     number = _dotted_quad(text)
@@ -59,7 +52,7 @@ def _ipv4_ranges(trusted: tuple[Network, ...]) -> tuple[tuple[int, int], ...]:
     return tuple((int(n.network_address), int(n.broadcast_address)) for n in trusted if n.version == 4)
 
 
-def _trusted(value, trusted: tuple[Network, ...]) -> bool:
+def _trusted(value: int | Address, trusted: tuple[Network, ...]) -> bool:
     if isinstance(value, int):
         return any(low <= value <= high for low, high in _ipv4_ranges(trusted))
     return any(value in network for network in trusted)
@@ -83,7 +76,7 @@ def client_address(peer: str, forwarded_for: list[str], trusted: tuple[Network, 
     return address[0]
 
 
-def request_client_address(request, trusted: tuple[Network, ...]) -> str:
+def request_client_address(request: Request, trusted: tuple[Network, ...]) -> str:
     headers = [h.decode("latin-1") for h in request.get_headers(b"x-forwarded-for")] if trusted else []
     return client_address(request.client_ip, headers, trusted)
 

@@ -5,7 +5,7 @@ import asyncio
 from blacksheep import Response
 
 from app.http.errors import json_response
-from app.http.routing import Call, Route
+from app.http.routing import PublicCall, Route
 from ingest.broker import kafka_ready
 from storage.redis.client import ping
 
@@ -13,7 +13,7 @@ from storage.redis.client import ping
 CHECK_TIMEOUT_SECONDS = 2.0
 
 
-async def healthz(call: Call) -> Response:
+async def healthz(call: PublicCall) -> Response:
     return json_response(200, {"status": "ok"})
 
 
@@ -25,7 +25,7 @@ async def _check(coro) -> str:
         return "unavailable"
 
 
-async def readyz(call: Call) -> Response:
+async def readyz(call: PublicCall) -> Response:
     services = call.services
     names = ("postgres", "redis", "kafka")
     results = await asyncio.gather(
@@ -33,7 +33,7 @@ async def readyz(call: Call) -> Response:
         _check(ping(services.redis)),
         _check(kafka_ready(services.config.shared.kafka_bootstrap_servers, CHECK_TIMEOUT_SECONDS)),
     )
-    checks = dict(zip(names, results))
+    checks = dict(zip(names, results, strict=True))
     ready = all(r == "ok" for r in results)
     return json_response(200 if ready else 503, {"status": "ready" if ready else "unavailable", "checks": checks})
 

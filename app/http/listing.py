@@ -5,7 +5,10 @@ shapes the spec's `data` / `meta` / `links` answer with absolute links.
 """
 
 import math
+from collections.abc import Collection
 from urllib.parse import urlencode
+
+from blacksheep import Request
 
 from app.http.errors import ValidationFailed
 from app.http.validation import YEAR_MAX, YEAR_MIN, parse_datetime, parse_int, storable
@@ -16,6 +19,8 @@ MAX_PER_PAGE = 100
 # Postgres OFFSET past ~2^31 rows is meaningless here; the bound keeps the arithmetic sane.
 MAX_PAGE = 1_000_000
 MAX_SEARCH = 100
+# Parameter name → its messages, as ValidationFailed reports them.
+Errors = dict[str, list[str]]
 DATE_PARAMS = {
     "created_after": ("created", ">"),
     "created_before": ("created", "<"),
@@ -24,7 +29,7 @@ DATE_PARAMS = {
 }
 
 
-def _single(query: dict[str, list[str]], name: str, errors: dict) -> str | None:
+def _single(query: dict[str, list[str]], name: str, errors: Errors) -> str | None:
     values = query.get(name)
     if not values:
         return None
@@ -33,7 +38,7 @@ def _single(query: dict[str, list[str]], name: str, errors: dict) -> str | None:
     return values[0]
 
 
-def _bounded_int(raw: str | None, name: str, default: int, maximum: int, errors: dict) -> int:
+def _bounded_int(raw: str | None, name: str, default: int, maximum: int, errors: Errors) -> int:
     if raw is None:
         return default
     try:
@@ -43,14 +48,14 @@ def _bounded_int(raw: str | None, name: str, default: int, maximum: int, errors:
         return default
 
 
-def _text(raw: str | None, name: str, errors: dict) -> str | None:
+def _text(raw: str | None, name: str, errors: Errors) -> str | None:
     """A filter or search value, which travels to Postgres as a bind parameter."""
     if raw is not None and not storable(raw):
         errors.setdefault(name, []).append(f"The {name} may not contain NUL characters.")
     return raw
 
 
-def _names(raw: str | None, name: str, allowed, errors: dict) -> list[str]:
+def _names(raw: str | None, name: str, allowed: Collection[str], errors: Errors) -> list[str]:
     if raw is None:
         return []
     names = [part.strip() for part in raw.split(",")]
@@ -63,9 +68,10 @@ def _names(raw: str | None, name: str, allowed, errors: dict) -> list[str]:
     return names
 
 
-def parse_list_query(request, spec: ListingSpec) -> ListQuery:
+def parse_list_query(request: Request, spec: ListingSpec) -> ListQuery:
     """A validated ListQuery, or ValidationFailed naming every bad parameter."""
-    query, errors = request.query, {}
+    query = request.query
+    errors: Errors = {}
     result = ListQuery(
         page=_bounded_int(_single(query, "page", errors), "page", 1, MAX_PAGE, errors),
         per_page=_bounded_int(_single(query, "per_page", errors), "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE, errors),
@@ -144,13 +150,13 @@ def select_fields(item: dict, fields: list[str] | None, include: list[str]) -> d
     return {name: item[name] for name in (*fields, *include) if name in item}
 
 
-def base_url(request, public_url: str) -> str:
+def base_url(request: Request, public_url: str) -> str:
     """The absolute URL of this path, from SLUICE_PUBLIC_URL or else the request's Host."""
     root = public_url or f"{request.scheme}://{request.host}"
     return root + request.path
 
 
-def page_body(request, public_url: str, query: ListQuery, items: list[dict], total: int) -> dict:
+def page_body(request: Request, public_url: str, query: ListQuery, items: list[dict], total: int) -> dict:
     meta = page_meta(query.page, query.per_page, total, len(items))
     links = page_links(base_url(request, public_url), request.query, query.page, meta["last_page"])
     return {"data": [select_fields(i, query.fields, query.include) for i in items], "meta": meta, "links": links}

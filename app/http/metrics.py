@@ -2,7 +2,7 @@
 
 from blacksheep import Content, Response
 
-from app.http.routing import Call, Route, Services
+from app.http.routing import PublicCall, Route, Services
 
 GAUGES = ("_down", "_bytes", "_pending", "_spooling")
 PRODUCER_HELP = {
@@ -27,13 +27,11 @@ def render(services: Services) -> bytes:
         ),
         "sluice_redis_down": ("1 while this process considers Redis unreachable", int(health.down_since is not None)),
     }
-    if services.pixel is not None:
-        counters["sluice_pixel_events_accepted_total"] = (
-            "Pixel events made durable (answered 2xx)",
-            services.pixel.accepted,
-        )
-    sink = services.sink.stats() if services.sink is not None else {}
-    for key, value in sink.items():
+    counters["sluice_pixel_events_accepted_total"] = (
+        "Pixel events made durable (answered 2xx)",
+        services.pixel.accepted,
+    )
+    for key, value in services.sink.stats().items():
         counters[f"sluice_producer_{key}"] = (PRODUCER_HELP.get(key, key.replace("_", " ")), value)
     lines = []
     for name, (help_text, value) in counters.items():
@@ -42,7 +40,7 @@ def render(services: Services) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-async def metrics(call: Call) -> Response:
+async def metrics(call: PublicCall) -> Response:
     return Response(200, None, Content(b"text/plain; version=0.0.4", render(call.services)))
 
 

@@ -16,18 +16,30 @@ SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 # How often waiting body reads are checked against their deadline: a late body is answered
 # at most this long after SLUICE_BODY_TIMEOUT_SECONDS.
 SWEEP_SECONDS = 0.5
+# The one attribute Sluice adds to a Request (not `context`: BlackSheep's HTTP client uses that
+# name). BlackSheep's Request does not declare it, so only the two functions below touch it.
+CONTEXT_ATTRIBUTE = "api_context"
 
 
 @dataclass(slots=True)
 class RequestContext:
-    """What the API keeps per request beside BlackSheep's Request. request_middleware sets it as
-    `request.api_context`, the one attribute Sluice adds to a Request (not `context`: BlackSheep's
-    HTTP client uses that name), and endpoint() hands it to the handler as `Call.context`."""
+    """What the API keeps per request beside BlackSheep's Request. request_middleware attaches it
+    to the Request, and endpoint() hands it to the handler as `Call.context`."""
 
     request_id: str
     # Set on the response whether the handler returns or raises (a 429 carries its rate-limit
     # headers, a rejected pixel event its drop reason and CORS headers); later ones win.
     response_headers: list[tuple[bytes, bytes]]
+
+
+def attach_context(request: Request, context: RequestContext) -> None:
+    setattr(request, CONTEXT_ATTRIBUTE, context)
+
+
+def request_context(request: Request) -> RequestContext:
+    """The context request_middleware attached to the request."""
+    context: RequestContext = getattr(request, CONTEXT_ATTRIBUTE)
+    return context
 
 
 def new_request_id() -> str:
@@ -40,7 +52,8 @@ async def request_middleware(request: Request, handler) -> Response:
         request_id = incoming.decode()
     else:
         request_id = new_request_id()
-    context = request.api_context = RequestContext(request_id, [])
+    context = RequestContext(request_id, [])
+    attach_context(request, context)
     try:
         response = await handler(request)
     except Exception as exc:  # noqa: BLE001 - every error leaves as an envelope, never a bare 500

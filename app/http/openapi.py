@@ -1,11 +1,12 @@
 """HTTP: /openapi.json (OpenAPI 3.1, built from the route table) and /docs (a plain page)."""
 
 import html
+from typing import Any
 
 import orjson
 from blacksheep import Content, Response
 
-from app.http.routing import Call, Route
+from app.http.routing import PublicCall, Route
 from app.resources import webhooks
 
 ERROR_DESCRIPTIONS = {
@@ -35,8 +36,8 @@ ERROR_SCHEMA = {
 }
 
 
-def _operation(route: Route) -> dict:
-    op = {"summary": route.summary, "tags": [route.tag], "operationId": route.handler.__name__}
+def _operation(route: Route) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": route.summary, "tags": [route.tag], "operationId": route.handler.__name__}
     kind = "string" if route.path.startswith(STRING_PARAMETER_PATHS) else "integer"
     params = [
         {"name": _parameter_name(n), "in": "path", "required": True, "schema": {"type": kind}}
@@ -61,7 +62,7 @@ def _operation(route: Route) -> dict:
             "required": route.method != "POST" or "required" in route.body,
             "content": {"application/json": {"schema": route.body}},
         }
-    responses = {str(route.status): {"description": "Success"}}
+    responses: dict[str, dict[str, Any]] = {str(route.status): {"description": "Success"}}
     codes = set(route.errors) | ({401, 403, 429} if route.scope else set())
     if mutating:
         codes |= {409, 422, 503}
@@ -127,10 +128,10 @@ def docs_page(routes: list[Route]) -> bytes:
 def routes_for(api_routes: list[Route]) -> list[Route]:
     """The two documentation routes, documenting every route including themselves."""
 
-    async def openapi_json(call: Call) -> Response:
+    async def openapi_json(call: PublicCall) -> Response:
         return Response(200, None, Content(b"application/json", document))
 
-    async def docs(call: Call) -> Response:
+    async def docs(call: PublicCall) -> Response:
         return Response(200, None, Content(b"text/html; charset=utf-8", page))
 
     own = [

@@ -2,10 +2,15 @@
 
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import overload
 
 DEFAULT_SETTINGS = {"timezone": "UTC", "locale": "en_GB"}
 
 
+@overload
+def iso(value: datetime) -> str: ...
+@overload
+def iso(value: None) -> None: ...
 @lru_cache(maxsize=16_384)  # the same created_at/updated_at are presented over and over
 def iso(value: datetime | None) -> str | None:
     if value is None:

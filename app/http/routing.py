@@ -2,8 +2,9 @@
 
 `endpoint()` wraps a handler with authentication and the scope check, so no route can
 forget them; `fallback()` answers unmatched requests with the 404 or 405 envelope. A handler
-gets a `Call`: the request, its caller, this process's `Services`, and the request's context
-(app/http/middleware.py: its id, and the headers its response gets however it ends).
+gets a `Call`: the request, this process's `Services`, the request's context (app/http/middleware.py:
+its id, and the headers its response gets however it ends) and its caller; a public route's handler
+gets the same without a caller, a `PublicCall`.
 """
 
 import math
@@ -12,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import cast
 
 import asyncpg
 from blacksheep import Request, Response
@@ -21,7 +23,7 @@ from app.access.auth import Authenticator, Principal, check_workspace_header, re
 from app.access.rate_limits import LimitMode, rate_limit_headers
 from app.http.errors import MethodNotAllowed, RateLimited, ResourceNotFound
 from app.http.idempotency import IDEMPOTENCY_KEY, UNSAFE_METHODS, run_idempotently
-from app.http.middleware import RequestContext
+from app.http.middleware import RequestContext, request_context
 from app.http.presenters import iso
 from app.http.validation import parse_id
 from app.mcp_servers.registry import Registry
@@ -35,28 +37,37 @@ from storage.redis.idempotency import IdempotencyStore
 from storage.redis.rate_limit import Decision
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Services:
-    """What handlers need. The lifespan in app/main.py fills in all but `config` and `topics` (None
-    until it has); a test of the HTTP layer builds one with only what its routes use."""
+    """What handlers need, built whole by the lifespan in app/main.py once every pool and client
+    exists; a test of the HTTP layer builds one of its own (tests/unit/app/test_pixel_http.py)."""
 
     config: Config
     topics: Topics
-    pool: asyncpg.Pool | None = None
-    redis: Redis | None = None
-    authenticator: Authenticator | None = None
-    sink: Sink | None = None  # where events go: the DurableProducer, in a test an InMemorySink
-    mcp: Registry | None = None
-    idempotency: IdempotencyStore | None = None
-    entitlements: Ledger | None = None
-    pixel: Pixel | None = None
-    workspaces: WorkspaceCache | None = None
+    pool: asyncpg.Pool
+    redis: Redis
+    authenticator: Authenticator
+    sink: Sink  # where events go: the DurableProducer, in a test an InMemorySink
+    mcp: Registry
+    idempotency: IdempotencyStore
+    entitlements: Ledger
+    pixel: Pixel
+    workspaces: WorkspaceCache
+
+
+class ServicesHolder:
+    """Where endpoints find this process's Services: routes are added before the lifespan builds
+    them, and BlackSheep serves no request before the lifespan has set `services`."""
+
+    __slots__ = ("services",)
+    services: Services
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
+class PublicCall:
+    """What a public route's handler gets (its Route has no scope): there is no caller."""
+
     request: Request
-    principal: Principal | None  # None on public routes
     services: Services
     context: RequestContext
 
@@ -66,11 +77,20 @@ class Call:
         return self.services.config.api
 
     @property
-    def pool(self) -> asyncpg.Pool | None:
+    def pool(self) -> asyncpg.Pool:
         return self.services.pool
 
 
+@dataclass(frozen=True, slots=True)
+class Call(PublicCall):
+    """What a guarded route's handler gets: also the caller, admitted and holding the scope."""
+
+    principal: Principal
+
+
 Handler = Callable[[Call], Awaitable[Response]]
+# A public route's handler: it takes the PublicCall every Call is, so it fits Route.handler too.
+PublicHandler = Callable[[PublicCall], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
@@ -87,17 +107,22 @@ class Route:
     errors: tuple[int, ...] = field(default=())
 
 
-def endpoint(route: Route, services: Services) -> Callable[[Request], Awaitable[Response]]:
-    handler, scope = route.handler, route.scope
+def endpoint(route: Route, holder: ServicesHolder) -> Callable[[Request], Awaitable[Response]]:
+    scope = route.scope
     if scope is None:
+        # No scope, no caller: such a route's handler is declared on PublicCall (as health's,
+        # metrics', openapi's and the pixel's are), the part of Call endpoint() can build here.
+        public_handler = cast(PublicHandler, route.handler)
 
         async def public(request: Request) -> Response:
-            return await handler(Call(request, None, services, request.api_context))
+            return await public_handler(PublicCall(request, holder.services, request_context(request)))
 
         return public
 
+    handler = route.handler
+
     async def guarded(request: Request) -> Response:
-        context: RequestContext = request.api_context  # set by request_middleware
+        services, context = holder.services, request_context(request)
         principal, decision, mode = await services.authenticator.admit(request)
         context.response_headers += rate_limit_headers(decision, principal.tier)
         if mode is LimitMode.LOCAL:
@@ -106,7 +131,7 @@ def endpoint(route: Route, services: Services) -> Callable[[Request], Awaitable[
             raise rate_limited(decision)
         require_scope(principal, scope)
         check_workspace_header(request, principal)
-        call = Call(request, principal, services, context)
+        call = Call(request, services, context, principal)
         if request.method in UNSAFE_METHODS and request.get_first_header(IDEMPOTENCY_KEY) is not None:
             return await run_idempotently(call, handler)
         return await handler(call)
@@ -142,6 +167,6 @@ def fallback(routes: list[Route]):
 def path_id(call: Call, name: str = "id") -> int:
     """A numeric path parameter; anything else cannot name a row, so 404."""
     try:
-        return parse_id(call.request.route_values.get(name, ""))
+        return parse_id(call.request.route_values.get(name) or "")
     except ValueError:
         raise ResourceNotFound() from None

@@ -7,15 +7,28 @@ Each parser refuses with ValueError, never with a wider error a caller would not
 converting a date near year 1 or 9999 to UTC overflows; urlsplit raises on a malformed IPv6 host.
 """
 
+import enum
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime
+from typing import Any, Final, Literal, TypeVar, overload
 from urllib.parse import SplitResult, urlsplit
 
 import orjson
+from typing_extensions import TypeIs
 
 from app.http.errors import ValidationFailed
 
-MISSING = object()
+T = TypeVar("T")
+
+
+class Missing(enum.Enum):
+    """A field Checker found absent or refused: what its accessors answer instead of a value."""
+
+    MISSING = "MISSING"
+
+
+MISSING: Final = Missing.MISSING
 # Postgres bigint: the type of every id column, and the largest bound any caller needs.
 ID_MAX = 2**63 - 1
 INT_DIGITS_MAX = len(str(ID_MAX))  # 19
@@ -116,7 +129,7 @@ class Checker:
     def fail(self, name: str, message: str) -> None:
         self.errors.setdefault(name, []).append(message)
 
-    def _get(self, name: str, required: bool, nullable: bool):
+    def _get(self, name: str, required: bool, nullable: bool) -> Any | Missing:
         value = self.data.get(name, MISSING)
         if value is MISSING:
             if required:
@@ -127,9 +140,11 @@ class Checker:
             return MISSING
         return value
 
-    def string(self, name: str, *, required=False, nullable=False, max_len=255, pattern=None):
-        value = self._get(name, required, nullable)
-        if value is MISSING or value is None:
+    def string(
+        self, name: str, *, required: bool = False, max_len: int = 255, pattern: re.Pattern[str] | None = None
+    ) -> str | Missing:
+        value = self._get(name, required, False)
+        if value is MISSING:
             return value
         if not isinstance(value, str):
             self.fail(name, f"The {name} must be a string.")
@@ -145,7 +160,9 @@ class Checker:
             return value
         return MISSING
 
-    def url(self, name: str, schemes: tuple[str, ...], *, required=False, max_len=2048):
+    def url(
+        self, name: str, schemes: tuple[str, ...], *, required: bool = False, max_len: int = 2048
+    ) -> tuple[str, SplitResult] | tuple[Missing, None]:
         """(url, its parts) of an absolute URL of one of the schemes; (MISSING, None) otherwise."""
         url = self.string(name, required=required, max_len=max_len)
         if not present(url):
@@ -156,7 +173,17 @@ class Checker:
             self.fail(name, f"The {name} must be an absolute {' or '.join(schemes)} URL.")
             return MISSING, None
 
-    def choice(self, name: str, choices, *, required=False, nullable=False):
+    @overload
+    def choice(
+        self, name: str, choices: Collection[str], *, required: bool = ..., nullable: Literal[False] = ...
+    ) -> str | Missing: ...
+    @overload
+    def choice(
+        self, name: str, choices: Collection[str], *, required: bool = ..., nullable: bool
+    ) -> str | None | Missing: ...
+    def choice(
+        self, name: str, choices: Collection[str], *, required: bool = False, nullable: bool = False
+    ) -> str | None | Missing:
         value = self._get(name, required, nullable)
         if value is MISSING or value is None:
             return value
@@ -165,7 +192,7 @@ class Checker:
             return MISSING
         return value
 
-    def integer(self, name: str, *, minimum: int, maximum: int, required=False):
+    def integer(self, name: str, *, minimum: int, maximum: int, required: bool = False) -> int | Missing:
         value = self._get(name, required, False)
         if value is MISSING:
             return value
@@ -177,8 +204,9 @@ class Checker:
             return value
         return MISSING
 
-    def timestamp(self, name: str, *, required=False, nullable=True):
-        value = self._get(name, required, nullable)
+    def timestamp(self, name: str, *, required: bool = False) -> datetime | None | Missing:
+        """A date-time, or None for an explicit null."""
+        value = self._get(name, required, True)
         if value is MISSING or value is None:
             return value
         try:
@@ -187,7 +215,7 @@ class Checker:
             self.fail(name, f"The {name} must be an ISO 8601 date-time in the years {YEAR_MIN}-{YEAR_MAX}.")
             return MISSING
 
-    def object(self, name: str, *, required=False):
+    def object(self, name: str, *, required: bool = False) -> dict[str, Any] | Missing:
         value = self._get(name, required, False)
         if value is MISSING:
             return value
@@ -196,7 +224,7 @@ class Checker:
             return MISSING
         return value
 
-    def string_list(self, name: str, *, required=False, max_items=100):
+    def string_list(self, name: str, *, required: bool = False, max_items: int = 100) -> list[str] | Missing:
         value = self._get(name, required, False)
         if value is MISSING:
             return value
@@ -217,5 +245,14 @@ class Checker:
             raise ValidationFailed(self.errors)
 
 
-def present(value) -> bool:
+def present(value: T | Missing) -> TypeIs[T]:
+    """Whether a Checker accessor answered a value; narrows it to the value's type."""
     return value is not MISSING
+
+
+def required(value: T | Missing) -> T:
+    """A required field's value once Checker.done() has passed: had it been MISSING, its error
+    would have made done() raise."""
+    if value is MISSING:
+        raise AssertionError("a required field was read before Checker.done()")
+    return value

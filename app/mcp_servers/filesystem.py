@@ -91,9 +91,9 @@ class FilesystemServer:
             entries, truncated = await asyncio.to_thread(files.list_dir, path)
             return {"path": path, "entries": [asdict(e) for e in entries], "truncated": truncated}
         except PathRefused as exc:
-            raise ValidationFailed({"arguments.path": [f"The path is refused: {exc}."]})
+            raise ValidationFailed({"arguments.path": [f"The path is refused: {exc}."]}) from None
         except FileError as exc:
-            raise ToolFailed(str(exc))
+            raise ToolFailed(str(exc)) from exc
 
     async def read_resource(self, caller: Caller, uri: str) -> dict:
         # file:///notes/a.txt and file:notes/a.txt both name notes/a.txt under the workspace root.

@@ -9,6 +9,7 @@ reached with the official `mcp` SDK (app/mcp_servers/external.py).
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -95,12 +96,16 @@ def schema_errors(schema: dict, arguments: dict) -> dict[str, list[str]]:
     for error in validator_class(schema).iter_errors(arguments):
         path = ".".join(str(p) for p in error.absolute_path)
         names = [path] if path else [""]
-        if error.validator == "required":
-            missing = [p for p in error.validator_value if p not in error.instance]
+        # Both keywords apply to objects only, and their schema holds a list and a mapping.
+        instance, value, subschema = error.instance, error.validator_value, error.schema
+        if error.validator == "required" and isinstance(instance, dict) and isinstance(value, list):
+            missing = [p for p in value if p not in instance]
             names = [".".join(filter(None, (path, m))) for m in missing]
-        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            known = set(error.schema.get("properties", {}))
-            names = [".".join(filter(None, (path, k))) for k in error.instance if k not in known]
+        elif (
+            error.validator == "additionalProperties" and isinstance(instance, dict) and isinstance(subschema, Mapping)
+        ):
+            known = set(subschema.get("properties", {}))
+            names = [".".join(filter(None, (path, k))) for k in instance if k not in known]
         for name in names:
             key = f"arguments.{name}" if name else "arguments"
             errors.setdefault(key, []).append(error.message)
@@ -147,7 +152,7 @@ async def _run(server: Server, caller: Caller, name: str, arguments: dict) -> tu
         async with asyncio.timeout(server.timeout_seconds):
             return await server.call_tool(caller, name, arguments), "ok"
     except TimeoutError:
-        raise GatewayTimeout(f"MCP server {server.id!r} did not answer within {server.timeout_seconds:g} s.")
+        raise GatewayTimeout(f"MCP server {server.id!r} did not answer within {server.timeout_seconds:g} s.") from None
     except ToolFailed as exc:
         return {"is_error": True, "content": str(exc)}, "tool_error"
 

@@ -15,7 +15,7 @@ from app.http.errors import json_response
 from app.http.listing import page_body, parse_list_query
 from app.http.presenters import iso
 from app.http.routing import Call, Route, path_id
-from app.http.validation import Checker, present
+from app.http.validation import MISSING, Checker, Missing, present, required
 from app.pixel.verification import instructions, verify_claim
 from storage.postgres import domains
 
@@ -88,17 +88,27 @@ def check_config(checker: Checker, data: dict) -> dict:
     return config
 
 
-async def read_domain_body(call: Call, creating: bool) -> tuple[str | None, dict]:
+def check_host(checker: Checker) -> str | Missing:
+    """The claimed host, normalised; MISSING (its error recorded) when absent or refused."""
+    value = checker.string("host", required=True, max_len=HOST_MAX + 1)
+    if not present(value):
+        return MISSING
+    host = normalise_host(value)
+    if host is None:
+        checker.fail("host", "The host must be a host name such as example.com, not a URL.")
+        return MISSING
+    if domains.is_public_suffix(host):
+        # A claim there would contest every unverified site under it (app/pixel/sites.py).
+        checker.fail("host", f"{host} is a public suffix (as com or co.uk are): register your own domain.")
+        return MISSING
+    return host
+
+
+async def read_domain_body(call: Call, creating: bool) -> tuple[str | Missing, dict]:
+    """(host, config); the host only when creating (it cannot change), else MISSING."""
     data = await read_json_object(call.request, call.settings.max_body_bytes)
     checker = Checker(data, allowed=FIELDS if creating else FIELDS[1:])
-    host = checker.string("host", required=creating, max_len=HOST_MAX + 1) if creating else None
-    if present(host) and host is not None:
-        host = normalise_host(host)
-        if host is None:
-            checker.fail("host", "The host must be a host name such as example.com, not a URL.")
-        elif domains.is_public_suffix(host):
-            # A claim there would contest every unverified site under it (app/pixel/sites.py).
-            checker.fail("host", f"{host} is a public suffix (as com or co.uk are): register your own domain.")
+    host = check_host(checker) if creating else MISSING
     config = check_config(checker, data)
     checker.done()
     return host, config
@@ -106,8 +116,7 @@ async def read_domain_body(call: Call, creating: bool) -> tuple[str | None, dict
 
 def forget(call: Call, host: str) -> None:
     """A claim on host changed: the cached answers for it and its subdomains go."""
-    if call.services.pixel is not None:
-        call.services.pixel.sites.forget(host)
+    call.services.pixel.sites.forget(host)
 
 
 async def list_domains(call: Call) -> Response:
@@ -123,7 +132,8 @@ async def get_domain(call: Call) -> Response:
 
 
 async def create_domain(call: Call) -> Response:
-    host, config = await read_domain_body(call, creating=True)
+    body_host, config = await read_domain_body(call, creating=True)
+    host = required(body_host)
     row = await domains.create_domain(call.pool, call.principal.workspace_id, host, config)
     forget(call, host)  # a cached "not registered" must not outlive the registration here
     return json_response(201, {"message": "Domain registered successfully.", "data": domain_view(row)})

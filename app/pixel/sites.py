@@ -18,12 +18,13 @@ import enum
 import time
 from dataclasses import dataclass
 
+import asyncpg
+
 from storage.postgres import domains
 
 # Hosts are picked by clients (Origin, event URLs): bound what they can make us remember.
 MAX_ENTRIES = 50_000
 HOST_MAX = 253  # DNS: no claim can be on a longer name, so a longer one costs no query
-MISSING = object()  # fresh(): nothing cached, ask find()
 
 
 class Unserved(enum.Enum):
@@ -91,7 +92,7 @@ def resolve(host: str, claims: list[dict]) -> Site | Unserved:
 
 
 class SiteCache:
-    def __init__(self, pool, ttl_seconds: float):
+    def __init__(self, pool: asyncpg.Pool, ttl_seconds: float):
         self.pool = pool
         self.ttl = ttl_seconds
         self.entries: dict[str, tuple[float, Site | Unserved]] = {}
@@ -105,11 +106,11 @@ class SiteCache:
             return None
         return entry[1]
 
-    def fresh(self, host: str):
-        """find()'s answer when it is cached and fresh, else MISSING: the hot path's case,
-        answered without a coroutine."""
+    def fresh(self, host: str) -> Site | Unserved | None:
+        """find()'s answer when it is cached and fresh, else None (ask find()): the hot path's
+        case, answered without a coroutine."""
         entry = self.entries.get(host)
-        return entry[1] if entry is not None and entry[0] > time.monotonic() else MISSING
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
 
     async def find(self, host: str) -> Site | Unserved:
         entry = self.entries.get(host)
@@ -124,7 +125,7 @@ class SiteCache:
             pending.add_done_callback(lambda _f: self.loading.pop(host, None))
         return await asyncio.shield(pending)
 
-    async def _load(self, host: str, stale) -> Site | Unserved:
+    async def _load(self, host: str, stale: tuple[float, Site | Unserved] | None) -> Site | Unserved:
         changes = self.changes
         try:
             claims = await domains.find_claims(self.pool, domains.with_parents(host))

@@ -19,11 +19,11 @@ from blacksheep import Content, Request, Response
 from app.access.rate_limits import rate_limit_headers
 from app.http.bodies import read_body
 from app.http.errors import OriginNotAllowed, json_response
-from app.http.routing import Call, Route, rate_limited
+from app.http.routing import PublicCall, Route, rate_limited
 from app.pixel.domains import normalise_host
 from app.pixel.enrichment import Arrival
-from app.pixel.intake import Outcome, Pixel, Verdict
-from app.pixel.sites import MISSING, Site
+from app.pixel.intake import Accepted, Dropped, Outcome, Pixel, Rejected, Verdict
+from app.pixel.sites import Site, Unserved
 from app.pixel.validation import body_source, parse_events, query_event
 from ingest.events import DropReason
 
@@ -76,17 +76,17 @@ async def cors_headers(pixel: Pixel, request: Request) -> list[tuple[bytes, byte
     """Access-Control-Allow-Origin for an Origin whose host a site serves (app/pixel/sites.py), else nothing."""
     origin = request.get_first_header(b"origin")
     host = origin_site_host(origin) if origin is not None else None
-    if host is None:
+    if origin is None or host is None:
         return [VARY_ORIGIN]
     site = pixel.sites.fresh(host)
-    if site is MISSING:
+    if site is None:
         site = await pixel.sites.find(host)
-    if site.__class__ is not Site:
+    if isinstance(site, Unserved):
         return [VARY_ORIGIN]
     return [(b"Access-Control-Allow-Origin", origin), VARY_ORIGIN]
 
 
-async def admit_or_refuse(call: Call, pixel: Pixel, arrival: Arrival, events) -> None:
+async def admit_or_refuse(call: PublicCall, pixel: Pixel, arrival: Arrival, events) -> None:
     """429 when the client's IP is over its limit; `events` (a callable) are counted as rate_limited."""
     decision = await pixel.admit(arrival)
     if decision is None or decision.allowed:
@@ -106,7 +106,7 @@ def peek_events(raw: bytes):
         return []
 
 
-async def track_event(call: Call) -> Response:
+async def track_event(call: PublicCall) -> Response:
     pixel, request, headers = call.services.pixel, call.request, call.context.response_headers
     headers += await cors_headers(pixel, request)
     source = body_source(request.get_first_header(b"content-type"))
@@ -124,7 +124,7 @@ async def track_event(call: Call) -> Response:
     return single_response(headers, outcomes[0], json_body=True)
 
 
-async def track_gif(call: Call) -> Response:
+async def track_gif(call: PublicCall) -> Response:
     pixel, request, headers = call.services.pixel, call.request, call.context.response_headers
     headers += NO_STORE
     arrival = await pixel.arrival(request, "gif")
@@ -139,10 +139,10 @@ async def track_gif(call: Call) -> Response:
 
 def single_response(headers: list[tuple[bytes, bytes]], outcome: Outcome, json_body: bool) -> Response:
     """`headers`: the request's extra response headers (Call.context), which the error envelope gets too."""
-    if outcome.status is Verdict.REJECTED:
+    if isinstance(outcome, Rejected):
         headers.append((DROP_REASON, outcome.reason.encode()))
         raise outcome.error
-    if outcome.status is Verdict.DROPPED:
+    if isinstance(outcome, Dropped):
         headers.append((DROP_REASON, outcome.reason.encode()))
         body = orjson.dumps({"tracked": False, "reason": outcome.reason})
     else:
@@ -156,7 +156,7 @@ def batch_response(headers: list[tuple[bytes, bytes]], outcomes: list[Outcome]) 
     tally = {"accepted": 0, "dropped": 0, "rejected": 0}  # Verdict's values, in the answer's order
     for outcome in outcomes:
         tally[outcome.status] += 1
-    reasons = sorted({o.reason for o in outcomes if o.status is not Verdict.ACCEPTED})
+    reasons = sorted({o.reason for o in outcomes if not isinstance(o, Accepted)})
     if reasons:
         headers.append((DROP_REASON, ", ".join(reasons).encode()))
     rejected = tally[Verdict.REJECTED]
@@ -164,7 +164,7 @@ def batch_response(headers: list[tuple[bytes, bytes]], outcomes: list[Outcome]) 
     return json_response(status, {**tally, "results": [o.result(i) for i, o in enumerate(outcomes)]})
 
 
-async def preflight_track(call: Call) -> Response:
+async def preflight_track(call: PublicCall) -> Response:
     headers = await cors_headers(call.services.pixel, call.request)
     if len(headers) == 1:
         raise OriginNotAllowed("This origin is not a site registered for pixel tracking.")
@@ -180,7 +180,7 @@ async def preflight_track(call: Call) -> Response:
     )
 
 
-async def get_pixel_config(call: Call) -> Response:
+async def get_pixel_config(call: PublicCall) -> Response:
     """The config of the site asking: by its Origin when it sends one, else by its Referer."""
     request = call.request
     origin, referer = request.get_first_header(b"origin"), request.get_first_header(b"referer")
@@ -197,7 +197,7 @@ async def get_pixel_config(call: Call) -> Response:
     return json_response(200, site.config(), headers)
 
 
-async def get_pixel_script(call: Call) -> Response:
+async def get_pixel_script(call: PublicCall) -> Response:
     return Response(200, list(SCRIPT_HEADERS), Content(b"application/javascript; charset=utf-8", SCRIPT))
 
 

@@ -8,6 +8,7 @@ and an empty referrer (the common case) is valid here where Checker refuses blan
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import orjson
@@ -63,7 +64,7 @@ def parse_events(raw: bytes, max_batch: int) -> tuple[list, bool]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidJson(f"Malformed JSON body: {exc}.")
+        raise InvalidJson(f"Malformed JSON body: {exc}.") from None  # the message carries the detail
     if isinstance(data, dict):
         return [data], False
     if not isinstance(data, list):
@@ -75,9 +76,9 @@ def parse_events(raw: bytes, max_batch: int) -> tuple[list, bool]:
     return data, True
 
 
-def query_event(query: dict[str, list[str]], referer: str | None) -> dict:
+def query_event(query: dict[str, list[str]], referer: str | None) -> dict[str, Any]:
     """The GIF variant's event from its query string; unknown parameters (cache busters) are ignored."""
-    data = {name: values[0] for name, values in query.items() if name in FIELDS and values}
+    data: dict[str, Any] = {name: values[0] for name, values in query.items() if name in FIELDS and values}
     data.setdefault("event", "pageview")
     if "url" not in data and referer:
         data["url"] = referer
@@ -85,7 +86,7 @@ def query_event(query: dict[str, list[str]], referer: str | None) -> dict:
         try:
             data["properties"] = orjson.loads(data["properties"])
         except orjson.JSONDecodeError:
-            data["properties"] = ...  # refused below as "must be an object"
+            pass  # left as text: refused below as "must be an object"
     if "timestamp" in data:
         data["timestamp"] = _epoch_ms(data["timestamp"])
     if "sample_key" in data:
@@ -117,14 +118,15 @@ def check_event(data) -> TrackedInput | Errors:
         if name not in FIELDS:
             errors[name] = [f"Unknown field; allowed: {', '.join(FIELDS)}."]
     event = _event_name(data.get("event"), errors)
-    url, parts, host = _page_url(data.get("url"), errors)
+    page = _page_url(data.get("url"), errors)
     referrer = _optional_text(data, "referrer", REFERRER_MAX, errors)
     user_agent = _optional_text(data, "user_agent", USER_AGENT_MAX, errors)
     properties = check_properties(data.get("properties"), errors)
     client_ms = _timestamp(data.get("timestamp"), errors)
     sample_key = _sample_key(data.get("sample_key"), errors)
-    if errors:
+    if errors or page is None:  # page is None only with an error recorded
         return errors
+    url, parts, host = page
     return TrackedInput(event, url, host.rstrip("."), parts, referrer, user_agent, properties, client_ms, sample_key)
 
 
@@ -136,14 +138,15 @@ def _event_name(value, errors: Errors) -> str:
     return value
 
 
-def _page_url(value, errors: Errors) -> tuple[str, SplitResult | None, str]:
-    """(url, its parts, its lowercased host); the host is computed once (a property costing ~1 µs)."""
+def _page_url(value, errors: Errors) -> tuple[str, SplitResult, str] | None:
+    """(url, its parts, its lowercased host), None when invalid; the host is computed once (a
+    property costing ~1 µs)."""
     if value is None:
         errors["url"] = ["The url field is required."]
-        return "", None, ""
+        return None
     if not isinstance(value, str) or len(value) > URL_MAX:
         errors["url"] = [f"The url must be a string of at most {URL_MAX} characters."]
-        return "", None, ""
+        return None
     try:
         parts = urlsplit(value)
         host = parts.hostname
@@ -152,7 +155,7 @@ def _page_url(value, errors: Errors) -> tuple[str, SplitResult | None, str]:
     # The host is looked up in Postgres (app/pixel/sites.py), which cannot take a NUL.
     if parts is None or parts.scheme not in ("http", "https") or not host or not storable(host):
         errors["url"] = ["The url must be an absolute http(s) URL."]
-        return "", None, ""
+        return None
     return value, parts, host
 
 
@@ -185,11 +188,12 @@ def check_properties(value, errors: Errors) -> str:
 
 def _shape_problem(root: dict) -> str | None:
     """Walks at most PROPERTIES_MAX_DEPTH levels, so a deeply nested body costs nothing extra."""
-    keys, level, depth = 0, [root], 1
+    keys, depth = 0, 1
+    level: list[dict | list] = [root]
     while level:
         if depth > PROPERTIES_MAX_DEPTH:
             return f"The properties may not be nested deeper than {PROPERTIES_MAX_DEPTH} levels."
-        children = []
+        children: list[dict | list] = []
         for container in level:
             values = container.values() if isinstance(container, dict) else container
             keys += len(container) if isinstance(container, dict) else 0

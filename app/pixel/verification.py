@@ -127,7 +127,7 @@ def address_resolver(resolver: dns.asyncresolver.Resolver):
             except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
                 continue
             except dns.exception.DNSException as exc:
-                raise OSError(str(exc) or type(exc).__name__)
+                raise OSError(str(exc) or type(exc).__name__) from exc
         return found
 
     return addresses
@@ -139,11 +139,11 @@ def address_resolver(resolver: dns.asyncresolver.Resolver):
 class MetaTags(HTMLParser):
     """The content of every <meta name="sluice-verification"> of a page."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.contents: list[str] = []
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = {name: value or "" for name, value in attrs}
         if tag == "meta" and attributes.get("name", "").lower() == META_NAME:
             self.contents.append(attributes.get("content", "").strip())
@@ -195,10 +195,10 @@ async def _follow(client: httpx.AsyncClient, url: str, host: str, limit: int) ->
     return None, f"more than {MAX_REDIRECTS} redirects"
 
 
-async def site_checks(client, host: str, token: str, method: Method) -> list[Check]:
+async def site_checks(client: httpx.AsyncClient, host: str, token: str, method: Method) -> list[Check]:
     """The file, or the home page's meta tag: https first, http when https gave no 2xx."""
     path, limit = (FILE_PATH, FILE_MAX_BYTES) if method is Method.FILE else ("/", PAGE_MAX_BYTES)
-    checks = []
+    checks: list[Check] = []
     for url in (f"https://{host}{path}", f"http://{host}{path}"):
         body, note = await fetch(client, url, host, limit)
         if body is not None:

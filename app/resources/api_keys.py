@@ -18,7 +18,7 @@ from app.http.errors import AccessDenied, json_response
 from app.http.listing import page_body, parse_list_query
 from app.http.presenters import api_key_view, iso, workspace_view
 from app.http.routing import Call, Route, path_id
-from app.http.validation import Checker, present
+from app.http.validation import Checker, Missing, present, required
 from storage.postgres import api_keys
 
 DEFAULT_GRACE_HOURS = 24
@@ -58,12 +58,12 @@ def check_scopes(checker: Checker, held: frozenset[str]) -> list[str] | None:
     return sorted(set(scopes))
 
 
-def check_tier(checker: Checker, tier, ceiling: str) -> None:
+def check_tier(checker: Checker, tier: str | None | Missing, ceiling: str) -> None:
     if present(tier) and tier is not None and exceeds(tier, ceiling):
         checker.fail("rate_limit_tier", f"The rate_limit_tier may not be above the workspace's tier, {ceiling!r}.")
 
 
-def check_expiry(checker: Checker, expires_at, ceiling: datetime | None) -> None:
+def check_expiry(checker: Checker, expires_at: datetime | None | Missing, ceiling: datetime | None) -> None:
     """A key that expires creates only keys that expire no later than it does."""
     if ceiling is None:
         return
@@ -142,7 +142,7 @@ async def create_api_key(call: Call) -> Response:
     row = await api_keys.create_key(
         call.pool,
         call.principal.workspace_id,
-        name.strip(),
+        required(name).strip(),
         prefix,
         key_hash,
         scopes,

@@ -15,7 +15,7 @@ from app.http.bodies import read_json_object
 from app.http.errors import FeatureLimitReached, json_response
 from app.http.presenters import iso
 from app.http.routing import Call, Route
-from app.http.validation import Checker, json_size, parse_int, present
+from app.http.validation import MISSING, Checker, Missing, json_size, parse_int, present, required
 from app.resources.features import AMOUNT_MAX, FEATURES, Feature, limit_message, percentage
 from app.resources.ledger import Counter, counter_for, record_id
 from ingest.events import ch_time, utc_ms
@@ -39,17 +39,22 @@ def single(query: dict[str, list[str]], name: str, checker: Checker) -> str | No
 
 def parse_check(query: dict[str, list[str]]) -> tuple[Feature, int]:
     checker = Checker({})
-    name, quantity = single(query, "feature", checker), single(query, "quantity", checker)
+    name, text = single(query, "feature", checker), single(query, "quantity", checker)
+    feature: Feature | Missing = MISSING
     if name is None:
         checker.fail("feature", "The feature field is required.")
     elif name not in FEATURES:
         checker.fail("feature", f"The feature must be one of: {', '.join(FEATURE_NAMES)}.")
-    try:
-        quantity = 1 if quantity is None else parse_int(quantity, 1, QUANTITY_MAX)
-    except ValueError:
-        checker.fail("quantity", f"The quantity must be an integer between 1 and {QUANTITY_MAX}.")
+    else:
+        feature = FEATURES[name]
+    quantity = 1
+    if text is not None:
+        try:
+            quantity = parse_int(text, 1, QUANTITY_MAX)
+        except ValueError:
+            checker.fail("quantity", f"The quantity must be an integer between 1 and {QUANTITY_MAX}.")
     checker.done()
-    return FEATURES[name], quantity
+    return required(feature), quantity
 
 
 def check_view(counter: Counter, used: int, quantity: int, upgrade_url: str) -> dict:
@@ -113,7 +118,10 @@ def parse_usage(data: dict) -> Usage:
         checker.fail("metadata", f"The metadata may not be larger than {METADATA_MAX_BYTES} bytes as JSON.")
     checker.done()
     return Usage(
-        FEATURES[name], quantity, metadata if present(metadata) else None, event_id if present(event_id) else None
+        FEATURES[required(name)],
+        required(quantity),  # absent is 1; refused, done() raised
+        metadata if present(metadata) else None,
+        event_id if present(event_id) else None,
     )
 
 
@@ -160,7 +168,7 @@ async def record_usage(call: Call) -> Response:
 
 
 def summary_entry(counter: Counter, used: int) -> dict:
-    entry = {
+    entry: dict[str, object] = {
         "used": used,
         "limit": counter.limit,
         "available": max(counter.limit - used, 0),
@@ -179,7 +187,7 @@ async def get_usage_summary(call: Call) -> Response:
     plan = await ledger.plans.get(workspace_id)
     counters = [counter_for(workspace_id, feature, plan, now) for feature in FEATURES.values()]
     used = await ledger.read_usage(counters)
-    entries = {c.feature.key: summary_entry(c, u) for c, u in zip(counters, used)}
+    entries = {c.feature.key: summary_entry(c, u) for c, u in zip(counters, used, strict=True)}
     return json_response(200, {"data": {"workspace_id": workspace_id, "tier": plan.tier, "entitlements": entries}})
 
 

@@ -121,11 +121,11 @@ class Ledger:
     async def read_usage(self, counters: list[Counter]) -> list[int]:
         """Every counter in one round trip; a stock counter Redis lost is rebuilt from Postgres."""
         values = await self.quota.read([c.key for c in counters])
-        lost = [c for c, v in zip(counters, values) if v is None and not c.feature.metered]
+        lost = [c for c, v in zip(counters, values, strict=True) if v is None and not c.feature.metered]
         if lost:
             stored = await entitlements.stock_usage(self.pool, lost[0].workspace_id, [c.feature.key for c in lost])
             rebuilt = await self.quota.rebuild({c.key: stored[c.feature.key] for c in lost})
-            values = [rebuilt.get(c.key, v) for c, v in zip(counters, values)]
+            values = [rebuilt.get(c.key, v) for c, v in zip(counters, values, strict=True)]
         return [v or 0 for v in values]
 
     async def consume(self, counter: Counter, quantity: int, marker: str | None) -> Outcome:

@@ -10,7 +10,7 @@ from blacksheep import Response
 from app.http.bodies import read_json_object
 from app.http.errors import ApiError, GatewayTimeout, ResourceNotFound, json_response
 from app.http.routing import Call, Route
-from app.http.validation import Checker, present
+from app.http.validation import Checker, present, required
 from app.mcp_servers.catalogue import build_registry
 from app.mcp_servers.registry import Caller, Registry, Tool, ToolFailed, call_tool
 from storage.config import Config
@@ -28,6 +28,11 @@ def create_registry(config: Config) -> Registry:
 
 def registry(call: Call) -> Registry:
     return call.services.mcp
+
+
+def route_value(call: Call, name: str) -> str:
+    """A path parameter, URL-decoded by BlackSheep; "" (which names nothing) if the route has none."""
+    return call.request.route_values.get(name) or ""
 
 
 def caller(call: Call) -> Caller:
@@ -68,12 +73,12 @@ async def list_mcp_servers(call: Call) -> Response:
 
 
 async def get_mcp_server(call: Call) -> Response:
-    server = registry(call).server(call.request.route_values.get("id", ""))
+    server = registry(call).server(route_value(call, "id"))
     return json_response(200, {"data": await server_view(server)})
 
 
 async def list_mcp_server_tools(call: Call) -> Response:
-    server = registry(call).server(call.request.route_values.get("id", ""))
+    server = registry(call).server(route_value(call, "id"))
     return json_response(200, {"data": [tool_view(t) for t in await server.list_tools()]})
 
 
@@ -85,13 +90,18 @@ async def call_mcp_tool(call: Call) -> Response:
     arguments = checker.object("arguments")
     checker.done()
     result = await call_tool(
-        registry(call), call.pool, caller(call), server_id, tool, arguments if present(arguments) else {}
+        registry(call),
+        call.pool,
+        caller(call),
+        required(server_id),
+        required(tool),
+        arguments if present(arguments) else {},
     )
     return json_response(200, {"result": result})
 
 
 async def get_mcp_resource(call: Call) -> Response:
-    uri = call.request.route_values.get("uri", "")  # BlackSheep URL-decodes route values
+    uri = route_value(call, "uri")
     if not uri or len(uri) > URI_MAX:
         raise ResourceNotFound()
     reg = registry(call)
@@ -99,9 +109,9 @@ async def get_mcp_resource(call: Call) -> Response:
     try:
         resource = await asyncio.wait_for(server.read_resource(caller(call), uri), server.timeout_seconds)
     except ToolFailed as exc:
-        raise ResourceNotFound(f"Resource not found: {exc}.")
+        raise ResourceNotFound(f"Resource not found: {exc}.") from exc
     except TimeoutError:
-        raise GatewayTimeout(f"MCP server {server.id!r} did not answer within {server.timeout_seconds:g} s.")
+        raise GatewayTimeout(f"MCP server {server.id!r} did not answer within {server.timeout_seconds:g} s.") from None
     return json_response(200, {"data": resource})
 
 

@@ -1,5 +1,7 @@
 """HTTP: /api/v1/seo — submit a report, list issues, read a report, a URL's score history."""
 
+from datetime import datetime
+
 from blacksheep import Response
 
 from app.http.bodies import read_json_object
@@ -7,7 +9,7 @@ from app.http.errors import AccessDenied, ValidationFailed, json_response
 from app.http.listing import page_body, parse_list_query
 from app.http.presenters import iso
 from app.http.routing import Call, Route, path_id
-from app.http.validation import Checker, json_size, parse_id, parse_int, present, unstorable_key
+from app.http.validation import Checker, Missing, json_size, parse_id, parse_int, present, required, unstorable_key
 from storage.postgres import outbox, seo_reports
 from storage.postgres.seo_reports import MAX_HISTORY, SCORES
 
@@ -23,9 +25,9 @@ DETAILS_MAX_BYTES = 8192
 HISTORY_DEFAULT = 100
 
 
-def check_url(checker: Checker, name: str = "url") -> str | None:
+def check_url(checker: Checker, name: str = "url") -> str | Missing:
     url, _parts = checker.url(name, ("http", "https"), required=True, max_len=URL_MAX)
-    return url if present(url) else None
+    return url
 
 
 def check_scores(checker: Checker) -> dict[str, int]:
@@ -40,7 +42,8 @@ def check_scores(checker: Checker) -> dict[str, int]:
     for name, messages in inner.errors.items():
         for message in messages:
             checker.fail(f"scores.{name}", message.replace(f"The {name} ", f"The scores.{name} "))
-    return values
+    # A score missing or refused is an error on the checker: done() raises before these are used.
+    return {name: value for name, value in values.items() if present(value)}
 
 
 def check_issue(checker: Checker, index: int, issue) -> dict | None:
@@ -75,7 +78,8 @@ def check_issues(checker: Checker) -> list[dict]:
     if len(issues) > MAX_ISSUES:
         checker.fail("issues", f"The issues may not have more than {MAX_ISSUES} items.")
         return []
-    return [check_issue(checker, n, issue) for n, issue in enumerate(issues)]
+    checked = [check_issue(checker, n, issue) for n, issue in enumerate(issues)]
+    return [issue for issue in checked if issue is not None]  # None: its errors are on the checker
 
 
 def scores_view(row: dict) -> dict:
@@ -115,7 +119,7 @@ async def submit_seo_report(call: Call) -> Response:
     checker.done()
     # seo.report.created commits with the report (transactional outbox, storage/postgres/outbox.py).
     row = await seo_reports.create_report(
-        call.pool, call.principal.workspace_id, url, scores, issues, on_created=outbox.emit_seo_report_created
+        call.pool, call.principal.workspace_id, required(url), scores, issues, on_created=outbox.emit_seo_report_created
     )
     return json_response(201, {"message": "SEO report stored.", "data": report_view(row)})
 
@@ -160,7 +164,7 @@ async def get_seo_report(call: Call) -> Response:
     return json_response(200, {"data": report_view(row)})
 
 
-def history_query(call: Call) -> tuple:
+def history_query(call: Call) -> tuple[str, datetime | None, datetime | None, int]:
     query = {k: v[0] for k, v in call.request.query.items() if v}
     checker = Checker(query, allowed=("url", "since", "before", "limit"))
     url = check_url(checker)
@@ -171,7 +175,7 @@ def history_query(call: Call) -> tuple:
     except ValueError:
         checker.fail("limit", f"The limit must be an integer between 1 and {MAX_HISTORY}.")
     checker.done()
-    return url, since if present(since) else None, before if present(before) else None, limit
+    return required(url), since if present(since) else None, before if present(before) else None, limit
 
 
 async def get_seo_history(call: Call) -> Response:

@@ -14,11 +14,11 @@ from app.http.errors import AccessDenied, ApiError, json_response
 from app.http.listing import page_body, parse_list_query
 from app.http.presenters import iso
 from app.http.routing import Call, Route, path_id
-from app.http.validation import Checker, present
+from app.http.validation import MISSING, Checker, Missing, present, required
 from ingest.webhooks import delivery
 from ingest.webhooks.signing import decode_secret, generate_secret
 from ingest.webhooks.ssrf import Guard, UnsafeAddress
-from storage.config import WebhooksConfig
+from storage.config import Network, WebhooksConfig
 from storage.postgres import webhooks
 from storage.postgres.domain_events import CATALOGUE, envelope, matches
 from storage.postgres.webhooks import DeliveryStatus, Outcome
@@ -78,12 +78,13 @@ def delivery_view(row: dict) -> dict:
     return view
 
 
-def check_url(checker: Checker, required: bool, allowed_networks: tuple) -> str | None:
-    url, parts = checker.url("url", ("https",), required=required, max_len=URL_MAX)
-    if not present(url):
-        return None
+def check_url(checker: Checker, creating: bool, allowed_networks: tuple[Network, ...]) -> str | Missing:
+    url, parts = checker.url("url", ("https",), required=creating, max_len=URL_MAX)
+    host = None if parts is None else parts.hostname  # split_url refuses a URL without a host
+    if not present(url) or host is None:
+        return MISSING
     try:
-        Guard(allowed_networks).check_literal(parts.hostname)
+        Guard(allowed_networks).check_literal(host)
     except UnsafeAddress as exc:
         checker.fail("url", f"The url may not point at a private or local address ({exc}).")
     except ValueError as exc:
@@ -91,10 +92,10 @@ def check_url(checker: Checker, required: bool, allowed_networks: tuple) -> str 
     return url
 
 
-def check_events(checker: Checker, required: bool) -> list[str] | None:
-    events = checker.string_list("events", required=required, max_items=MAX_EVENTS)
+def check_events(checker: Checker, creating: bool) -> list[str] | Missing:
+    events = checker.string_list("events", required=creating, max_items=MAX_EVENTS)
     if not present(events):
-        return None
+        return events
     for name in events:
         if name not in CATALOGUE and not WILDCARD.fullmatch(name):
             checker.fail("events", f"Unknown event type {name!r}; see the catalogue, or use a wildcard (seo.*, *).")
@@ -111,9 +112,9 @@ def unreadable(patterns: list[str], held: frozenset[str]) -> dict[str, list[str]
     return missing
 
 
-def check_readable(checker: Checker, events: list[str] | None, held: frozenset[str]) -> None:
+def check_readable(checker: Checker, events: list[str] | Missing, held: frozenset[str]) -> None:
     """A key subscribes an endpoint only to events whose data it may read itself."""
-    for scope, names in unreadable(events or [], held).items():
+    for scope, names in unreadable(events if present(events) else [], held).items():
         checker.fail(
             "events",
             f"This API key cannot subscribe to {', '.join(names)}: reading them needs "
@@ -135,15 +136,19 @@ async def load_readable_endpoint(call: Call, action: str) -> dict:
     return row
 
 
-async def read_endpoint_body(call: Call, creating: bool) -> tuple:
+async def read_endpoint_body(
+    call: Call, creating: bool
+) -> tuple[str | Missing, list[str] | Missing, str | Missing, bool | None]:
+    """(url, events, secret, is_active): absent fields MISSING (is_active None); secret only when
+    creating, is_active only when updating."""
     data = await read_json_object(call.request, call.settings.max_body_bytes)
     allowed = ("url", "events", "secret") if creating else ("url", "events", "is_active")
     checker = Checker(data, allowed=allowed)
     url = check_url(checker, creating, webhooks_config(call).allowed_networks)
-    events = check_events(checker, required=creating)
+    events = check_events(checker, creating)
     check_readable(checker, events, call.principal.scopes)
-    secret = checker.string("secret", max_len=200) if creating else None
-    if creating and present(secret):
+    secret = checker.string("secret", max_len=200) if creating else MISSING
+    if present(secret):
         try:
             decode_secret(secret)
         except ValueError as exc:
@@ -152,7 +157,7 @@ async def read_endpoint_body(call: Call, creating: bool) -> tuple:
     if "is_active" in data and not isinstance(active, bool):
         checker.fail("is_active", "The is_active must be true or false.")
     checker.done()
-    return (url if present(url) else None), events, secret, active
+    return url, events, secret, active
 
 
 async def list_webhooks(call: Call) -> Response:
@@ -168,9 +173,11 @@ async def get_webhook(call: Call) -> Response:
 
 
 async def create_webhook(call: Call) -> Response:
-    url, events, secret, _ = await read_endpoint_body(call, creating=True)
-    secret = secret if present(secret) and secret else generate_secret()
-    row = await webhooks.create_endpoint(call.pool, call.principal.workspace_id, url, events, secret)
+    url, events, given_secret, _ = await read_endpoint_body(call, creating=True)
+    secret = given_secret if present(given_secret) and given_secret else generate_secret()
+    row = await webhooks.create_endpoint(
+        call.pool, call.principal.workspace_id, required(url), required(events), secret
+    )
     data = {
         "id": row["id"],
         "url": row["url"],
@@ -183,7 +190,9 @@ async def create_webhook(call: Call) -> Response:
 
 
 async def update_webhook(call: Call) -> Response:
-    url, events, _, active = await read_endpoint_body(call, creating=False)
+    body_url, body_events, _, active = await read_endpoint_body(call, creating=False)
+    url = body_url if present(body_url) else None
+    events = body_events if present(body_events) else None
     if url is not None and events is None:  # its events would go elsewhere: may the caller read them?
         await load_readable_endpoint(call, "change the url of")
     row = await webhooks.update_endpoint(call.pool, call.principal.workspace_id, path_id(call), url, events, active)
@@ -227,13 +236,17 @@ async def test_webhook(call: Call) -> Response:
     status = DeliveryStatus.SUCCESS if result.success else DeliveryStatus.FAILED
     outcome = Outcome(status, result.status_code, result.response_body, result.error, result.duration_ms, now, None)
     await webhooks.record_test_delivery(call.pool, endpoint["id"], event_id, body, outcome)
-    answer = {"success": result.success, "status_code": result.status_code, "response_time_ms": result.duration_ms}
+    answer: dict[str, object] = {
+        "success": result.success,
+        "status_code": result.status_code,
+        "response_time_ms": result.duration_ms,
+    }
     answer.update({"response_body": result.response_body} if result.success else {"error": result.error})
     return json_response(200, answer)
 
 
 async def send_now(config: WebhooksConfig, endpoint: dict, event_id: str, body: str, now: datetime) -> delivery.Result:
-    secrets = (endpoint["secret"],)
+    secrets: tuple[str, ...] = (endpoint["secret"],)
     expires = endpoint["previous_secret_expires_at"]
     if endpoint["previous_secret"] and expires is not None and expires > now:
         secrets += (endpoint["previous_secret"],)
@@ -261,31 +274,28 @@ async def retry_webhook_delivery(call: Call) -> Response:
     return json_response(200, {"message": "Delivery queued for retry.", "data": data})
 
 
-ENDPOINT_BODY = {
-    "type": "object",
-    "properties": {
-        "url": {"type": "string", "format": "uri", "maxLength": URL_MAX, "pattern": "^https://"},
-        "events": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": MAX_EVENTS,
-            "items": {
-                "type": "string",
-                "description": "An event type or a wildcard (seo.*, *)",
-                "examples": sorted(CATALOGUE),
-            },
+ENDPOINT_PROPERTIES = {
+    "url": {"type": "string", "format": "uri", "maxLength": URL_MAX, "pattern": "^https://"},
+    "events": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_EVENTS,
+        "items": {
+            "type": "string",
+            "description": "An event type or a wildcard (seo.*, *)",
+            "examples": sorted(CATALOGUE),
         },
     },
 }
 CREATE_BODY = {
-    **ENDPOINT_BODY,
-    "required": ["url", "events"],
+    "type": "object",
     "properties": {
-        **ENDPOINT_BODY["properties"],
+        **ENDPOINT_PROPERTIES,
         "secret": {"type": "string", "pattern": "^whsec_", "description": "Generated when absent; shown once"},
     },
+    "required": ["url", "events"],
 }
-UPDATE_BODY = {**ENDPOINT_BODY, "properties": {**ENDPOINT_BODY["properties"], "is_active": {"type": "boolean"}}}
+UPDATE_BODY = {"type": "object", "properties": {**ENDPOINT_PROPERTIES, "is_active": {"type": "boolean"}}}
 ROTATE_BODY = {
     "type": "object",
     "properties": {

@@ -4,6 +4,7 @@ import re
 import unicodedata
 import zoneinfo
 from functools import lru_cache
+from typing import Any
 
 from blacksheep import Response
 
@@ -13,7 +14,7 @@ from app.http.errors import AccessDenied, json_response
 from app.http.listing import page_body, parse_list_query
 from app.http.presenters import iso, workspace_view
 from app.http.routing import Call, Route, path_id
-from app.http.validation import Checker, present
+from app.http.validation import Checker, Missing, present, required
 from storage.postgres import api_keys, workspaces
 
 SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -33,7 +34,7 @@ def slugify(name: str) -> str:
     return slug or "workspace"
 
 
-def check_settings(checker: Checker) -> dict:
+def check_settings(checker: Checker) -> dict[str, Any]:
     settings = checker.object("settings")
     if not present(settings):
         return {}
@@ -63,7 +64,7 @@ async def list_workspaces(call: Call) -> Response:
     items = [workspace_view(row) for row in rows]
     if "account" in query.include:
         accounts = await workspaces.get_accounts(call.pool, list({r["account_id"] for r in rows}))
-        for item, row in zip(items, rows):
+        for item, row in zip(items, rows, strict=True):
             account = accounts[row["account_id"]]
             item["account"] = {"id": account["id"], "name": account["name"], "created_at": iso(account["created_at"])}
     return json_response(200, page_body(call.request, call.settings.public_url, query, items, total))
@@ -73,7 +74,9 @@ async def get_workspace(call: Call) -> Response:
     return json_response(200, {"data": workspace_view(await load_accessible(call))})
 
 
-async def read_workspace_body(call: Call, creating: bool) -> tuple:
+async def read_workspace_body(
+    call: Call, creating: bool
+) -> tuple[str | Missing, str | Missing, str | Missing, dict[str, Any]]:
     """(name, slug, tier, settings) from the body; absent fields are MISSING."""
     data = await read_json_object(call.request, call.settings.max_body_bytes)
     checker = Checker(data, allowed=("name", "slug", "tier", "settings"))
@@ -99,7 +102,7 @@ def check_new_tier(tier: str, own: str) -> None:
         )
 
 
-def check_tier_unchanged(workspace: dict, tier) -> None:
+def check_tier_unchanged(workspace: dict, tier: str | Missing) -> None:
     """The plan is not the client's to change: only the same tier (a no-op) is accepted."""
     if present(tier) and tier != workspace["tier"]:
         raise AccessDenied(
@@ -110,7 +113,8 @@ def check_tier_unchanged(workspace: dict, tier) -> None:
 
 
 async def create_workspace(call: Call) -> Response:
-    name, slug, tier, settings = await read_workspace_body(call, creating=True)
+    given_name, slug, tier, settings = await read_workspace_body(call, creating=True)
+    name = required(given_name)
     if present(tier):
         check_new_tier(tier, await own_tier(call))
     row = await workspaces.create_workspace(
@@ -149,23 +153,19 @@ async def delete_workspace(call: Call) -> Response:
     return Response(204)
 
 
-WORKSPACE_BODY = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 255},
-        "slug": {"type": "string", "maxLength": SLUG_MAX, "pattern": SLUG.pattern},
-        "tier": {"type": "string", "enum": list(TIERS)},
-        "settings": {
-            "type": "object",
-            "properties": {"timezone": {"type": "string"}, "locale": {"type": "string"}},
-        },
+WORKSPACE_PROPERTIES = {
+    "name": {"type": "string", "maxLength": 255},
+    "slug": {"type": "string", "maxLength": SLUG_MAX, "pattern": SLUG.pattern},
+    "tier": {"type": "string", "enum": list(TIERS)},
+    "settings": {
+        "type": "object",
+        "properties": {"timezone": {"type": "string"}, "locale": {"type": "string"}},
     },
 }
 CREATE_BODY = {
-    **WORKSPACE_BODY,
-    "required": ["name"],
+    "type": "object",
     "properties": {
-        **WORKSPACE_BODY["properties"],
+        **WORKSPACE_PROPERTIES,
         "tier": {
             "type": "string",
             "enum": list(TIERS),
@@ -173,11 +173,12 @@ CREATE_BODY = {
             "description": "At most the tier of the caller's own workspace (403 otherwise)",
         },
     },
+    "required": ["name"],
 }
 UPDATE_BODY = {
-    **WORKSPACE_BODY,
+    "type": "object",
     "properties": {
-        **WORKSPACE_BODY["properties"],
+        **WORKSPACE_PROPERTIES,
         "tier": {
             "type": "string",
             "enum": list(TIERS),

@@ -78,11 +78,11 @@ class DurableProducer(Sink):
 
     async def start(self) -> None:
         """Never fails because Kafka is away: the API serves and spools meanwhile."""
-        self._own = await asyncio.to_thread(spools.claim, self.spool_dir, self.spool_max_bytes)
+        own = self._own = await asyncio.to_thread(spools.claim, self.spool_dir, self.spool_max_bytes)
         self._adopted = await asyncio.to_thread(spools.adopt_orphans, self.spool_dir, self.spool_max_bytes)
         if any(spool.pending for spool in self._adopted):
             self._enter_spooling(f"{sum(s.pending for s in self._adopted)} records left by a previous process")
-        self._runner = asyncio.get_running_loop().create_task(self._run())
+        self._runner = asyncio.get_running_loop().create_task(self._run(own))
         # A short wait so that, normally, the first requests go straight to Kafka.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.ack_deadline):
@@ -124,7 +124,8 @@ class DurableProducer(Sink):
 
     async def send_many(self, topic: str, records: list[tuple[bytes, bytes]]) -> Durability:
         """All records durable (in one spool write when spooled); order kept per key."""
-        if self._own is None:
+        own = self._own
+        if own is None:
             raise RuntimeError("DurableProducer.start() was not called")
         if not records:
             return Durability.KAFKA
@@ -132,12 +133,12 @@ class DurableProducer(Sink):
         try:
             producer = self._producer
             if producer is None or self._spooling:
-                return await self._to_spool(topic, records, [], "Kafka not connected")
+                return await self._to_spool(own, topic, records, [], "Kafka not connected")
             futures, why = await self._to_kafka(producer, topic, records)
             if why is None:
                 self._counts["sent_kafka"] += len(records)
                 return Durability.KAFKA
-            return await self._to_spool(topic, records, futures, why)
+            return await self._to_spool(own, topic, records, futures, why)
         finally:
             self._active -= 1
 
@@ -173,10 +174,10 @@ class DurableProducer(Sink):
             return futures, f"no acknowledgement within {self.ack_deadline:g} s"
         except KafkaError as exc:
             return futures, repr(exc)
-        failed = next((_error(f) for f in futures if not _acked(f)), None)
+        failed = next((exc for exc in map(_failure, futures) if exc is not None), None)
         return futures, None if failed is None else repr(failed)
 
-    async def _to_spool(self, topic, records, futures, why: str) -> Durability:
+    async def _to_spool(self, own: Spool, topic, records, futures, why: str) -> Durability:
         """Spool what Kafka has not acknowledged; an ack arriving later cancels the replay."""
         todo = []
         for i, (key, value) in enumerate(records):
@@ -188,33 +189,33 @@ class DurableProducer(Sink):
             return Durability.KAFKA
         self._enter_spooling(why)
         try:
-            positions = await self._own.append_many(topic, [(key, value) for key, value, _ in todo])
+            positions = await own.append_many(topic, [(key, value) for key, value, _ in todo])
         except SpoolFull:
             self._counts["spool_full_refusals"] += 1
             for _key, _value, future in todo:
                 if future is not None:
                     future.add_done_callback(_retrieve)
             raise
-        for position, (_key, _value, future) in zip(positions, todo):
-            self._track(position, future)
+        for position, (_key, _value, future) in zip(positions, todo, strict=True):
+            self._track(own, position, future)
         self._counts["sent_kafka"] += len(records) - len(todo)
         self._counts["sent_spool"] += len(todo)
         self._wakeup.set()
         return Durability.SPOOL
 
-    def _track(self, position: Position, future: asyncio.Future | None) -> None:
+    def _track(self, own: Spool, position: Position, future: asyncio.Future | None) -> None:
         if future is None:
             return
         if not future.done():
             self._inflight[position] = future
-            future.add_done_callback(functools.partial(self._settled, position))
+            future.add_done_callback(functools.partial(self._settled, own, position))
         elif _acked(future):
-            self._own.mark_done(position)
+            own.mark_done(position)
 
-    def _settled(self, position: Position, future: asyncio.Future) -> None:
+    def _settled(self, own: Spool, position: Position, future: asyncio.Future) -> None:
         self._inflight.pop(position, None)
         if _acked(future):
-            self._own.mark_done(position)
+            own.mark_done(position)
 
     def _enter_spooling(self, why: str) -> None:
         if not self._spooling:
@@ -238,15 +239,15 @@ class DurableProducer(Sink):
 
     # -- connection and replay ---------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, own: Spool) -> None:
         delay = RETRY_MIN
         while not self._closing:
             try:
-                self._producer = await self._connect()
-                self._lanes = Lanes(self._producer, self.ack_deadline)
+                producer = self._producer = await self._connect()
+                self._lanes = Lanes(producer, self.ack_deadline)
                 self._connected.set()
                 delay = RETRY_MIN
-                await self._replay_forever()
+                await self._replay_forever(producer, own)
             except Exception as exc:  # noqa: BLE001 - any failure: spool meanwhile, reconnect
                 self._enter_spooling(repr(exc))
                 await self._close_producer(0)
@@ -293,10 +294,10 @@ class DurableProducer(Sink):
         with contextlib.suppress(Exception):
             await producer.stop()
 
-    async def _replay_forever(self) -> None:
+    async def _replay_forever(self, producer: AIOKafkaProducer, own: Spool) -> None:
         while True:
-            progressed = await self._replay_all()
-            idle = all(spool.idle() for spool in (self._own, *self._adopted))
+            progressed = await self._replay_all(producer, own)
+            idle = all(spool.idle() for spool in (own, *self._adopted))
             if self._spooling and idle:
                 self._spooling = False
                 log.info("Kafka is back: spool replayed (%d records so far)", self._counts["replayed"])
@@ -308,12 +309,12 @@ class DurableProducer(Sink):
                     async with asyncio.timeout(REPLAY_POLL):
                         await self._wakeup.wait()
 
-    async def _replay_all(self) -> bool:
+    async def _replay_all(self, producer: AIOKafkaProducer, own: Spool) -> bool:
         progressed = False
-        for spool in (*self._adopted, self._own):
+        for spool in (*self._adopted, own):
             while not self._past_replay_time() and (chunk := await spool.read(REPLAY_RECORDS, REPLAY_BYTES)):
                 try:
-                    await self._deliver(spool, chunk)
+                    await self._deliver(producer, spool, chunk)
                     await spool.commit(chunk)
                 except BaseException:
                     spool.rewind()  # the next attempt starts again from the checkpoint
@@ -327,7 +328,7 @@ class DurableProducer(Sink):
     def _past_replay_time(self) -> bool:
         return self._replay_until is not None and asyncio.get_running_loop().time() > self._replay_until
 
-    async def _deliver(self, spool: Spool, chunk: Chunk) -> None:
+    async def _deliver(self, producer: AIOKafkaProducer, spool: Spool, chunk: Chunk) -> None:
         """Send a chunk and wait for every ack; records that reached Kafka already are skipped."""
         waiting = {
             r.position: self._inflight[r.position]
@@ -337,12 +338,12 @@ class DurableProducer(Sink):
         if waiting:  # their fate decides whether they are sent again, and order depends on it
             await asyncio.wait(waiting.values())
         todo = [r for r in chunk.records if not spool.is_done(r.position) and not _acked(waiting.get(r.position))]
-        futures = [await self._producer.send(r.topic, r.value, key=r.key) for r in todo]
+        futures = [await producer.send(r.topic, r.value, key=r.key) for r in todo]
         if futures:
             await asyncio.wait(futures)
-        failed = [_error(f) for f in futures if not _acked(f)]
+        failed = [exc for exc in map(_failure, futures) if exc is not None]
         if failed:
-            for record, future in zip(todo, futures):
+            for record, future in zip(todo, futures, strict=True):
                 if _acked(future):
                     spool.mark_done(record.position)
             raise failed[0]
@@ -364,7 +365,8 @@ def _acked(future: asyncio.Future | None) -> bool:
     return future is not None and future.done() and not future.cancelled() and future.exception() is None
 
 
-def _error(future: asyncio.Future) -> BaseException:
+def _failure(future: asyncio.Future) -> BaseException | None:
+    """Why a settled future was not acknowledged; None when it was."""
     return KafkaError("acknowledgement cancelled") if future.cancelled() else future.exception()
 
 

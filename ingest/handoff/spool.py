@@ -90,9 +90,10 @@ def decode_record(payload: bytes, position: Position) -> SpooledRecord:
     return SpooledRecord(topic, payload[start : start + key_len], payload[start + key_len :], position)
 
 
-def parse_frames(data: bytes, base: int, max_frames: int | None = None):
+def parse_frames(data: bytes, base: int, max_frames: int | None = None) -> tuple[list[tuple[int, bytes]], int]:
     """(offset, payload) of each whole, intact frame, and the offset just past the last one."""
-    frames, offset = [], 0
+    frames: list[tuple[int, bytes]] = []
+    offset = 0
     while len(data) - offset >= HEADER.size and (max_frames is None or len(frames) < max_frames):
         length, crc = HEADER.unpack_from(data, offset)
         end = offset + HEADER.size + length
@@ -231,17 +232,19 @@ class Spool:
     async def _write_batch(self, batch) -> None:
         frames = [frame for entry, _future in batch for frame in entry]
         try:
-            if self._wfd is None or self._sizes[self._wseg] >= self._segment_bytes:
-                await asyncio.to_thread(self._roll)
+            fd = self._wfd
+            if fd is None or self._sizes[self._wseg] >= self._segment_bytes:
+                fd = await asyncio.to_thread(self._roll)
             start = self._sizes[self._wseg]
-            await asyncio.to_thread(self._write, b"".join(frames), start)
+            await asyncio.to_thread(self._write, fd, b"".join(frames), start)
         except OSError as exc:
             log.error("spool %s: write failed (%s); refusing these records", self.path, exc)
             self._resolve(batch, error=exc)
             return
         finally:
             self._queued_bytes -= sum(len(f) for entry, fut in batch if fut is not None for f in entry)
-        positions, offset = [], start
+        positions: list[list[Position]] = []
+        offset = start
         for entry, _future in batch:
             positions.append([])
             for frame in entry:
@@ -264,7 +267,8 @@ class Spool:
             else:
                 future.set_result(positions[i])
 
-    def _roll(self) -> None:
+    def _roll(self) -> int:
+        """Open the next segment for writing; returns its descriptor."""
         if self._wfd is not None:
             os.close(self._wfd)
             self._wfd = None
@@ -272,16 +276,17 @@ class Spool:
         fd = os.open(self._segment(number), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         _fsync_dir(self.path)  # the new name must survive a crash as well as its bytes
         self._wseg, self._wfd, self._sizes[number] = number, fd, 0
+        return fd
 
-    def _write(self, data: bytes, start: int) -> None:
+    def _write(self, fd: int, data: bytes, start: int) -> None:
         try:
-            _write_all(self._wfd, data)
+            _write_all(fd, data)
         except OSError:
             # Cut a partial write off, or the reader would stop at it and miss later frames.
             try:
-                os.ftruncate(self._wfd, start)
+                os.ftruncate(fd, start)
             except OSError:
-                os.close(self._wfd)
+                os.close(fd)
                 self._wfd = None
             raise
 
@@ -348,7 +353,11 @@ class Spool:
         for number in gone:
             del self._sizes[number]
         if gone:
-            await asyncio.to_thread(lambda: [self._segment(n).unlink(missing_ok=True) for n in gone])
+            await asyncio.to_thread(self._unlink_segments, gone)
+
+    def _unlink_segments(self, numbers: list[int]) -> None:
+        for number in numbers:
+            self._segment(number).unlink(missing_ok=True)
 
     def idle(self) -> bool:
         """Nothing waits for replay and nothing is being written."""

@@ -168,7 +168,7 @@ class Dispatcher:
         return len(claimed)
 
     async def _pause(self, stopping: asyncio.Event) -> None:
-        wake = [asyncio.ensure_future(stopping.wait())]
+        wake: list[asyncio.Future] = [asyncio.ensure_future(stopping.wait())]
         if self.tasks:  # a finished send frees a slot: look for more work at once
             wake.append(asyncio.ensure_future(asyncio.wait(set(self.tasks), return_when=asyncio.FIRST_COMPLETED)))
         _, pending = await asyncio.wait(wake, timeout=self.config.poll_seconds, return_when=asyncio.FIRST_COMPLETED)

@@ -28,7 +28,7 @@ def decode_secret(secret: str) -> bytes:
     try:  # padding is optional, as the standardwebhooks libraries accept it
         key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except binascii.Error:
-        raise ValueError("a secret is whsec_ followed by base64")
+        raise ValueError("a secret is whsec_ followed by base64") from None
     if not MIN_SECRET_BYTES <= len(key) <= MAX_SECRET_BYTES:
         raise ValueError(f"a secret holds {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes")
     return key

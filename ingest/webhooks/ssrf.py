@@ -11,6 +11,7 @@ browser's URL parser and a resolver would read it (normalise_host), so `127ã€‚0ã
 """
 
 import asyncio
+import contextlib
 import ipaddress
 import re
 import socket
@@ -109,7 +110,10 @@ def is_public(address: IPAddress) -> bool:
 
 async def system_resolver(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0].split("%", 1)[0] for info in infos))
+    # An IPv4 or IPv6 sockaddr starts with the address text; (int, bytes) comes only from a
+    # Python built without IPv6, whose addresses it could not connect to anyway.
+    addresses = (info[4][0] for info in infos)
+    return list(dict.fromkeys(a.split("%", 1)[0] for a in addresses if isinstance(a, str)))
 
 
 class Guard:
@@ -135,7 +139,7 @@ class Guard:
             try:
                 addresses = [ipaddress.ip_address(a) for a in await self.resolver(host, port)]
             except OSError as exc:
-                raise UnsafeAddress(f"{host} could not be resolved: {exc}")
+                raise UnsafeAddress(f"{host} could not be resolved: {exc}") from exc
         if not addresses:
             raise UnsafeAddress(f"{host} has no address")
         refused = [a for a in addresses if not self.permits(a)]
@@ -166,14 +170,11 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         self.inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        addresses = await self.guard.resolve(host, port)
-        last: Exception | None = None
-        for address in addresses:
-            try:
+        *others, last = await self.guard.resolve(host, port)  # never empty: resolve() refuses that
+        for address in others:  # the next address when one does not answer; the last one's error stands
+            with contextlib.suppress(httpcore.ConnectError, httpcore.ConnectTimeout):
                 return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        raise last
+        return await self.inner.connect_tcp(last, port, timeout, local_address, socket_options)
 
     async def connect_unix_socket(self, path, timeout=None, socket_options=None):
         raise UnsafeAddress("webhooks are not delivered to unix sockets")

@@ -89,10 +89,10 @@ class InsertBatch:
             if tp not in self.encoded and records:
                 self.encoded[tp] = encode(tp, records)
 
-    def encoded_by_topic(self, encode) -> dict[str, list]:
+    def encoded_by_topic(self, encode) -> dict[str, list[bytes | bytearray]]:
         """Each topic's encoded partitions in `by_topic` order, encoding what is not yet."""
         self.encode(encode)
-        topics: dict[str, list[bytes]] = {}
+        topics: dict[str, list[bytes | bytearray]] = {}
         for tp in sorted(self.records, key=lambda tp: (tp.topic, tp.partition)):
             if self.records[tp]:
                 topics.setdefault(tp.topic, []).append(self.encoded[tp])

@@ -75,7 +75,7 @@ def _rows(reader, sql: str, params: dict) -> list[dict]:
         # its tables do not exist yet because no ingest worker has run against it.
         raise Unavailable("ClickHouse", str(exc)) from exc
     names = result.column_names
-    return [dict(zip(names, row)) for row in result.result_rows]
+    return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
 
 def event_counts(

@@ -7,6 +7,7 @@ Contract test: tests/integration/storage/compat/test_redis_internals.py (against
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis._parsers.base import AsyncBaseParser
 from redis.asyncio.connection import Connection
 
 VERIFIED = {"redis": "8.1.0"}
@@ -21,6 +22,11 @@ def reply_reader(connection: Connection) -> Callable[[], Awaitable[Any]]:
     a sixth of the pipelined script path's CPU; its parser's does neither. Call it after the
     connection is connected (redis-py may swap the parser while connecting) and once per batch
     of replies. If the name goes, every script call fails with AttributeError; if error replies
-    start being raised, one failing script call fails every call of its batch.
+    start being raised, one failing script call fails every call of its batch. redis-py declares
+    the attribute as its sync-or-async BaseParser; an asyncio connection's (hiredis, RESP2, RESP3)
+    is an AsyncBaseParser, checked here so that a change fails with a TypeError naming it.
     """
-    return connection._parser.read_response
+    parser = connection._parser
+    if not isinstance(parser, AsyncBaseParser):
+        raise TypeError(f"redis-py's asyncio connection holds a {type(parser).__name__}, not an AsyncBaseParser")
+    return parser.read_response

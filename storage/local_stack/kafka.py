@@ -72,7 +72,9 @@ def pid() -> int | None:
 
 def running() -> bool:
     port = known_port("kafka")
-    return bool(port) and alive(pid(), "kafka.Kafka") and _answers(port)
+    if not port:
+        return False
+    return alive(pid(), "kafka.Kafka") and _answers(port)
 
 
 def _need(tool: str, package: str) -> str:
@@ -214,7 +216,7 @@ def start() -> None:
 def stop(quiet: bool = False) -> None:
     pidfile = state_path("kafka.pid")
     broker = read_pid(pidfile)
-    if alive(broker, "kafka.Kafka"):
+    if broker is not None and alive(broker, "kafka.Kafka"):
         if not quiet:
             say("kafka: stopping (controlled shutdown, up to 30 s)...")
         terminate("kafka", broker, STOP_TIMEOUT)

@@ -105,7 +105,9 @@ def pid() -> int | None:
 
 def running() -> bool:
     port = known_port("postgres")
-    return bool(port) and alive(pid(), "postgres") and _ready(port)
+    if not port:
+        return False
+    return alive(pid(), "postgres") and _ready(port)
 
 
 def _initdb() -> None:

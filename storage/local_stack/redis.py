@@ -47,7 +47,9 @@ def pid() -> int | None:
 
 def running() -> bool:
     port = known_port("redis")
-    return bool(port) and alive(pid(), "redis-server") and _answers(port)
+    if not port:
+        return False
+    return alive(pid(), "redis-server") and _answers(port)
 
 
 def start() -> None:
@@ -88,7 +90,7 @@ def start() -> None:
 
 def stop() -> None:
     server = pid()
-    if not alive(server, "redis-server"):
+    if server is None or not alive(server, "redis-server"):
         state_path("redis.pid").unlink(missing_ok=True)
         return
     say("redis: stopping...")

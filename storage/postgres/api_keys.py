@@ -7,6 +7,7 @@ import asyncpg
 from storage.errors import Conflict, NotFound
 from storage.postgres import domain_events, outbox
 from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
+from storage.postgres.pool import Connection, returned
 
 COLUMNS = (
     "id, workspace_id, name, prefix, scopes, rate_limit_tier, last_used_at, expires_at, "
@@ -88,7 +89,7 @@ async def create_key(
 
 
 async def _insert_key(
-    pool: asyncpg.Connection,
+    conn: Connection,
     workspace_id: int,
     name: str,
     prefix: str,
@@ -98,10 +99,10 @@ async def _insert_key(
     expires_at: datetime | None,
 ) -> dict:
     try:
-        row = await pool.fetchrow(INSERT_KEY, workspace_id, name, prefix, key_hash, scopes, rate_limit_tier, expires_at)
-    except asyncpg.ForeignKeyViolationError:
-        raise NotFound(f"workspace {workspace_id}")
-    return dict(row)
+        row = await conn.fetchrow(INSERT_KEY, workspace_id, name, prefix, key_hash, scopes, rate_limit_tier, expires_at)
+    except asyncpg.ForeignKeyViolationError as exc:
+        raise NotFound(f"workspace {workspace_id}") from exc
+    return returned(row)
 
 
 async def find_by_hash(pool: asyncpg.Pool, key_hash: bytes) -> dict | None:
@@ -149,7 +150,7 @@ async def rotate_key(
             rate_limit_tier,
             old["expires_at"],
         )
-        marked = await conn.fetchrow(MARK_ROTATED, key_id, grace_hours, new["id"])
+        marked = returned(await conn.fetchrow(MARK_ROTATED, key_id, grace_hours, new["id"]))
         await outbox.emit(
             conn,
             "api_key.rotated",
@@ -166,7 +167,7 @@ async def revoke_key(pool: asyncpg.Pool, workspace_id: int, key_id: int) -> byte
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(REVOKE_KEY, workspace_id, key_id)
         if row is not None:
-            await outbox.emit(conn, "api_key.revoked", workspace_id, domain_events.api_key_revoked_payload(row))
+            await outbox.emit(conn, "api_key.revoked", workspace_id, domain_events.api_key_revoked_payload(dict(row)))
     if row is None and await pool.fetchval(KEY_EXISTS, workspace_id, key_id) is None:
         raise NotFound(f"api key {key_id}")
     return None if row is None else bytes(row["key_hash"])

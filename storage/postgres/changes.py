@@ -9,6 +9,7 @@ with `on_reset()` (everything cached before it is dropped).
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import asyncpg
 
@@ -19,7 +20,7 @@ RETRY_MIN, RETRY_MAX = 0.2, 5.0
 
 
 class ChangeListener:
-    def __init__(self, dsn: str, channel: str, on_change, on_reset):
+    def __init__(self, dsn: str, channel: str, on_change: Callable[[str], None], on_reset: Callable[[], None]):
         """on_change(payload: str) for each notification; on_reset() when one may have been missed."""
         self.dsn, self.channel = dsn, channel
         self.on_change, self.on_reset = on_change, on_reset
@@ -72,5 +73,5 @@ class ChangeListener:
         self.on_reset()  # whatever changed while nobody listened is dropped now
         self.live = True
 
-    def _notified(self, _connection, _pid, _channel, payload: str) -> None:
-        self.on_change(payload)
+    def _notified(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
+        self.on_change(str(payload))  # asyncpg decodes a NOTIFY payload to text; its stubs promise an object

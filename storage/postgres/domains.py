@@ -7,6 +7,7 @@ from publicsuffixlist import PublicSuffixList
 from storage.errors import Conflict, NotFound
 from storage.postgres import domain_events, outbox
 from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
+from storage.postgres.pool import returned
 
 COLUMNS = (
     "id, workspace_id, host, enabled, pageviews, events, sessions, sample_rate, verification_token, "
@@ -90,11 +91,11 @@ async def create_domain(pool: asyncpg.Pool, workspace_id: int, host: str, config
     host another workspace has verified is allowed: it serves nothing until it is verified itself,
     and verifying is how a domain's new owner takes it over."""
     try:
-        return dict(await pool.fetchrow(INSERT_DOMAIN, workspace_id, host, *_config_args(config)))
-    except asyncpg.UniqueViolationError:
-        raise Conflict(f"The host {host} is already registered in this workspace.")
-    except asyncpg.ForeignKeyViolationError:
-        raise NotFound(f"workspace {workspace_id}")
+        return returned(await pool.fetchrow(INSERT_DOMAIN, workspace_id, host, *_config_args(config)))
+    except asyncpg.UniqueViolationError as exc:
+        raise Conflict(f"The host {host} is already registered in this workspace.") from exc
+    except asyncpg.ForeignKeyViolationError as exc:
+        raise NotFound(f"workspace {workspace_id}") from exc
 
 
 async def get_domain(pool: asyncpg.Pool, workspace_id: int, domain_id: int) -> dict:

@@ -63,14 +63,14 @@ async def get_plan(pool: asyncpg.Pool, workspace_id: int) -> Plan:
     row = await _call(pool.fetchrow(SELECT_PLAN, workspace_id))
     if row is None:
         raise NotFound(f"workspace {workspace_id}")
-    return Plan(row["tier"], dict(zip(row["features"], row["limits"])))
+    return Plan(row["tier"], dict(zip(row["features"], row["limits"], strict=True)))
 
 
 async def set_override(pool: asyncpg.Pool, workspace_id: int, feature: str, limit: int) -> None:
     try:
         await pool.execute(UPSERT_OVERRIDE, workspace_id, feature, limit)
-    except asyncpg.ForeignKeyViolationError:
-        raise NotFound(f"workspace {workspace_id}")
+    except asyncpg.ForeignKeyViolationError as exc:
+        raise NotFound(f"workspace {workspace_id}") from exc
 
 
 async def delete_override(pool: asyncpg.Pool, workspace_id: int, feature: str) -> bool:

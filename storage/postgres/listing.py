@@ -9,6 +9,8 @@ from datetime import datetime
 
 import asyncpg
 
+from storage.postgres.pool import Connection
+
 
 @dataclass(frozen=True)
 class ListingSpec:
@@ -53,8 +55,8 @@ def _where(spec: ListingSpec, query: ListQuery, scope_sql: str, args: list) -> s
         conditions.append(f"{spec.filters[name]} = ${len(args)}")
     if query.status is not None:
         conditions.append(spec.statuses[query.status])
-    for date_field, op, value in query.date_bounds:
-        args.append(value)
+    for date_field, op, bound in query.date_bounds:
+        args.append(bound)
         conditions.append(f"{spec.date_columns[date_field]} {op} ${len(args)}")
     if query.search:
         args.append(f"%{_escape_like(query.search)}%")
@@ -73,7 +75,7 @@ def _order_by(spec: ListingSpec, query: ListQuery) -> str:
 
 
 async def fetch_page(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Connection | asyncpg.Pool,
     spec: ListingSpec,
     query: ListQuery,
     scope_sql: str,

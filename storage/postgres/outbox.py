@@ -14,6 +14,7 @@ import orjson
 
 from storage.postgres import domain_events
 from storage.postgres.domain_events import ACCOUNT, CATALOGUE
+from storage.postgres.pool import Connection
 
 INSERT_EVENT = """
 INSERT INTO outbox (event_type, workspace_id, account_id, payload, dedupe_key)
@@ -39,7 +40,7 @@ DELETE_DISPATCHED = "DELETE FROM outbox WHERE dispatched_at < now() - make_inter
 
 
 async def emit(
-    conn: asyncpg.Connection,
+    conn: Connection,
     event_type: str,
     workspace_id: int,
     payload: dict,
@@ -84,7 +85,9 @@ async def fan_out(pool: asyncpg.Pool, now: datetime, limit: int) -> tuple[int, i
         for event in events:
             body = _body(event)
             for endpoint in _audience(event, endpoints):
-                for column, value in zip(columns, (endpoint["id"], event["event_id"], event["event_type"], body)):
+                for column, value in zip(
+                    columns, (endpoint["id"], event["event_id"], event["event_type"], body), strict=True
+                ):
                     column.append(value)
         if columns[0]:
             await conn.execute(INSERT_DELIVERIES, *columns, now)
@@ -97,7 +100,7 @@ async def prune(pool: asyncpg.Pool, keep_days: int) -> None:
     await pool.execute(DELETE_DISPATCHED, keep_days)
 
 
-async def emit_seo_report_created(conn: asyncpg.Connection, report: dict) -> None:
+async def emit_seo_report_created(conn: Connection, report: dict) -> None:
     """seo_reports.create_report's on_created: the event commits with the report."""
     await emit(conn, "seo.report.created", report["workspace_id"], domain_events.seo_report_payload(report))
 

@@ -7,6 +7,7 @@ import asyncpg
 
 from storage.errors import NotFound
 from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
+from storage.postgres.pool import Connection, returned
 
 SCORES = ("performance", "accessibility", "best_practices", "seo")
 REPORT_COLUMNS = "id, workspace_id, url, " + ", ".join(SCORES) + ", issue_count, created_at"
@@ -53,7 +54,7 @@ REPORT_LISTING = ListingSpec(
 )
 
 # Called inside the report's transaction (the outbox writer), so the event commits with it.
-OnCreated = Callable[[asyncpg.Connection, dict], Awaitable[None]]
+OnCreated = Callable[[Connection, dict], Awaitable[None]]
 
 
 async def create_report(
@@ -69,7 +70,7 @@ async def create_report(
     Each issue is {"issue_type", "severity", "details"}.
     """
     async with pool.acquire() as conn, conn.transaction():
-        report = dict(
+        report = returned(
             await conn.fetchrow(INSERT_REPORT, workspace_id, url, *(scores[name] for name in SCORES), len(issues))
         )
         rows = (

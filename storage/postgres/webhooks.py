@@ -17,6 +17,7 @@ from storage.errors import Conflict, NotFound
 from storage.postgres import outbox
 from storage.postgres.domain_events import webhook_disabled_payload
 from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
+from storage.postgres.pool import Connection, returned
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -198,7 +199,7 @@ class Outcome:
 
 
 async def create_endpoint(pool: asyncpg.Pool, workspace_id: int, url: str, events: list[str], secret: str) -> dict:
-    return dict(await pool.fetchrow(INSERT_ENDPOINT, workspace_id, url, events, secret))
+    return returned(await pool.fetchrow(INSERT_ENDPOINT, workspace_id, url, events, secret))
 
 
 async def get_endpoint(pool: asyncpg.Pool, workspace_id: int, endpoint_id: int) -> dict:
@@ -273,21 +274,23 @@ async def requeue_delivery(pool: asyncpg.Pool, workspace_id: int, endpoint_id: i
             raise Conflict("This delivery already succeeded.")
         if not endpoint["is_active"]:
             raise Conflict("The webhook endpoint is disabled; enable it (PATCH is_active) first.")
-        return dict(await conn.fetchrow(REQUEUE_DELIVERY, delivery_id))
+        return returned(await conn.fetchrow(REQUEUE_DELIVERY, delivery_id))
 
 
 async def record_test_delivery(
     pool: asyncpg.Pool, endpoint_id: int, event_id: str, body: str, outcome: Outcome
 ) -> dict:
-    row = await pool.fetchrow(
-        INSERT_TEST_DELIVERY,
-        endpoint_id,
-        event_id,
-        body,
-        outcome.status,
-        outcome.status_code,
-        outcome.response_body,
-        outcome.error,
+    row = returned(
+        await pool.fetchrow(
+            INSERT_TEST_DELIVERY,
+            endpoint_id,
+            event_id,
+            body,
+            outcome.status,
+            outcome.status_code,
+            outcome.response_body,
+            outcome.error,
+        )
     )
     await pool.execute(
         INSERT_ATTEMPT,
@@ -299,7 +302,7 @@ async def record_test_delivery(
         outcome.duration_ms,
         outcome.started_at,
     )
-    return dict(row)
+    return row
 
 
 async def claim_due(
@@ -311,7 +314,7 @@ async def claim_due(
     busy = [endpoint for endpoint, n in taken.items() if n >= per_endpoint]
     async with pool.acquire() as conn, conn.transaction():
         candidates = await conn.fetch(SELECT_DUE, now, busy, limit * 4)
-        chosen = []
+        chosen: list[int] = []
         for row in candidates:
             if taken.get(row["endpoint_id"], 0) < per_endpoint and len(chosen) < limit:
                 taken[row["endpoint_id"]] = taken.get(row["endpoint_id"], 0) + 1
@@ -375,7 +378,7 @@ async def record_outcome(
         if finished is None:
             return None  # the lease ran out and another worker owns the delivery now
         succeeded = outcome.status == DeliveryStatus.SUCCESS
-        endpoint = dict(
+        endpoint = returned(
             await conn.fetchrow(
                 ENDPOINT_SUCCEEDED if succeeded else ENDPOINT_FAILED, claimed.endpoint_id, outcome.started_at
             )
@@ -393,7 +396,7 @@ async def record_outcome(
     return reason
 
 
-async def _disable(conn: asyncpg.Connection, endpoint: dict, reason: DisableReason, now: datetime) -> bool:
+async def _disable(conn: Connection, endpoint: dict, reason: DisableReason, now: datetime) -> bool:
     if await conn.fetchrow(DISABLE_ENDPOINT, endpoint["id"], reason) is None:
         return False  # disabled already (by a user, or by another worker's outcome)
     await conn.execute(FAIL_OPEN_DELIVERIES, endpoint["id"], f"endpoint disabled: {reason}")

@@ -5,6 +5,7 @@ import asyncpg
 from storage.errors import Conflict, NotFound
 from storage.postgres import domain_events, outbox
 from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
+from storage.postgres.pool import Connection, returned
 
 COLUMNS = "id, account_id, name, slug, tier, settings, created_at, updated_at"
 
@@ -40,14 +41,14 @@ LISTING = ListingSpec(
 
 
 async def create_account(pool: asyncpg.Pool, name: str) -> dict:
-    return dict(await pool.fetchrow(INSERT_ACCOUNT, name))
+    return returned(await pool.fetchrow(INSERT_ACCOUNT, name))
 
 
 async def get_accounts(pool: asyncpg.Pool, ids: list[int]) -> dict[int, dict]:
     return {row["id"]: dict(row) for row in await pool.fetch(SELECT_ACCOUNTS, ids)}
 
 
-async def _free_slug(conn: asyncpg.Connection, base: str) -> str:
+async def _free_slug(conn: Connection | asyncpg.Pool, base: str) -> str:
     taken = {row["slug"] for row in await conn.fetch(SLUG_TAKEN, base)}
     if base not in taken:
         return base
@@ -67,14 +68,14 @@ async def create_workspace(
         chosen = slug or await _free_slug(pool, base_slug)
         try:
             async with pool.acquire() as conn, conn.transaction():
-                row = dict(await conn.fetchrow(INSERT_WORKSPACE, account_id, name, chosen, tier, settings))
+                row = returned(await conn.fetchrow(INSERT_WORKSPACE, account_id, name, chosen, tier, settings))
                 await _emit(conn, "workspace.created", row, domain_events.workspace_payload(row))
                 return row
-        except asyncpg.UniqueViolationError:
+        except asyncpg.UniqueViolationError as exc:
             if slug:
-                raise Conflict("The slug has already been taken.", field="slug")
-        except asyncpg.ForeignKeyViolationError:
-            raise NotFound(f"account {account_id}")
+                raise Conflict("The slug has already been taken.", field="slug") from exc
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound(f"account {account_id}") from exc
     raise Conflict("Could not find a free slug; give one explicitly.", field="slug")
 
 
@@ -94,8 +95,8 @@ async def update_workspace(
 ) -> dict:
     try:
         return await _update(pool, UPDATE_WORKSPACE, workspace_id, name, slug, settings)
-    except asyncpg.UniqueViolationError:
-        raise Conflict("The slug has already been taken.", field="slug")
+    except asyncpg.UniqueViolationError as exc:
+        raise Conflict("The slug has already been taken.", field="slug") from exc
 
 
 async def set_tier(pool: asyncpg.Pool, workspace_id: int, tier: str) -> dict:
@@ -105,10 +106,10 @@ async def set_tier(pool: asyncpg.Pool, workspace_id: int, tier: str) -> dict:
 
 async def _update(pool: asyncpg.Pool, sql: str, workspace_id: int, *args) -> dict:
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(sql, workspace_id, *args)
-        if row is None:
+        found = await conn.fetchrow(sql, workspace_id, *args)
+        if found is None:
             raise NotFound(f"workspace {workspace_id}")
-        row = dict(row)
+        row = dict(found)
         await _emit(conn, "workspace.updated", row, domain_events.workspace_payload(row))
     return row
 
@@ -118,12 +119,12 @@ async def delete_workspace(pool: asyncpg.Pool, workspace_id: int) -> None:
 
     The account's other workspaces hear of it (workspace.deleted); its own endpoints are gone."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(DELETE_WORKSPACE, workspace_id)
-        if row is None:
+        found = await conn.fetchrow(DELETE_WORKSPACE, workspace_id)
+        if found is None:
             raise NotFound(f"workspace {workspace_id}")
-        row = dict(row)
+        row = dict(found)
         await _emit(conn, "workspace.deleted", row, domain_events.workspace_deleted_payload(row, row["deleted_at"]))
 
 
-async def _emit(conn: asyncpg.Connection, event_type: str, row: dict, payload: dict) -> None:
+async def _emit(conn: Connection, event_type: str, row: dict, payload: dict) -> None:
     await outbox.emit(conn, event_type, row["id"], payload, account_id=row["account_id"])

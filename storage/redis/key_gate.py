@@ -7,6 +7,7 @@ expires after RECORD_TTL_SECONDS; revocation, rotation and tier changes delete i
 from dataclasses import dataclass
 
 import redis.asyncio as redis
+from redis.typing import EncodableT, FieldT
 
 from storage.redis.rate_limit import Decision, decision_from
 from storage.redis.scripts import Script
@@ -78,7 +79,7 @@ class KeyGate:
 
     async def remember(self, key_hash: bytes, record: KeyRecord) -> None:
         key = _keys(key_hash)[0]
-        mapping = {
+        mapping: dict[FieldT, EncodableT] = {
             "id": record.id,
             "workspace_id": record.workspace_id,
             "account_id": record.account_id,

@@ -84,7 +84,7 @@ class QuotaStore:
                 pipe.set(counter, value, nx=True)
                 pipe.get(counter)
             replies = await self._run(pipe.execute())
-        return {counter: int(value) for counter, value in zip(counters, replies[1::2])}
+        return {counter: int(value) for counter, value in zip(counters, replies[1::2], strict=True)}
 
     async def overwrite(self, counters: dict[str, tuple[int, int]]) -> None:
         """Set counters outright: key → (value, unix expiry; 0 never), as `consume` leaves them."""

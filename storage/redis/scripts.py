@@ -50,21 +50,25 @@ class Script:
         self._loading: asyncio.Task | None = None
 
     async def __call__(self, keys: list, args: list):
-        if self.sha is None:
-            await self._load()
-        return await self._queue(keys, args)
+        sha = self.sha if self.sha is not None else await self._load()
+        return await self._queue(sha, keys, args)
 
-    async def _load(self) -> None:
+    async def _load(self) -> str:
         """SCRIPT LOAD once for every caller waiting on it (8,000 callers at start-up each taking a
         pooled connection to load the same script timed out on the pool); a failed load is tried
         again by the next caller."""
         loop = asyncio.get_running_loop()
         task = self._loading
         if task is None or task.get_loop() is not loop or (task.done() and (task.cancelled() or task.exception())):
-            task = self._loading = loop.create_task(self.client.script_load(self.source))
-        self.sha = await asyncio.shield(task)  # one caller giving up does not cancel the others' load
+            task = self._loading = loop.create_task(self._script_load())
+        sha: str = await asyncio.shield(task)  # one caller giving up does not cancel the others' load
+        self.sha = sha
+        return sha
 
-    def _queue(self, keys: list, args: list) -> asyncio.Future:
+    async def _script_load(self) -> str:
+        return await self.client.script_load(self.source)
+
+    def _queue(self, sha: str, keys: list, args: list) -> asyncio.Future:
         loop = self._loop
         if loop is None or loop.is_closed():  # first call, or a new loop (tests): nothing pending is its
             loop = self._loop = asyncio.get_running_loop()
@@ -72,19 +76,21 @@ class Script:
         future = loop.create_future()
         self._pending.append((keys, args, future))
         if len(self._pending) == 1:
-            loop.call_soon(self._flush)  # runs after every callback already ready this tick
+            # Runs after every callback already ready this tick. One sha serves the whole batch:
+            # it is the hash of the script's text, the same for every call.
+            loop.call_soon(self._flush, loop, sha)
         return future
 
-    def _flush(self) -> None:
+    def _flush(self, loop: asyncio.AbstractEventLoop, sha: str) -> None:
         calls, self._pending = self._pending, []
         if calls:
-            task = self._loop.create_task(self._send(calls))
+            task = loop.create_task(self._send(sha, calls))
             self._flushing.add(task)
             task.add_done_callback(self._flushing.discard)
 
-    async def _send(self, calls: list) -> None:
+    async def _send(self, sha: str, calls: list) -> None:
         try:
-            replies = await self._exchange(calls)
+            replies = await self._exchange(sha, calls)
         except BaseException as exc:  # noqa: BLE001 - every caller hears of it, nothing hangs
             error = exc if isinstance(exc, Exception) else RedisError(repr(exc))
             for _keys, _args, future in calls:
@@ -94,7 +100,7 @@ class Script:
                 raise
             return
         retry = []
-        for (keys, args, future), reply in zip(calls, replies):
+        for (keys, args, future), reply in zip(calls, replies, strict=True):
             if future.done():  # the caller went away
                 continue
             if isinstance(reply, NoScriptError):
@@ -121,10 +127,9 @@ class Script:
                 except Exception as exc:  # noqa: BLE001
                     future.set_exception(exc)
 
-    async def _exchange(self, calls: list) -> list:
+    async def _exchange(self, sha: str, calls: list) -> list:
         """Write every call at once, read every reply; a reply that is an error comes back as one."""
-        sha = self.sha.encode()
-        packed = b"".join([pack_evalsha(sha, keys, args) for keys, args, _ in calls])
+        packed = b"".join([pack_evalsha(sha.encode(), keys, args) for keys, args, _ in calls])
         pool = self.client.connection_pool
         connection = await pool.get_connection()
         try:

@@ -79,7 +79,10 @@ def test_check_past_the_limit_answers_the_spec_s_refusal_and_changes_nothing(cli
 def test_check_counts_the_quantity_asked_for(client, tenants):
     ws, headers = workspace(tenants, "free")
     assert use(client, headers, "posts", 6).status_code == 200
-    check = lambda q: client.get("/entitlements/check", params={"feature": "posts", "quantity": q}, headers=headers)
+
+    def check(q):
+        return client.get("/entitlements/check", params={"feature": "posts", "quantity": q}, headers=headers)
+
     assert check(4).json()["allowed"] is True
     refused = check(5).json()
     assert refused["allowed"] is False and refused["available"] == 4
@@ -305,7 +308,10 @@ def test_summary_has_every_feature_with_the_spec_s_fields(client, tenants):
 
 def test_override_in_postgres_applies_after_the_cache_ttl(client, tenants):
     ws, headers = workspace(tenants, "free")
-    check = lambda: client.get("/entitlements/check", params={"feature": "posts"}, headers=headers).json()
+
+    def check():
+        return client.get("/entitlements/check", params={"feature": "posts"}, headers=headers).json()
+
     assert check()["limit"] == 10
     tenants.run(lambda pool: entitlements.set_override(pool, ws["id"], "posts", 25))
     time.sleep(CACHE_SECONDS + 0.2)

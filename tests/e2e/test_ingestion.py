@@ -98,7 +98,7 @@ def test_every_form_of_tracking_lands_once_with_enriched_fields(client, tenants,
             "SELECT name FROM system.columns WHERE table = 'events' AND database = currentDatabase() ORDER BY position"
         )
     ]
-    stored = [dict(zip(columns, row)) for row in rows_of(clickhouse_query, ws["id"])]
+    stored = [dict(zip(columns, row, strict=True)) for row in rows_of(clickhouse_query, ws["id"])]
     first = next(r for r in stored if r["path"] == "/page/0")
     assert first["host"] == host and first["event"] == "pageview"
     assert first["utm_source"] == "news" and first["utm_campaign"] == "launch"

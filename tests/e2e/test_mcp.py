@@ -347,7 +347,8 @@ def test_tool_calls_are_recorded(mcp, tenants):
     call(mcp, headers, "nope", "x", {})
     rows = tenants.run(
         lambda pool: pool.fetch(
-            "SELECT server, tool, outcome, duration_ms, api_key_id FROM mcp_tool_calls WHERE workspace_id = $1 ORDER BY id",
+            "SELECT server, tool, outcome, duration_ms, api_key_id FROM mcp_tool_calls "
+            "WHERE workspace_id = $1 ORDER BY id",
             ws["id"],
         )
     )

@@ -128,18 +128,23 @@ def run(server_env, tmp_path):
                 os.killpg(pgid, signal.SIGKILL)
 
 
+def kill_and_see_restarted(run: Run, headers: dict, marker: str, name: str) -> None:
+    """SIGKILL the child whose command line holds marker; the API serves meanwhile and a new one starts."""
+    killed = run.child(marker)
+    os.kill(killed, signal.SIGKILL)
+    wait_for(lambda: not alive(killed), f"the {name} to die")
+    assert all(run.serves(headers) for _ in range(5)), f"the API stopped serving when the {name} died"
+    restarted = wait_for(lambda: (run.child(marker) or killed) != killed and run.child(marker), f"a new {name}")
+    assert f"[run] {name} exited with -9; restarting in 1 s (restart 1)" in run.text()
+    assert alive(restarted) and run.process.poll() is None
+
+
 def test_each_killed_child_is_restarted_while_the_others_serve(run, tenant):
     _, headers = tenant
     assert run.serves(headers)
 
     for marker, name in (("-m ingest", "ingest worker"), ("-m ingest.webhooks.dispatcher", "webhook dispatcher")):
-        killed = run.child(marker)
-        os.kill(killed, signal.SIGKILL)
-        wait_for(lambda: not alive(killed), f"the {name} to die")
-        assert all(run.serves(headers) for _ in range(5)), f"the API stopped serving when the {name} died"
-        restarted = wait_for(lambda: (run.child(marker) or killed) != killed and run.child(marker), f"a new {name}")
-        assert f"[run] {name} exited with -9; restarting in 1 s (restart 1)" in run.text()
-        assert alive(restarted) and run.process.poll() is None
+        kill_and_see_restarted(run, headers, marker, name)
     wait_for(lambda: run.text().count("partitions assigned") >= 2, "the new ingest worker to consume")
     wait_for(lambda: run.text().count("webhook dispatcher started") >= 2, "the new webhook dispatcher to start")
 

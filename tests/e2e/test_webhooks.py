@@ -18,7 +18,7 @@ from storage.config import WebhooksConfig
 from storage.postgres.pool import create_pool
 from tests.conftest import running_api
 from tests.integration.ingest.test_dispatcher import Clock
-from tests.webhook_receiver import Answer, https_receiver  # noqa: F401 (a fixture)
+from tests.webhook_receiver import Answer
 
 TEST_TIMEOUT_SECONDS = 1
 

@@ -26,7 +26,7 @@ from ingest.webhooks.signing import generate_secret
 from storage.config import WebhooksConfig
 from storage.postgres import api_keys, webhooks
 from storage.postgres.pool import create_pool
-from tests.webhook_receiver import Answer, https_receiver  # noqa: F401 (a fixture)
+from tests.webhook_receiver import Answer
 
 
 class Clock:

@@ -195,6 +195,9 @@ async def test_stop_while_kafka_is_lost_spools_what_is_unacknowledged_for_the_ne
     records = numbered(30)
     first = producer_for(broker.bootstrap_servers, tmp_path, topic)
     await first.start()
+    # start() waits for the connection only up to the ack deadline; on a loaded machine a broker
+    # just (re)started takes longer, and the first records would then rightly be spooled.
+    await wait_for(lambda: first._connected.is_set(), 60, "the producer's connection to Kafka")
     assert await first.send_many(topic, records[:10]) == "kafka"
     broker.stop(kill=True)
     in_flight = [asyncio.ensure_future(first.send(topic, k, v)) for k, v in records[10:]]

@@ -69,7 +69,7 @@ def test_schema_files_split_into_single_statements_without_comment_chunks():
 def test_every_schema_file_holds_only_idempotent_statements():
     for path in sorted(client.SCHEMA.glob("*.sql")):
         for statement in client.statements(path.read_text()):
-            body = "\n".join(l for l in statement.splitlines() if not l.strip().startswith("--"))
+            body = "\n".join(line for line in statement.splitlines() if not line.strip().startswith("--"))
             assert "IF NOT EXISTS" in body, (path.name, body[:80])
 
 

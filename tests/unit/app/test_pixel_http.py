@@ -13,7 +13,7 @@ import pytest
 from blacksheep.contents import ASGIContent
 from blacksheep.testing import TestClient
 
-from app.http.routing import Services
+from app.http.routing import Services, ServicesHolder
 from app.main import build_application
 from app.pixel.intake import Pixel
 from app.pixel.sites import Site, Unserved
@@ -53,9 +53,11 @@ def cached_pixel(config, sink: InMemorySink) -> Pixel:
 async def started(sink: InMemorySink):
     config = load(ENVIRON)
     topics = Topics.with_prefix(config.shared.kafka_topic_prefix)
-    services = Services(config, topics, sink=sink)
-    services.pixel = cached_pixel(config, sink)
-    app = build_application(services)
+    # Only what the pixel's public routes use; the rest (Postgres, Redis, auth) stays None.
+    services = Services(config, topics, None, None, None, sink, None, None, None, cached_pixel(config, sink), None)
+    holder = ServicesHolder()
+    holder.services = services
+    app = build_application(holder)
     await app.start()
     return TestClient(app), services
 

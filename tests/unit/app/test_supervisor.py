@@ -5,14 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.cli.supervisor import BACKOFF_MAX_SECONDS, CRASH_LOOP_EXITS, Child, restart_delay
+from app.cli.supervisor import BACKOFF_MAX_SECONDS, CRASH_LOOP_EXITS, ExitHistory, restart_delay
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def delays(run_seconds: float, exits: int) -> list[float | None]:
     """The delays a child gets that exits `run_seconds` after each start, `exits` times."""
-    child, now, found = Child("child", []), 0.0, []
+    child, now, found = ExitHistory(), 0.0, []
     for _ in range(exits):
         child.started_at = now
         now += run_seconds

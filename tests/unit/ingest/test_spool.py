@@ -62,7 +62,7 @@ def test_records_come_back_with_topic_key_and_value(tmp_path):
 def test_replayed_segments_are_deleted_and_the_spool_is_idle(tmp_path):
     async def scenario():
         spool = Spool(tmp_path, 1 << 20, segment_bytes=100)
-        for i in range(20):
+        for _ in range(20):
             await spool.append("t", b"k", b"x" * 30)
         assert len(segments(tmp_path)) > 5
         assert len(await drain(spool)) == 20

@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.webhooks.ssrf import Guard, UnsafeAddress, guarded_transport, is_public, literal_address, normalise_host
-from tests.webhook_receiver import https_receiver  # noqa: F401 (a fixture)
 
 HOSTILE_LITERALS = [
     "127.0.0.1",

@@ -8,7 +8,6 @@ import httpx
 import pytest
 
 from storage.compat import httpx_internals
-from tests.webhook_receiver import https_receiver  # noqa: F401 (a fixture)
 
 
 class RecordingBackend(httpcore.AsyncNetworkBackend):
