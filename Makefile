@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STACK := $(PY) -m storage.local_stack
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint typecheck check up down status env venv bench bench-tools bench-check bench-asgi clean
+.PHONY: run test test-fast contract lint typecheck check up down status env venv bench bench-tools bench-check bench-asgi clean
 
 $(VENV)/.installed: pyproject.toml
 	@echo "[make] creating the virtualenv in $(VENV) and installing dependencies (first run takes a few minutes)"
@@ -30,6 +30,12 @@ test: venv
 # and tests/e2e (HTTP against the real API and pipeline).
 test-fast: venv
 	@$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+# The API contract alone (tests/e2e/test_contract.py, also part of `make test`): schemathesis
+# attacks every operation of /openapi.json with every check and phase on a server of its own, with
+# a new seed each time (CI uses a fixed one), and a client generated from the document drives README's walk-through.
+contract: venv
+	@$(STACK) run -- env SLUICE_CONTRACT_SEED=$${SLUICE_CONTRACT_SEED:-random} $(PY) -m pytest tests/e2e/test_contract.py -v $(PYTEST_ARGS)
 
 # What .ci/run checks before the tests: ruff (lint and formatting) and mypy, configured in
 # pyproject.toml; each must report nothing. `ruff format .` and `ruff check --fix .` fix most of it.

@@ -30,8 +30,9 @@ from storage.redis.idempotency import IdempotencyStore
 from storage.redis.key_gate import KeyGate
 
 
-def api_routes() -> list[Route]:
-    """Every route of the API; tests read this table to check each one's scope."""
+def api_routes(config: Config | None = None) -> list[Route]:
+    """Every route of the API; tests read this table to check each one's scope. With the
+    configuration, the document also shows each built-in MCP tool's arguments."""
     routes = (
         health.ROUTES
         + metrics.ROUTES
@@ -39,17 +40,17 @@ def api_routes() -> list[Route]:
         + api_keys.ROUTES
         + entitlements.ROUTES
         + seo.ROUTES
-        + mcp.ROUTES
+        + mcp.routes(config)
     )
     routes += pixel.ROUTES + domains.ROUTES + webhooks.ROUTES
     return routes + openapi.routes_for(routes)
 
 
-def configure_routes(router: Router, holder: ServicesHolder) -> list[Route]:
-    routes = api_routes()
+def configure_routes(router: Router, holder: ServicesHolder, config: Config | None = None) -> list[Route]:
+    routes = api_routes(config)
     for route in routes:
         router.add(route.method, route.path, endpoint(route, holder))
-    router.fallback = fallback(routes)
+    router.fallback = fallback(routes, holder)
     return routes
 
 
@@ -137,16 +138,16 @@ def create_app(config: Config | None = None) -> BodyDeadline:
     config = config or load_or_exit(os.environ)
     logging.basicConfig(level=config.shared.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     holder = ServicesHolder()
-    app = build_application(holder)
+    app = build_application(holder, config)
     configure_lifespan(app, config, Topics.with_prefix(config.shared.kafka_topic_prefix), holder)
     return BodyDeadline(app, config.api.body_timeout_seconds)
 
 
-def build_application(holder: ServicesHolder) -> Application:
+def build_application(holder: ServicesHolder, config: Config | None = None) -> Application:
     """Routes and middleware reading their Services from `holder`, without the lifespan that sets
     them: tests of the HTTP layer set a Services of their own (tests/unit/app/test_pixel_http.py)."""
     router = Router()
     app = Application(router=router)
-    configure_routes(router, holder)
+    configure_routes(router, holder, config)
     app.middlewares.append(request_middleware)
     return app

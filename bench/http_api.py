@@ -161,7 +161,7 @@ def check_answer(ep: Endpoint) -> str:
     remaining = headers.get("X-RateLimit-Remaining")
     if ep.label in ("workspace", "usage"):
         limit, capacity = tier_limits(TIER)
-        if headers.get("X-RateLimit-Limit") != str(limit) or remaining is None:
+        if headers.get("X-RateLimit-Limit") != str(capacity) or remaining is None:
             raise Refused(
                 f"{ep.label}: no {TIER} rate limit headers (X-RateLimit-Limit "
                 f"{headers.get('X-RateLimit-Limit')!r}): is the limiter off?"

@@ -214,6 +214,8 @@ def variable(name: str, cast: Cast, default: Any, meaning: str, shown: str | Non
 
 PORT = Integer(1, 65535)
 ONE_UP, ZERO_UP = Integer(1), Integer(0)
+# A rate per minute the limiters can represent: one request per microsecond at most.
+PER_MINUTE = Integer(1, 60_000_000)
 POSITIVE = Number(0, low_included=False)
 
 
@@ -364,16 +366,16 @@ class ApiConfig:
     )
     auth_failures_per_minute: int = variable(
         "SLUICE_AUTH_FAILURES_PER_MINUTE",
-        ZERO_UP,
+        Integer(0, 60_000_000),
         60,
-        "Failed authentications (unknown, expired or revoked keys) per client address per minute before it gets "
-        "429; `0`: no limit.",
+        "Requests without a valid API key (none, malformed, unknown, expired or revoked; 401s and such 404/405s) "
+        "per client address per minute before it gets 429; `0`: no limit.",
     )
     pixel_rate_limit: int = variable(
         "SLUICE_PIXEL_RATE_LIMIT",
-        ONE_UP,
+        PER_MINUTE,
         300,  # the spec's limit
-        "`pixel/track` requests per minute per client IP.",
+        "`pixel/track` and `pixel/config` requests per minute per client IP.",
     )
     pixel_max_batch: int = variable("SLUICE_PIXEL_MAX_BATCH", ONE_UP, 100, "Most events in one batch request.")
     pixel_config_cache_seconds: int = variable(

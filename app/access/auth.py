@@ -3,8 +3,8 @@
 The hot path is one Redis round trip (storage/redis/key_gate.py): the cached key record
 and the key's GCRA bucket together. Postgres is read only when the record is not cached
 or Redis is away; `last_used_at` is kept in memory and written in one UPDATE every few seconds.
-A key Postgres does not know is remembered briefly in process (UnknownKeys), and failed
-authentications are limited per client address (app/access/rate_limits.py FailedAuthLimit).
+A key Postgres does not know is remembered briefly in process (UnknownKeys), and requests
+without a valid key are limited per client address (app/access/rate_limits.py FailedAuthLimit).
 """
 
 import asyncio
@@ -19,7 +19,16 @@ import asyncpg
 from blacksheep import Request
 from redis.exceptions import RedisError
 
-from app.access.rate_limits import FailedAuthLimit, LimitMode, LocalLimiter, RedisHealth, tier_limits
+from app.access.rate_limits import (
+    FailedAuthLimit,
+    Headers,
+    LimitMode,
+    LocalLimiter,
+    RedisHealth,
+    rate_limit_headers,
+    rate_limited,
+    tier_limits,
+)
 from app.access.scopes import grants
 from app.access.tiers import capped
 from app.access.tokens import hash_key, looks_like_key
@@ -134,16 +143,31 @@ class Authenticator:
         self._tasks: list[asyncio.Task] = []
 
     async def admit(self, request: Request) -> tuple[Principal, Decision, LimitMode]:
-        """The caller, the rate-limit decision, and who made it (LOCAL: Redis is away)."""
-        digest = hash_key(bearer_token(request))
+        """The caller, the rate-limit decision, and who made it (LOCAL: Redis is away). A 401 spends
+        one of the address's budget of requests without a valid key and carries its headers."""
         if self.failures is None:
-            return await self._admit(digest)
+            return await self._admit(hash_key(bearer_token(request)))
         await self.failures.check(request)  # an address over its budget: 429 before any lookup
         try:
-            return await self._admit(digest)
-        except Unauthorized:
-            await self.failures.failed(request)  # the attempt that spends the budget gets the 429
+            return await self._admit(hash_key(bearer_token(request)))
+        except Unauthorized as exc:
+            exc.headers = exc.headers + await self.failures.spend(request)  # the last of the budget: 429
             raise
+
+    async def meter(self, request: Request) -> Headers:
+        """A request no route answers (404, 405) is counted too: against its key's bucket when it
+        carries a valid key, else against its address's budget (no headers when that is off).
+        429 once the budget that applies is spent."""
+        if self.failures is not None:
+            await self.failures.check(request)
+        try:
+            principal, decision, mode = await self._admit(hash_key(bearer_token(request)))
+        except Unauthorized:
+            return await self.failures.spend(request) if self.failures is not None else []
+        headers = rate_limit_headers(decision, principal.tier, mode)
+        if not decision.allowed:
+            raise rate_limited(decision, headers)
+        return headers
 
     async def _admit(self, digest: bytes) -> tuple[Principal, Decision, LimitMode]:
         if digest in self.unknown:

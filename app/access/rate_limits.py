@@ -1,10 +1,14 @@
 """Rate limits per tier, the response headers that report them, the fallback when Redis is away,
-and the budget of failed authentications per client address.
+and the budget of requests without a valid key per client address.
 
 Requirements, in order: never admit more than limit + burst per key while Redis is up;
 keep serving when Redis is down (each process then limits locally at its share of the
 limit and says so in `X-RateLimit-Mode: local`); log one line per outage, not per request;
 notice Redis is back without waiting for a request to try it.
+
+One model for every header and 429 body: the limit is the bucket's capacity (the tier's rate
+plus its burst), remaining is what is left of it (never more than the limit), and the reset is
+when the bucket is full again. A client that spends `limit - remaining` has made that many requests.
 """
 
 import asyncio
@@ -21,7 +25,7 @@ from app.http.client_ip import Network, ip_digest, request_client_address
 from app.http.errors import RateLimited
 from app.http.presenters import iso
 from storage.redis.client import ping
-from storage.redis.rate_limit import Decision, RateLimiter, interval_micros, limiter_key
+from storage.redis.rate_limit import MICROS, Decision, RateLimiter, interval_micros, limiter_key
 from storage.redis.salts import DailySalts
 
 log = logging.getLogger("sluice.rate_limits")
@@ -41,6 +45,9 @@ REDIS_PROBE_SECONDS = 1.0
 # Addresses refused for failed authentications, remembered per process; past this many the
 # expired ones are dropped, then all (Redis still holds every address's budget).
 REFUSED_ADDRESSES_MAX = 100_000
+# The policy name the headers give the per-address budget of requests without a valid key.
+UNAUTHENTICATED = "unauthenticated"
+Headers = list[tuple[bytes, bytes]]
 
 
 class LimitMode(enum.StrEnum):
@@ -56,20 +63,41 @@ def tier_limits(tier: str) -> tuple[int, int]:
     return limit, limit * (100 + burst) // 100
 
 
-def rate_limit_headers(decision: Decision, policy: str) -> list[tuple[bytes, bytes]]:
-    reset_at = math.ceil(time.time() + decision.reset_after)
+def refill_seconds(decision: Decision) -> int:
+    """Seconds the bucket takes to fill from empty at its rate: the window of its policy."""
+    return math.ceil(decision.capacity * interval_micros(decision.limit) / MICROS)
+
+
+def rate_limit_headers(decision: Decision, policy: str, mode: LimitMode = LimitMode.SHARED) -> Headers:
+    """The headers of one decision: Limit is the bucket's capacity, Remaining what is left of it,
+    Reset (and the IETF draft's t) when it is full again."""
     reset_in = math.ceil(decision.reset_after)
     headers = [
-        (b"X-RateLimit-Limit", str(decision.limit).encode()),
+        (b"X-RateLimit-Limit", str(decision.capacity).encode()),
         (b"X-RateLimit-Remaining", str(decision.remaining).encode()),
-        (b"X-RateLimit-Reset", str(reset_at).encode()),
-        # IETF draft-ietf-httpapi-ratelimit-headers: quota per 60 s window, and what is left.
-        (b"RateLimit-Policy", f'"{policy}";q={decision.limit};w=60'.encode()),
+        (b"X-RateLimit-Reset", str(math.ceil(time.time() + decision.reset_after)).encode()),
+        # IETF draft-ietf-httpapi-ratelimit-headers: quota q over the w seconds that refill it whole.
+        (b"RateLimit-Policy", f'"{policy}";q={decision.capacity};w={refill_seconds(decision)}'.encode()),
         (b"RateLimit", f'"{policy}";r={decision.remaining};t={reset_in}'.encode()),
     ]
     if not decision.allowed:
-        headers.append((b"Retry-After", str(max(1, math.ceil(decision.retry_after))).encode()))
+        headers.append((b"Retry-After", str(retry_seconds(decision)).encode()))
+    if mode is LimitMode.LOCAL:
+        headers.append((b"X-RateLimit-Mode", b"local"))
     return headers
+
+
+def retry_seconds(decision: Decision) -> int:
+    return max(1, math.ceil(decision.retry_after))
+
+
+def rate_limited(decision: Decision, headers: Headers | None = None) -> RateLimited:
+    """The 429 of a refused decision: its body states the same limit and reset as its headers."""
+    reset_at = datetime.fromtimestamp(time.time() + decision.reset_after, UTC)
+    error = RateLimited(retry_seconds(decision), decision.capacity, iso(reset_at))
+    if headers is not None:
+        error.headers = headers
+    return error
 
 
 class LocalLimiter:
@@ -79,11 +107,13 @@ class LocalLimiter:
         self.share = max(1, share)
         self.tats: dict[str, int] = {}
 
-    def allow(self, key: str, limit: int, capacity: int) -> Decision:
+    def allow(self, key: str, limit: int, capacity: int, now_micros: int | None = None) -> Decision:
+        """Admit one request against this process's share of the bucket; `now_micros` replaces
+        the clock (tests only), as RateLimiter.allow's does."""
         limit = max(1, limit // self.share)
         capacity = max(1, capacity // self.share)
         interval = interval_micros(limit)
-        now = time.monotonic_ns() // 1000
+        now = time.monotonic_ns() // 1000 if now_micros is None else now_micros
         tat = max(self.tats.get(key, now), now)
         new_tat = tat + interval
         allow_at = new_tat - capacity * interval
@@ -135,14 +165,29 @@ class RedisHealth:
                 self.succeeded()
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An address over its budget, remembered in process: when it may retry, when its bucket is full."""
+
+    retry_at: float  # unix time
+    full_at: float
+    decision: Decision  # the refusing decision, for its limit and capacity
+
+    def now(self) -> Decision:
+        now = time.time()
+        d = self.decision
+        return Decision(False, d.limit, d.capacity, 0, max(0.0, self.full_at - now), max(0.0, self.retry_at - now))
+
+
 class FailedAuthLimit:
-    """A budget of failed authentications per client address: `per_minute`, refilling continuously.
+    """A budget per client address of requests without a valid key: `per_minute`, refilling continuously.
 
     Requirements: a key guesser gets a few tries a second, not thousands (each unknown key costs
     a Postgres lookup); callers with a valid key pay nothing; an address over its budget gets 429
     before its key is looked up, and costs no Redis round trip while its refusal lasts (each
     process remembers it); the address is only ever a keyed hash (the daily salt, as the pixel's
     limiter). Everyone behind one address shares its budget, as they share the pixel's.
+    Every request that spends it (a 401, or a 404/405 without a valid key) carries its headers.
     """
 
     def __init__(self, client, health: RedisHealth, per_minute: int, share: int, trusted: tuple[Network, ...]):
@@ -152,53 +197,55 @@ class FailedAuthLimit:
         self.health = health
         self.per_minute = per_minute
         self.trusted = trusted
-        self.refused: dict[str, tuple[float, float]] = {}  # bucket key → (retry at, full at), unix time
+        self.refused: dict[str, Refusal] = {}  # bucket key → its refusal
 
     async def check(self, request) -> None:
         """429 while the caller's address is refused; free while no address is."""
         if not self.refused:
             return
         key = await self._bucket(request)
-        until = self.refused.get(key)
-        if until is None:
+        refusal = self.refused.get(key)
+        if refusal is None:
             return
-        if until[0] <= time.time():
+        if refusal.retry_at <= time.time():
             del self.refused[key]
             return
-        raise self._refusal(*until)
+        raise self._refusal(refusal.now(), LimitMode.SHARED)
 
-    async def failed(self, request) -> None:
-        """Count one failed authentication; 429 (instead of the 401) once the budget is spent."""
+    async def spend(self, request) -> Headers:
+        """Count one request without a valid key: its rate-limit headers, or 429 once the budget is spent."""
         key = await self._bucket(request)
-        decision = await self._allow(key)
+        decision, mode = await self._allow(key)
         if decision.allowed:
-            return
+            return rate_limit_headers(decision, UNAUTHENTICATED, mode)
         now = time.time()
         if len(self.refused) >= REFUSED_ADDRESSES_MAX:
-            self.refused = {k: v for k, v in self.refused.items() if v[0] > now}
+            self.refused = {k: v for k, v in self.refused.items() if v.retry_at > now}
             if len(self.refused) >= REFUSED_ADDRESSES_MAX:
                 self.refused.clear()
-        self.refused[key] = until = (now + decision.retry_after, now + decision.reset_after)
-        raise self._refusal(*until)
+        self.refused[key] = Refusal(now + decision.retry_after, now + decision.reset_after, decision)
+        raise self._refusal(decision, mode)
 
     async def _bucket(self, request) -> str:
         address = request_client_address(request, self.trusted)
         salt = await self.salts.for_day(time.strftime("%Y-%m-%d", time.gmtime()))
         return limiter_key("auth-failures", ip_digest(address, salt))
 
-    async def _allow(self, key: str) -> Decision:
+    async def _allow(self, key: str) -> tuple[Decision, LimitMode]:
         if self.health.usable():
             try:
                 decision = await self.limiter.allow(key, self.per_minute, self.per_minute)
                 self.health.succeeded()
-                return decision
+                return decision, LimitMode.SHARED
             except (RedisError, OSError) as exc:
                 self.health.failed(exc)
-        return self.local.allow(key, self.per_minute, self.per_minute)
+        return self.local.allow(key, self.per_minute, self.per_minute), LimitMode.LOCAL
 
-    def _refusal(self, retry_at: float, full_at: float) -> RateLimited:
-        retry_after = max(1, math.ceil(retry_at - time.time()))
-        error = RateLimited(retry_after, self.per_minute, iso(datetime.fromtimestamp(full_at, UTC)))
-        error.message = f"Too many failed authentications from this address. Please retry after {retry_after} seconds."
-        error.headers = [(b"Retry-After", str(retry_after).encode())]
+    @staticmethod
+    def _refusal(decision: Decision, mode: LimitMode) -> RateLimited:
+        error = rate_limited(decision, rate_limit_headers(decision, UNAUTHENTICATED, mode))
+        error.message = (
+            "Too many failed authentications from this address. "
+            f"Please retry after {error.extra['retry_after']} seconds."
+        )
         return error

@@ -5,7 +5,8 @@ from app/resources/workspaces.py so that authentication (app/access/auth.py) can
 route module.
 """
 
-TIERS = ("free", "starter", "pro", "agency", "enterprise")
+from storage.postgres.workspaces import TIERS
+
 RANK = {tier: rank for rank, tier in enumerate(TIERS)}
 
 

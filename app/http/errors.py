@@ -86,7 +86,7 @@ class OriginNotAllowed(ApiError):
 
 
 class UnknownDomain(ApiError):
-    status, code = 422, "unknown_domain"
+    status, code = 403, "unknown_domain"
 
     def __init__(self, host: str):
         super().__init__(
@@ -98,7 +98,7 @@ class UnknownDomain(ApiError):
 class DomainNotVerified(ApiError):
     """Unverified claims of several workspaces meet on the host (app/pixel/sites.py): nobody gets it."""
 
-    status, code = 422, "domain_not_verified"
+    status, code = 403, "domain_not_verified"
 
     def __init__(self, host: str):
         super().__init__(
@@ -112,7 +112,7 @@ class DomainNotVerified(ApiError):
 class VerificationFailed(ApiError):
     """POST /pixel/domains/{id}/verify found no token; `checks` says what was looked up and found."""
 
-    status, code = 422, "verification_failed"
+    status, code = 409, "verification_failed"
 
 
 class ConflictError(ApiError):
@@ -173,8 +173,10 @@ def to_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, NotFound):
         return ResourceNotFound()
     if isinstance(exc, Conflict):
+        # A value valid in itself that the stored state refuses (a slug taken): 409, and the field
+        # named in `errors` as a 422 would, so a form can show it by the field.
         if exc.field:
-            return ValidationFailed({exc.field: [str(exc)]})
+            return ConflictError(str(exc), errors={exc.field: [str(exc)]})
         return ConflictError(str(exc))
     if isinstance(exc, Unavailable):
         error = ServiceUnavailable(f"{exc.service} is unavailable; retry shortly.")

@@ -4,12 +4,14 @@ app/http/routing.py calls `run_idempotently` after authentication and the scope 
 when the header is present. Records live in Redis (storage/redis/idempotency.py), one per
 API key and Idempotency-Key. Requirements: one side effect per key under any concurrency;
 4xx answers are kept (the same request gets the same answer) but 5xx answers are not (a
-retry runs again); and no guarantee, no run: with Redis away the answer is 503.
+retry runs again); a key reused for another request is a conflict with what is stored (409),
+never a validation error; and no guarantee, no run: with Redis away the answer is 503.
 """
 
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 
 import orjson
 from blacksheep import Content, Response
@@ -23,9 +25,12 @@ log = logging.getLogger("sluice.idempotency")
 
 IDEMPOTENCY_KEY = b"idempotency-key"
 UNSAFE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
-# Printable ASCII, 1 to 255 characters: the spec recommends UUIDs (36); 255 admits any
-# client's scheme while bounding what a key costs.
-VALID_KEY = re.compile(rb"[\x20-\x7e]{1,255}")
+# Visible ASCII (no spaces: HTTP would strip them at the ends), 1 to 255 characters: the spec
+# recommends UUIDs (36); 255 admits any client's scheme while bounding what a key costs.
+# One declaration for the validator and the OpenAPI document.
+KEY_CHARACTERS, KEY_LENGTH_MAX = "!-~", 255
+KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": KEY_LENGTH_MAX, "pattern": f"^[{KEY_CHARACTERS}]+$"}
+VALID_KEY = re.compile(f"[{KEY_CHARACTERS}]{{1,{KEY_LENGTH_MAX}}}".encode())
 REPLAYED = (b"Idempotent-Replayed", b"true")
 # The first request of a key is a few Postgres statements: done well within a second.
 IN_PROGRESS_RETRY_AFTER = b"1"
@@ -33,10 +38,16 @@ IN_PROGRESS_RETRY_AFTER = b"1"
 SECRET_FIELDS = ("key", "secret")
 
 
+class IdempotencyKeyReused(ConflictError):
+    """The key's stored request differs from this one: the client must pick a new key."""
+
+    code = "idempotency_key_reused"
+
+
 def idempotency_key(request) -> bytes:
     values = request.get_headers(IDEMPOTENCY_KEY)
     if len(values) != 1 or not VALID_KEY.fullmatch(values[0]):
-        message = "The Idempotency-Key header must be one printable ASCII string of 1 to 255 characters."
+        message = "The Idempotency-Key header must be one string of 1 to 255 visible ASCII characters (no spaces)."
         raise ValidationFailed({"Idempotency-Key": [message]})
     return values[0]
 
@@ -87,18 +98,35 @@ def replay(stored: StoredResponse) -> Response:
 
 def refusal(begun: Begun) -> Exception:
     if begun.outcome is BeginOutcome.MISMATCH:
-        message = "This Idempotency-Key was used with a different request (method, path or body); use a new key."
-        return ValidationFailed({"Idempotency-Key": [message]})
+        return IdempotencyKeyReused(
+            "This Idempotency-Key was used with a different request (method, path or body); use a new key."
+        )
     error = ConflictError("A request with this Idempotency-Key is still being processed; retry shortly.")
     error.headers = [(b"Retry-After", IN_PROGRESS_RETRY_AFTER)]
     return error
 
 
 async def run_idempotently(call, handler) -> Response:
+    """Run a guarded route's handler once per Idempotency-Key of the calling API key."""
+    return await run_keyed(call, handler, lambda key: record_key(call.principal.key_id, key))
+
+
+async def run_idempotently_in(call, scope: str, handler) -> Response:
+    """run_idempotently for a public route, which has no API key to keep records under: they are
+    kept per `scope` instead (the pixel's track: the host its events are for, so one site's
+    clients never meet another's keys)."""
+    scope_digest = hashlib.sha256(scope.encode()).hexdigest()
+    # Not an API key id (those are numbers): a public scope's records cannot meet a key's.
+    return await run_keyed(
+        call, handler, lambda key: f"sluice:idem:{{public:{scope_digest}:{hashlib.sha256(key).hexdigest()}}}"
+    )
+
+
+async def run_keyed(call, handler, record_of: Callable[[bytes], str]) -> Response:
     request = call.request
     key = idempotency_key(request)
     body = await read_body(request, call.settings.max_body_bytes)
-    record = record_key(call.principal.key_id, key)
+    record = record_of(key)
     store = call.services.idempotency
     begun = await store.begin(record, fingerprint(request.method, request.url.value, body))
     if begun.outcome is BeginOutcome.REPLAY:

@@ -5,13 +5,14 @@ shapes the spec's `data` / `meta` / `links` answer with absolute links.
 """
 
 import math
+import re
 from collections.abc import Collection
 from urllib.parse import urlencode
 
 from blacksheep import Request
 
 from app.http.errors import ValidationFailed
-from app.http.validation import YEAR_MAX, YEAR_MIN, parse_datetime, parse_int, storable
+from app.http.validation import DATE_TIME, YEAR_MAX, YEAR_MIN, parse_datetime, parse_int, query_values, storable
 from storage.postgres.listing import ListingSpec, ListQuery
 
 DEFAULT_PER_PAGE = 25
@@ -19,6 +20,7 @@ MAX_PER_PAGE = 100
 # Postgres OFFSET past ~2^31 rows is meaningless here; the bound keeps the arithmetic sane.
 MAX_PAGE = 1_000_000
 MAX_SEARCH = 100
+MAX_FILTER = 1000
 # Parameter name → its messages, as ValidationFailed reports them.
 Errors = dict[str, list[str]]
 DATE_PARAMS = {
@@ -52,25 +54,74 @@ def _text(raw: str | None, name: str, errors: Errors) -> str | None:
     """A filter or search value, which travels to Postgres as a bind parameter."""
     if raw is not None and not storable(raw):
         errors.setdefault(name, []).append(f"The {name} may not contain NUL characters.")
+    elif raw is not None and len(raw) > MAX_FILTER:
+        errors.setdefault(name, []).append(f"The {name} may not be greater than {MAX_FILTER} characters.")
     return raw
 
 
 def _names(raw: str | None, name: str, allowed: Collection[str], errors: Errors) -> list[str]:
+    """Comma-separated names, each one of `allowed` (for sort, with an optional leading -): what
+    names_pattern() tells the document."""
     if raw is None:
         return []
-    names = [part.strip() for part in raw.split(",")]
-    unknown = (
-        [n for n in names if n.lstrip("-") not in allowed] if name == "sort" else [n for n in names if n not in allowed]
-    )
-    if unknown or not all(names):
-        shown = ", ".join(repr(n) for n in unknown) or "an empty name"
+    names = raw.split(",")
+    if not allowed:
+        errors.setdefault(name, []).append(f"This resource has no {name} options; leave {name} out.")
+        return []
+    unknown = [n for n in names if (n[1:] if name == "sort" and n.startswith("-") else n) not in allowed]
+    if unknown:
+        shown = ", ".join(repr(n) for n in unknown)
         errors.setdefault(name, []).append(f"Unknown {name} field {shown}; allowed: {', '.join(sorted(allowed))}.")
     return names
 
 
+def names_pattern(allowed: Collection[str], descending: bool = False) -> str:
+    """The JSON Schema pattern of a comma-separated list of allowed names (sort: each may start with -)."""
+    one = ("-?" if descending else "") + "(?:" + "|".join(re.escape(n) for n in sorted(allowed)) + ")"
+    return f"^{one}(?:,{one})*$"
+
+
+def listing_parameters(spec: ListingSpec) -> list[dict]:
+    """The query parameters of a list endpoint for /openapi.json, from the spec parse_list_query reads."""
+    text = {"type": "string", "maxLength": MAX_FILTER, "pattern": "^[^\\x00]*$"}
+    params: list[tuple[str, dict, str]] = [
+        ("page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1}, "Page number"),
+        (
+            "per_page",
+            {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE, "default": DEFAULT_PER_PAGE},
+            "Items per page",
+        ),
+        (
+            "sort",
+            {"type": "string", "pattern": names_pattern(spec.sort_columns, descending=True)},
+            "Comma-separated fields; a leading - sorts descending",
+        ),
+        ("fields", {"type": "string", "pattern": names_pattern(spec.fields)}, "Comma-separated fields to return"),
+    ]
+    if spec.includes:
+        params.append(
+            ("include", {"type": "string", "pattern": names_pattern(spec.includes)}, "Comma-separated relations")
+        )
+    if spec.search_columns:
+        search = {"type": "string", "maxLength": MAX_SEARCH, "pattern": "^[^\\x00]*$"}
+        params.append(("search", search, f"Case-insensitive substring of {', '.join(spec.search_columns)}"))
+    if spec.statuses:
+        params.append(("status", {"type": "string", "enum": list(spec.statuses)}, "Only items in this status"))
+    params += [(name, text, f"Only items whose {name} equals this exactly") for name in spec.filters]
+    date = {"type": "string", "maxLength": 40, "pattern": f"^(?:{DATE_TIME})$"}
+    for param, (column, op) in DATE_PARAMS.items():
+        if column in spec.date_columns:
+            when = "after" if op == ">" else "before"
+            params.append((param, date, f"Only items {column} {when} this RFC 3339 date-time or date"))
+    return [
+        {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+        for name, schema, description in params
+    ]
+
+
 def parse_list_query(request: Request, spec: ListingSpec) -> ListQuery:
     """A validated ListQuery, or ValidationFailed naming every bad parameter."""
-    query = request.query
+    query = query_values(request)
     errors: Errors = {}
     result = ListQuery(
         page=_bounded_int(_single(query, "page", errors), "page", 1, MAX_PAGE, errors),
@@ -89,26 +140,27 @@ def parse_list_query(request: Request, spec: ListingSpec) -> ListQuery:
             result.filters[name] = value
     status = _single(query, "status", errors)
     if status is not None:
-        if status not in spec.statuses:
-            allowed = ", ".join(spec.statuses) or "none for this resource"
-            errors.setdefault("status", []).append(f"The status must be one of: {allowed}.")
+        if not spec.statuses:
+            errors.setdefault("status", []).append("This resource has no statuses to filter by; leave status out.")
+        elif status not in spec.statuses:
+            errors.setdefault("status", []).append(f"The status must be one of: {', '.join(spec.statuses)}.")
         result.status = status
     search = _text(_single(query, "search", errors), "search", errors)
     if search is not None:
         if not spec.search_columns:
-            errors.setdefault("search", []).append("This resource does not support search.")
+            errors.setdefault("search", []).append("This resource does not support search; leave search out.")
         elif len(search) > MAX_SEARCH:
             errors.setdefault("search", []).append(f"The search may not be greater than {MAX_SEARCH} characters.")
         result.search = search
     for param, (column, op) in DATE_PARAMS.items():
         raw = _single(query, param, errors)
-        if raw is None:
+        if raw is None or column not in spec.date_columns:
             continue
         try:
             result.date_bounds.append((column, op, parse_datetime(raw)))
         except ValueError:
             errors.setdefault(param, []).append(
-                f"The {param} must be an ISO 8601 date or date-time in the years {YEAR_MIN}-{YEAR_MAX}."
+                f"The {param} must be an RFC 3339 date-time or date in the years {YEAR_MIN}-{YEAR_MAX}."
             )
     if errors:
         raise ValidationFailed(errors)
@@ -160,3 +212,36 @@ def page_body(request: Request, public_url: str, query: ListQuery, items: list[d
     meta = page_meta(query.page, query.per_page, total, len(items))
     links = page_links(base_url(request, public_url), request.query, query.page, meta["last_page"])
     return {"data": [select_fields(i, query.fields, query.include) for i in items], "meta": meta, "links": links}
+
+
+NULLABLE_PAGE = {"type": ["integer", "null"], "minimum": 1}
+PAGE_LINK = {"type": ["string", "null"]}
+PAGE_META = {
+    "type": "object",
+    "required": ["current_page", "from", "last_page", "per_page", "to", "total"],
+    "additionalProperties": False,
+    "properties": {
+        "current_page": {"type": "integer", "minimum": 1},
+        "from": NULLABLE_PAGE,
+        "last_page": {"type": "integer", "minimum": 1},
+        "per_page": {"type": "integer", "minimum": 1},
+        "to": NULLABLE_PAGE,
+        "total": {"type": "integer", "minimum": 0},
+    },
+}
+PAGE_LINKS = {
+    "type": "object",
+    "required": ["first", "last", "prev", "next"],
+    "additionalProperties": False,
+    "properties": {"first": {"type": "string"}, "last": {"type": "string"}, "prev": PAGE_LINK, "next": PAGE_LINK},
+}
+
+
+def page_answer(item: dict) -> dict:
+    """The JSON Schema of a list endpoint's answer whose items have the given schema."""
+    return {
+        "type": "object",
+        "required": ["data", "meta", "links"],
+        "additionalProperties": False,
+        "properties": {"data": {"type": "array", "items": item}, "meta": PAGE_META, "links": PAGE_LINKS},
+    }

@@ -4,6 +4,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import overload
 
+from app.access.tiers import capped
+
 DEFAULT_SETTINGS = {"timezone": "UTC", "locale": "en_GB"}
 
 
@@ -31,6 +33,9 @@ def workspace_view(row: dict) -> dict:
     }
 
 
+KEY_STATUSES = ("active", "rotating", "expired", "revoked")
+
+
 def key_status(row: dict, now: datetime) -> str:
     revoked_at, expires_at = row["revoked_at"], row["expires_at"]
     if revoked_at is not None and revoked_at <= now:
@@ -40,8 +45,9 @@ def key_status(row: dict, now: datetime) -> str:
     return "rotating" if revoked_at is not None else "active"
 
 
-def api_key_view(row: dict, last_used: datetime | None = None) -> dict:
-    """The public view of a key; `last_used` is this process's not yet written value."""
+def api_key_view(row: dict, workspace_tier: str, last_used: datetime | None = None) -> dict:
+    """The public view of a key; `last_used` is this process's not yet written value. Its
+    rate_limit_tier is the one that applies: its own within its workspace's, else the workspace's."""
     now = datetime.now(UTC)
     status = key_status(row, now)
     used = max(filter(None, (row["last_used_at"], last_used)), default=None)
@@ -51,7 +57,7 @@ def api_key_view(row: dict, last_used: datetime | None = None) -> dict:
         "name": row["name"],
         "prefix": row["prefix"],
         "scopes": list(row["scopes"]),
-        "rate_limit_tier": row["rate_limit_tier"],
+        "rate_limit_tier": capped(row["rate_limit_tier"], workspace_tier),
         "status": status,
         "last_used_at": iso(used),
         "expires_at": iso(row["expires_at"]),

@@ -7,12 +7,9 @@ its id, and the headers its response gets however it ends) and its caller; a pub
 gets the same without a caller, a `PublicCall`.
 """
 
-import math
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import cast
 
 import asyncpg
@@ -20,11 +17,11 @@ from blacksheep import Request, Response
 from redis.asyncio import Redis
 
 from app.access.auth import Authenticator, Principal, check_workspace_header, require_scope
-from app.access.rate_limits import LimitMode, rate_limit_headers
-from app.http.errors import MethodNotAllowed, RateLimited, ResourceNotFound
+from app.access.rate_limits import rate_limit_headers, rate_limited
+from app.http.errors import MethodNotAllowed, ResourceNotFound
 from app.http.idempotency import IDEMPOTENCY_KEY, UNSAFE_METHODS, run_idempotently
 from app.http.middleware import RequestContext, request_context
-from app.http.presenters import iso
+from app.http.shapes import Field, Query
 from app.http.validation import parse_id
 from app.mcp_servers.registry import Registry
 from app.pixel.intake import Pixel
@@ -32,9 +29,9 @@ from app.resources.ledger import Ledger
 from ingest.events import Topics
 from ingest.handoff.sink import Sink
 from storage.config import ApiConfig, Config
+from storage.postgres.listing import ListingSpec
 from storage.postgres.workspace_cache import WorkspaceCache
 from storage.redis.idempotency import IdempotencyStore
-from storage.redis.rate_limit import Decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +99,13 @@ class Route:
     summary: str
     tag: str
     status: int = 200
-    body: dict | None = None  # JSON schema of the request body, for the OpenAPI document
-    query: tuple[str, ...] = ()
+    # The request body's shape (app/http/shapes.py): the handler validates with it, the document shows it.
+    body: Field | None = None
+    body_required: bool = True
+    query: Query | None = None  # the query parameters' shape, likewise
+    listing: ListingSpec | None = None  # a list endpoint: its parameters come from the listing spec
+    answer: dict | None = None  # JSON Schema of the success answer's body
+    also: tuple[int, ...] = ()  # other success statuses with the same answer (the pixel's 207)
     errors: tuple[int, ...] = field(default=())
 
 
@@ -124,9 +126,7 @@ def endpoint(route: Route, holder: ServicesHolder) -> Callable[[Request], Awaita
     async def guarded(request: Request) -> Response:
         services, context = holder.services, request_context(request)
         principal, decision, mode = await services.authenticator.admit(request)
-        context.response_headers += rate_limit_headers(decision, principal.tier)
-        if mode is LimitMode.LOCAL:
-            context.response_headers.append((b"X-RateLimit-Mode", b"local"))
+        context.response_headers += rate_limit_headers(decision, principal.tier, mode)
         if not decision.allowed:
             raise rate_limited(decision)
         require_scope(principal, scope)
@@ -139,23 +139,21 @@ def endpoint(route: Route, holder: ServicesHolder) -> Callable[[Request], Awaita
     return guarded
 
 
-def rate_limited(decision: Decision) -> RateLimited:
-    retry_after = max(1, math.ceil(decision.retry_after))
-    reset_at = datetime.fromtimestamp(time.time() + decision.reset_after, UTC)
-    return RateLimited(retry_after, decision.limit, iso(reset_at))
-
-
 def path_pattern(path: str) -> re.Pattern:
     # BlackSheep's `{path:name}` spans slashes; any other parameter is one segment.
     pattern = re.sub(r"\{path:[^}]+\}", ".+", path)
     return re.compile("^" + re.sub(r"\{[^}:]+\}", "[^/]+", pattern) + "$")
 
 
-def fallback(routes: list[Route]):
-    """404 for unknown paths, 405 (with Allow) for a known path and another method."""
+def fallback(routes: list[Route], holder: ServicesHolder):
+    """404 for unknown paths, 405 (with Allow) for a known path and another method. Either is
+    counted and carries rate-limit headers: the key's when the request has a valid one, else the
+    address's budget of requests without a valid key (app/access/auth.py Authenticator.meter)."""
     patterns = [(path_pattern(r.path), r.method) for r in routes]
 
     async def not_matched(request: Request) -> Response:
+        context = request_context(request)
+        context.response_headers += await holder.services.authenticator.meter(request)
         allowed = sorted({method for pattern, method in patterns if pattern.match(request.path)})
         if allowed:
             raise MethodNotAllowed(allowed)

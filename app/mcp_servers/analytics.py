@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from app.http.errors import ValidationFailed
 from app.http.presenters import iso
-from app.http.validation import YEAR_MAX, YEAR_MIN, parse_datetime
+from app.http.validation import DATE_TIME, DATETIME_MAX_LEN, YEAR_MAX, YEAR_MIN, parse_datetime
 from app.mcp_servers.registry import Caller, Tool
 from storage.clickhouse import analytics
 from storage.config import Config
@@ -18,9 +18,11 @@ DEFAULT_DAYS = 7
 MAX_RANGE = timedelta(days=366)
 DEFAULT_LIMIT = 10
 NAME = {"type": "string", "minLength": 1, "maxLength": 100}
+# RFC 3339 as parse_datetime reads it (years 1970-9999), so the schema refuses what it would.
+DATE = {"type": "string", "maxLength": DATETIME_MAX_LEN, "pattern": f"^(?:{DATE_TIME})$"}
 RANGE = {
-    "start": {"type": "string", "format": "date-time", "description": f"ISO 8601; default {DEFAULT_DAYS} days ago"},
-    "end": {"type": "string", "format": "date-time", "description": "ISO 8601, exclusive; default now"},
+    "start": {**DATE, "description": f"RFC 3339 date-time or date; default {DEFAULT_DAYS} days ago"},
+    "end": {**DATE, "description": "RFC 3339 date-time or date, exclusive; default now"},
 }
 LIMIT = {
     "type": "integer",
@@ -97,6 +99,9 @@ class AnalyticsServer:
         self.id, self.name, self.description = server_id, name, description
         self.timeout_seconds = timeout
         self.url = config.shared.clickhouse_url
+
+    def known_tools(self) -> list[Tool]:
+        return TOOLS
 
     async def list_tools(self) -> list[Tool]:
         return TOOLS

@@ -74,6 +74,9 @@ class ExternalServer:
             if http is not None:
                 await http.aclose()
 
+    def known_tools(self) -> None:
+        return None  # only the server can say, and it may be down when asked
+
     async def list_tools(self) -> list[Tool]:
         now = time.monotonic()
         if self._tools is not None and now - self._tools[0] < self.cache_seconds:

@@ -10,9 +10,16 @@ from pathlib import Path
 from app.http.errors import ValidationFailed
 from app.mcp_servers.registry import Caller, Tool, ToolFailed
 from storage.config import Config
-from storage.files import MAX_PATH, FileError, PathRefused, WorkspaceFiles
+from storage.files import MAX_DEPTH, MAX_NAME, MAX_PATH, FileError, PathRefused, WorkspaceFiles
 
-PATH = {"type": "string", "maxLength": MAX_PATH}
+# Plain ASCII names, none of them "..": storage/files.py refuses more spellings than these (and
+# follows no symlink), so a path the schema admits reaches the file system as it was written.
+NAME = f"(?!\\.\\.(?:/|$))[A-Za-z0-9 ._,;+=@#!$&'()-]{{1,{MAX_NAME}}}"
+PATH = {
+    "type": "string",
+    "maxLength": MAX_PATH,
+    "pattern": f"^(?:{NAME}(?:/{NAME}){{0,{MAX_DEPTH - 1}}}/?)?$",
+}
 READS = ("mcp:read",)  # the same files GET /mcp/resources/file:… serves under mcp:read
 
 
@@ -75,6 +82,9 @@ class FilesystemServer:
     def files(self, caller: Caller) -> WorkspaceFiles:
         root = Path(self.config.files_root) / str(caller.workspace_id)
         return WorkspaceFiles(root, self.config.max_file_bytes, self.config.max_entries)
+
+    def known_tools(self) -> list[Tool]:
+        return self._tools
 
     async def list_tools(self) -> list[Tool]:
         return self._tools

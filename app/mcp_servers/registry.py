@@ -57,6 +57,10 @@ class Server(Protocol):
     resource_schemes: tuple[str, ...]
     timeout_seconds: float
 
+    def known_tools(self) -> list[Tool] | None:
+        """The tools, when known without asking the server (built-ins); None otherwise."""
+        ...
+
     async def list_tools(self) -> list[Tool]: ...
 
     async def call_tool(self, caller: Caller, name: str, arguments: dict) -> dict: ...

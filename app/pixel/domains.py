@@ -4,6 +4,10 @@ Several workspaces may claim a host; proving control of it (POST …/{id}/verify
 app/pixel/verification.py) makes a claim the host's one verified claim. Which claim serves an
 event's host is decided in app/pixel/sites.py. Changes reach this process's site cache at once and
 other processes within SLUICE_PIXEL_CONFIG_CACHE_SECONDS.
+
+Each body and answer is declared once below (app/http/shapes.py). What no schema can say stays
+code: a public suffix (co.uk, github.io) is nobody's to claim (403), a host this workspace claims
+already is a conflict (409), and a verification that finds no token too (409).
 """
 
 import re
@@ -11,18 +15,25 @@ import re
 from blacksheep import Response
 
 from app.http.bodies import read_json_object
-from app.http.errors import json_response
-from app.http.listing import page_body, parse_list_query
+from app.http.errors import AccessDenied, json_response
+from app.http.listing import page_answer, page_body, parse_list_query
 from app.http.presenters import iso
 from app.http.routing import Call, Route, path_id
-from app.http.validation import MISSING, Checker, Missing, present, required
-from app.pixel.verification import instructions, verify_claim
+from app.http.shapes import Boolean, Choice, DateTime, Field, Free, Integer, Nullable, Number, Object, Text, response
+from app.http.validation import ID_MAX
+from app.pixel.verification import Method, instructions, verify_claim
 from storage.postgres import domains
 
 HOST_MAX = 253  # DNS
 LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+# A host as a client may send it: ASCII labels (punycode for international names), at least two
+# (a single label is a public suffix), any case, a trailing dot allowed.
+HOST_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST = f"(?:{HOST_LABEL}\\.)+{HOST_LABEL}\\.?"
+# As stored and shown: lowercase, no trailing dot.
+STORED_LABEL = "[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+STORED_HOST = f"(?:{STORED_LABEL}\\.)*{STORED_LABEL}"
 FEATURES = ("pageviews", "events", "sessions")
-FIELDS = ("host", "enabled", "features", "sample_rate")
 
 
 def normalise_host(value: str) -> str | None:
@@ -36,6 +47,55 @@ def normalise_host(value: str) -> str | None:
     if not host or len(host) > HOST_MAX or not all(LABEL.fullmatch(label) for label in host.split(".")):
         return None
     return host
+
+
+FLAG = Nullable(Boolean(), "null or absent: unchanged (on create: true)")
+CONFIG_FIELDS: dict[str, Field] = {
+    "enabled": FLAG,
+    "features": Object({name: FLAG for name in FEATURES}),
+    "sample_rate": Nullable(Number(0, 1), "The share of visitors kept; null or absent: unchanged (on create: 1)"),
+}
+CREATE_BODY = Object(
+    {
+        "host": Text(
+            HOST_MAX,
+            HOST,
+            "must be a host name such as example.com, not a URL",
+            description="The site's host name, e.g. example.com (punycode for an international name), stored "
+            "lowercase without a trailing dot. A public suffix (co.uk, github.io) is nobody's to claim: 403",
+            example="example.com",
+        ),
+        **CONFIG_FIELDS,
+    },
+    required=("host",),
+)
+UPDATE_BODY = Object(CONFIG_FIELDS)
+
+# The answers: a domain as domain_view() shows it.
+ID = Integer(1, ID_MAX)
+VERIFICATION_FIELDS: dict[str, Field] = {
+    "status": Choice(["verified", "unverified"]),
+    "token": Free("string"),
+    "dns_txt_name": Free("string"),
+    "dns_txt_value": Free("string"),
+    "file_url": Free("string"),
+    "meta_tag": Free("string"),
+    "method": Nullable(Choice([method.value for method in Method])),
+    "verified_at": Nullable(DateTime()),
+    "lost_at": Nullable(DateTime()),
+}
+DOMAIN_FIELDS: dict[str, Field] = {
+    "id": ID,
+    "workspace_id": ID,
+    "host": Text(HOST_MAX, STORED_HOST),
+    "enabled": Boolean(),
+    "features": Object({name: Boolean() for name in FEATURES}, required=FEATURES),
+    "sample_rate": Number(0, 1),
+    "verification": Object(VERIFICATION_FIELDS, required=tuple(VERIFICATION_FIELDS)),
+    "created_at": DateTime(),
+    "updated_at": DateTime(),
+}
+DOMAIN = Object(DOMAIN_FIELDS, required=tuple(DOMAIN_FIELDS))
 
 
 def domain_view(row: dict) -> dict:
@@ -62,56 +122,20 @@ def verification_view(row: dict) -> dict:
     }
 
 
-def _flag(checker: Checker, data: dict, name: str, label: str):
-    value = data.get(name)
-    if value is not None and not isinstance(value, bool):
-        checker.fail(label, f"The {label} must be true or false.")
-        return None
-    return value
-
-
-def check_config(checker: Checker, data: dict) -> dict:
-    """enabled, pageviews, events, sessions, sample_rate; None (or absent) leaves one unchanged."""
-    config = {"enabled": _flag(checker, data, "enabled", "enabled")}
-    features = checker.object("features")
-    if present(features):
-        for name in features:
-            if name not in FEATURES:
-                checker.fail(f"features.{name}", f"Unknown feature; allowed: {', '.join(FEATURES)}.")
-        for name in FEATURES:
-            config[name] = _flag(checker, features, name, f"features.{name}")
-    rate = data.get("sample_rate")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1):
-        checker.fail("sample_rate", "The sample_rate must be a number between 0 and 1.")
-        rate = None
-    config["sample_rate"] = None if rate is None else float(rate)
-    return config
-
-
-def check_host(checker: Checker) -> str | Missing:
-    """The claimed host, normalised; MISSING (its error recorded) when absent or refused."""
-    value = checker.string("host", required=True, max_len=HOST_MAX + 1)
-    if not present(value):
-        return MISSING
-    host = normalise_host(value)
-    if host is None:
-        checker.fail("host", "The host must be a host name such as example.com, not a URL.")
-        return MISSING
+def claimed_host(host: str) -> str:
+    """The host as stored; 403 for a public suffix, under which different parties register."""
+    host = host.lower().rstrip(".")
     if domains.is_public_suffix(host):
         # A claim there would contest every unverified site under it (app/pixel/sites.py).
-        checker.fail("host", f"{host} is a public suffix (as com or co.uk are): register your own domain.")
-        return MISSING
+        raise AccessDenied(f"{host} is a public suffix (as com or co.uk are): register your own domain.")
     return host
 
 
-async def read_domain_body(call: Call, creating: bool) -> tuple[str | Missing, dict]:
-    """(host, config); the host only when creating (it cannot change), else MISSING."""
-    data = await read_json_object(call.request, call.settings.max_body_bytes)
-    checker = Checker(data, allowed=FIELDS if creating else FIELDS[1:])
-    host = check_host(checker) if creating else MISSING
-    config = check_config(checker, data)
-    checker.done()
-    return host, config
+def config_of(body: dict) -> dict:
+    """enabled, pageviews, events, sessions, sample_rate; None leaves one unchanged."""
+    features = body.get("features", {})
+    config = {name: features.get(name) for name in FEATURES}
+    return {**config, "enabled": body.get("enabled"), "sample_rate": body.get("sample_rate")}
 
 
 def forget(call: Call, host: str) -> None:
@@ -132,16 +156,16 @@ async def get_domain(call: Call) -> Response:
 
 
 async def create_domain(call: Call) -> Response:
-    body_host, config = await read_domain_body(call, creating=True)
-    host = required(body_host)
-    row = await domains.create_domain(call.pool, call.principal.workspace_id, host, config)
+    body = CREATE_BODY.parse(await read_json_object(call.request, call.settings.max_body_bytes))
+    host = claimed_host(body["host"])
+    row = await domains.create_domain(call.pool, call.principal.workspace_id, host, config_of(body))
     forget(call, host)  # a cached "not registered" must not outlive the registration here
     return json_response(201, {"message": "Domain registered successfully.", "data": domain_view(row)})
 
 
 async def update_domain(call: Call) -> Response:
-    _host, config = await read_domain_body(call, creating=False)
-    row = await domains.update_domain(call.pool, call.principal.workspace_id, path_id(call), config)
+    body = UPDATE_BODY.parse(await read_json_object(call.request, call.settings.max_body_bytes))
+    row = await domains.update_domain(call.pool, call.principal.workspace_id, path_id(call), config_of(body))
     forget(call, row["host"])
     return json_response(200, {"message": "Domain updated successfully.", "data": domain_view(row)})
 
@@ -164,32 +188,13 @@ async def delete_domain(call: Call) -> Response:
     return Response(204)
 
 
-CONFIG_PROPERTIES = {
-    "enabled": {"type": "boolean"},
-    "features": {"type": "object", "properties": {name: {"type": "boolean"} for name in FEATURES}},
-    "sample_rate": {"type": "number", "minimum": 0, "maximum": 1},
-}
-CREATE_BODY = {
-    "type": "object",
-    "required": ["host"],
-    "properties": {
-        "host": {"type": "string", "maxLength": HOST_MAX, "description": "e.g. example.com"},
-        **CONFIG_PROPERTIES,
-    },
-}
-UPDATE_BODY = {"type": "object", "properties": CONFIG_PROPERTIES}
-LIST_QUERY = (
-    "page",
-    "per_page",
-    "sort",
-    "fields",
-    "search",
-    "host",
-    "created_after",
-    "created_before",
-    "updated_after",
-    "updated_before",
-)
+def domain_answer(message: str | None = None) -> dict:
+    """{"message", "data"} after a change (the message fixed unless None), else {"data"}."""
+    if message is None:
+        return response({"data": DOMAIN})
+    return response({"message": Choice([message]), "data": DOMAIN})
+
+
 BASE = "/api/v1/pixel/domains"
 ROUTES = [
     Route(
@@ -199,7 +204,8 @@ ROUTES = [
         "pixel:read",
         "List the workspace's pixel domains",
         "Pixel",
-        query=LIST_QUERY,
+        listing=domains.LISTING,
+        answer=page_answer(response(DOMAIN_FIELDS, required=())),
         errors=(422,),
     ),
     Route(
@@ -207,13 +213,23 @@ ROUTES = [
         BASE,
         create_domain,
         "pixel:write",
-        "Register a site's host for the pixel",
+        "Register a site's host for the pixel (403 for a public suffix, 409 when this workspace has it)",
         "Pixel",
         status=201,
         body=CREATE_BODY,
-        errors=(409, 422),
+        answer=domain_answer("Domain registered successfully."),
+        errors=(403, 409, 422),
     ),
-    Route("GET", BASE + "/{id}", get_domain, "pixel:read", "Get a pixel domain", "Pixel", errors=(404,)),
+    Route(
+        "GET",
+        BASE + "/{id}",
+        get_domain,
+        "pixel:read",
+        "Get a pixel domain",
+        "Pixel",
+        answer=domain_answer(),
+        errors=(404,),
+    ),
     Route(
         "PATCH",
         BASE + "/{id}",
@@ -222,6 +238,7 @@ ROUTES = [
         "Change a domain's pixel configuration",
         "Pixel",
         body=UPDATE_BODY,
+        answer=domain_answer("Domain updated successfully."),
         errors=(404, 422),
     ),
     Route(
@@ -229,9 +246,11 @@ ROUTES = [
         BASE + "/{id}/verify",
         verify_domain,
         "pixel:write",
-        "Verify control of the domain's host (DNS TXT, file or meta tag)",
+        "Verify control of the domain's host (DNS TXT, file or meta tag); 409 verification_failed when "
+        "no look-up finds the token, each saying what it found",
         "Pixel",
-        errors=(404, 422),
+        answer=response({"message": Free("string"), "data": DOMAIN}),
+        errors=(404, 409),
     ),
     Route(
         "DELETE",

@@ -32,7 +32,7 @@ class Arrival:
     received_ms: int
     address: str  # the client's address (client_ip.py); used here, never stored
     user_agent: str  # the request's User-Agent header, truncated
-    source: str  # json | beacon | gif | batch
+    source: str  # json | beacon | gif | batch (config: only admitted, never enriched)
     salt: bytes  # today's salt (storage/redis/salts.py)
 
 

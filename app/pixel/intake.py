@@ -18,12 +18,12 @@ import redis.asyncio as redis
 from blacksheep import Request
 from redis.exceptions import RedisError
 
-from app.access.rate_limits import LocalLimiter, RedisHealth
+from app.access.rate_limits import LimitMode, LocalLimiter, RedisHealth
 from app.http.client_ip import ip_digest, request_client_address
 from app.http.errors import ApiError, DomainNotVerified, UnknownDomain, ValidationFailed
-from app.pixel.enrichment import Arrival, enrich, sample_point, url_host
+from app.pixel.enrichment import Arrival, enrich, sample_point
 from app.pixel.sites import Site, SiteCache, Unserved
-from app.pixel.validation import USER_AGENT_MAX, TrackedInput, check_event
+from app.pixel.validation import USER_AGENT_MAX, TrackedInput, check_event, page_host
 from ingest.events import DropReason, PixelEvent, Topics, now_ms, workspace_key
 from ingest.handoff.drops import DropCounter
 from ingest.handoff.sink import Sink
@@ -40,7 +40,7 @@ class Verdict(enum.StrEnum):
 
     ACCEPTED = "accepted"  # durable, answered 2xx
     DROPPED = "dropped"  # well formed, not kept (disabled, bot, sampled out): 200 with the reason
-    REJECTED = "rejected"  # not usable (invalid, unknown domain): its error envelope
+    REJECTED = "rejected"  # not usable (invalid 422, unknown domain 403): its error envelope
 
 
 # What became of one event; not frozen: a frozen __init__ costs ~1.5 µs more per event.
@@ -121,9 +121,9 @@ class Pixel:
             self._day = (day, time.strftime("%Y-%m-%d", time.gmtime(day * 86_400)))
         return self._day[1]
 
-    async def admit(self, arrival: Arrival) -> Decision | None:
-        """The per-IP decision (None: rate limits are off); the key is a keyed hash of the address,
-        never the address."""
+    async def admit(self, arrival: Arrival) -> tuple[Decision, LimitMode] | None:
+        """The per-IP decision and who made it (None: rate limits are off); the key is a keyed
+        hash of the address, never the address."""
         if self.limiter is None:
             return None
         key = limiter_key("pixel", ip_digest(arrival.address, arrival.salt))
@@ -132,11 +132,11 @@ class Pixel:
             try:
                 decision = await self.limiter.allow(key, limit, limit)
                 self.health.succeeded()
-                return decision
+                return decision, LimitMode.SHARED
             except (RedisError, OSError) as exc:
                 self.health.failed(exc)
         self.health.fallback_requests += 1
-        return self.local.allow(key, limit, limit)
+        return self.local.allow(key, limit, limit), LimitMode.LOCAL
 
     async def judge(self, data: object, arrival: Arrival) -> Outcome:
         checked = check_event(data)
@@ -160,8 +160,8 @@ class Pixel:
 
     def known_workspace(self, data: object) -> int:
         """The workspace an unusable event was meant for, if its URL names a cached site."""
-        url = data.get("url") if isinstance(data, dict) else None
-        site = self.sites.peek(url_host(url)) if isinstance(url, str) and len(url) <= 2048 else None
+        host = page_host(data)
+        site = self.sites.peek(host) if host else None
         return site.workspace_id if site is not None else 0
 
     async def deliver(self, outcomes: list[Outcome], source: str) -> None:

@@ -1,31 +1,46 @@
 """HTTP: the pixel — /api/v1/pixel/config, /api/v1/pixel/track (POST, GET 1×1 GIF, OPTIONS) and /pixel.js.
 
-A track request goes: read the body (413) → admit the client's IP (one Redis round trip, or the
-local limiter while Redis is away) → validate each event (app/pixel/validation.py) → find its
-site from the URL's host (app/pixel/sites.py, in memory) → drop bots and sampled-out events → enrich
-(app/pixel/enrichment.py) → hand the accepted ones to the sink in one call → answer. Those stages
-are app/pixel/intake.py's; this module parses requests and shapes answers. Whatever is not accepted
-is counted by reason (ingest/handoff/drops.py).
+A track request goes: admit the client's IP (one Redis round trip, or the local limiter while
+Redis is away; every answer after it carries the budget's headers) → read the body (413) → with an
+Idempotency-Key, run once per key and host (app/http/idempotency.py) → validate each event
+(app/pixel/validation.py) → find its site from the URL's host (app/pixel/sites.py, in memory) →
+drop bots and sampled-out events → enrich (app/pixel/enrichment.py) → hand the accepted ones to
+the sink in one call → answer. Those stages are app/pixel/intake.py's; this module parses requests
+and shapes answers. Whatever is not accepted is counted by reason (ingest/handoff/drops.py).
 """
 
 import functools
 import re
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import orjson
 from blacksheep import Content, Request, Response
 
-from app.access.rate_limits import rate_limit_headers
+from app.access.rate_limits import rate_limit_headers, rate_limited
 from app.http.bodies import read_body
-from app.http.errors import OriginNotAllowed, json_response
-from app.http.routing import PublicCall, Route, rate_limited
+from app.http.errors import OriginNotAllowed, ValidationFailed, json_response
+from app.http.idempotency import IDEMPOTENCY_KEY, idempotency_key, run_idempotently_in
+from app.http.routing import PublicCall, Route
+from app.http.shapes import Boolean, Choice, Free, Integer, List, Number, Object, Text, response
+from app.pixel import domains
 from app.pixel.domains import normalise_host
 from app.pixel.enrichment import Arrival
 from app.pixel.intake import Accepted, Dropped, Outcome, Pixel, Rejected, Verdict
 from app.pixel.sites import Site, Unserved
-from app.pixel.validation import body_source, parse_events, query_event
+from app.pixel.validation import (
+    MAX_BATCH,
+    Declared,
+    TrackBody,
+    body_source,
+    gif_query,
+    page_host,
+    parse_events,
+    query_event,
+)
 from ingest.events import DropReason
+from storage.redis.rate_limit import Decision
 
 # The smallest transparent GIF (43 bytes): what an <img> pixel expects back.
 GIF = (
@@ -43,6 +58,7 @@ TRACKED = orjson.dumps({"tracked": True})
 ORIGIN = re.compile(r"(https?)://([^/:?#@\[\]\s]+)(?::([0-9]{1,5}))?")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 VARY_ORIGIN = (b"Vary", b"Origin")
+POLICY = "pixel"  # the per-IP budget's name in RateLimit-Policy: track, the GIF and config share it
 
 
 def site_host(scheme: str, host: str | None, port: int | None) -> str | None:
@@ -86,15 +102,21 @@ async def cors_headers(pixel: Pixel, request: Request) -> list[tuple[bytes, byte
     return [(b"Access-Control-Allow-Origin", origin), VARY_ORIGIN]
 
 
-async def admit_or_refuse(call: PublicCall, pixel: Pixel, arrival: Arrival, events) -> None:
-    """429 when the client's IP is over its limit; `events` (a callable) are counted as rate_limited."""
-    decision = await pixel.admit(arrival)
-    if decision is None or decision.allowed:
-        return
-    refused = events()
-    for data in refused if isinstance(refused, list) else [refused]:
-        pixel.drops.add(pixel.known_workspace(data), DropReason.RATE_LIMITED, arrival.source)
-    call.context.response_headers += rate_limit_headers(decision, "pixel") + [(DROP_REASON, b"rate_limited")]
+async def admit(call: PublicCall, pixel: Pixel, arrival: Arrival) -> Decision | None:
+    """The client IP's decision (None: limits are off); its headers go on whatever answers."""
+    admitted = await pixel.admit(arrival)
+    if admitted is None:
+        return None
+    decision, mode = admitted
+    call.context.response_headers += rate_limit_headers(decision, POLICY, mode)
+    return decision
+
+
+def refuse(call: PublicCall, pixel: Pixel, decision: Decision, events, source: str) -> NoReturn:
+    """429 for a client over its limit; its events are counted as rate_limited."""
+    for data in events if isinstance(events, list) else [events]:
+        pixel.drops.add(pixel.known_workspace(data), DropReason.RATE_LIMITED, source)
+    call.context.response_headers.append((DROP_REASON, b"rate_limited"))
     raise rate_limited(decision)
 
 
@@ -109,13 +131,36 @@ def peek_events(raw: bytes):
 async def track_event(call: PublicCall) -> Response:
     pixel, request, headers = call.services.pixel, call.request, call.context.response_headers
     headers += await cors_headers(pixel, request)
+    arrival = await pixel.arrival(request, "json")
+    decision = await admit(call, pixel, arrival)
     source = body_source(request.get_first_header(b"content-type"))
     raw = await read_body(request, call.settings.max_body_bytes)
-    arrival = await pixel.arrival(request, source)
-    await admit_or_refuse(call, pixel, arrival, lambda: peek_events(raw))
+    if decision is not None and not decision.allowed:
+        refuse(call, pixel, decision, peek_events(raw), source)
     items, batch = parse_events(raw, call.settings.pixel_max_batch)
     if batch and source == "json":
-        arrival = Arrival(arrival.received_ms, arrival.address, arrival.user_agent, "batch", arrival.salt)
+        source = "batch"
+    if source != "json":
+        arrival = Arrival(arrival.received_ms, arrival.address, arrival.user_agent, source, arrival.salt)
+    if request.get_first_header(IDEMPOTENCY_KEY) is None:
+        return await answer_events(pixel, headers, items, batch, arrival)
+
+    async def run(_call: PublicCall) -> Response:
+        return await answer_events(pixel, headers, items, batch, arrival)
+
+    # Kept per host: the first event's with a page URL. With none, no event can be accepted, so
+    # there is nothing to run once (a malformed key is still refused).
+    scope = next((host for host in map(page_host, items) if host), None)
+    if scope is None:
+        idempotency_key(request)
+        return await run(call)
+    return await run_idempotently_in(call, scope, run)
+
+
+async def answer_events(
+    pixel: Pixel, headers: list[tuple[bytes, bytes]], items: list, batch: bool, arrival: Arrival
+) -> Response:
+    """Judge each event, hand the accepted ones over, count the rest, answer."""
     outcomes = [await pixel.judge(item, arrival) for item in items]
     await pixel.deliver(outcomes, arrival.source)
     pixel.count(outcomes, arrival.source)
@@ -128,9 +173,11 @@ async def track_gif(call: PublicCall) -> Response:
     pixel, request, headers = call.services.pixel, call.request, call.context.response_headers
     headers += NO_STORE
     arrival = await pixel.arrival(request, "gif")
+    decision = await admit(call, pixel, arrival)
     referer = request.get_first_header(b"referer")
     data = query_event(request.query, referer.decode("latin-1") if referer else None)
-    await admit_or_refuse(call, pixel, arrival, lambda: data)
+    if decision is not None and not decision.allowed:
+        refuse(call, pixel, decision, data, "gif")
     outcome = await pixel.judge(data, arrival)
     await pixel.deliver([outcome], "gif")
     pixel.count([outcome], "gif")
@@ -153,15 +200,36 @@ def single_response(headers: list[tuple[bytes, bytes]], outcome: Outcome, json_b
 
 
 def batch_response(headers: list[tuple[bytes, bytes]], outcomes: list[Outcome]) -> Response:
+    """200 when every event is accepted or dropped, 207 when some are rejected; when all are, the
+    error envelope of the batch (422 if any is invalid, else 403) with the same counts and results."""
     tally = {"accepted": 0, "dropped": 0, "rejected": 0}  # Verdict's values, in the answer's order
     for outcome in outcomes:
         tally[outcome.status] += 1
     reasons = sorted({o.reason for o in outcomes if not isinstance(o, Accepted)})
     if reasons:
         headers.append((DROP_REASON, ", ".join(reasons).encode()))
-    rejected = tally[Verdict.REJECTED]
-    status = 200 if not rejected else 422 if rejected == len(outcomes) else 207
-    return json_response(status, {**tally, "results": [o.result(i) for i, o in enumerate(outcomes)]})
+    results = [o.result(i) for i, o in enumerate(outcomes)]
+    rejected = [o for o in outcomes if isinstance(o, Rejected)]
+    if len(rejected) < len(outcomes):
+        return json_response(207 if rejected else 200, {**tally, "results": results})
+    status, envelope = batch_refusal(rejected)
+    return json_response(status, {**envelope, **tally, "results": results})
+
+
+def batch_refusal(rejected: list[Rejected]) -> tuple[int, dict]:
+    """The status and envelope of a batch whose every event is rejected: the first invalid event's,
+    with every invalid event's messages under `errors` ("<index>.<field>"), else the first event's."""
+    invalid = {i: r.error for i, r in enumerate(rejected) if isinstance(r.error, ValidationFailed)}
+    first = next(iter(invalid.values()), rejected[0].error)
+    envelope: dict = {
+        "error": first.code,
+        "message": f"None of the {len(rejected)} events was accepted; each result says why.",
+    }
+    if invalid:
+        envelope["errors"] = {
+            f"{i}.{name}": messages for i, error in invalid.items() for name, messages in error.extra["errors"].items()
+        }
+    return first.status, envelope
 
 
 async def preflight_track(call: PublicCall) -> Response:
@@ -181,11 +249,15 @@ async def preflight_track(call: PublicCall) -> Response:
 
 
 async def get_pixel_config(call: PublicCall) -> Response:
-    """The config of the site asking: by its Origin when it sends one, else by its Referer."""
-    request = call.request
+    """The config of the site asking: by its Origin when it sends one, else by its Referer. The
+    same per-IP budget as track's applies (one Redis round trip)."""
+    request, pixel = call.request, call.services.pixel
+    decision = await admit(call, pixel, await pixel.arrival(request, "config"))
+    if decision is not None and not decision.allowed:
+        raise rate_limited(decision)
     origin, referer = request.get_first_header(b"origin"), request.get_first_header(b"referer")
     host = origin_site_host(origin) if origin is not None else referer_site_host(referer) if referer else None
-    site = await call.services.pixel.sites.find(host) if host else None
+    site = await pixel.sites.find(host) if host else None
     headers = [
         (b"Cache-Control", f"public, max-age={call.settings.pixel_config_cache_seconds}".encode()),
         (b"Vary", b"Origin, Referer"),
@@ -201,42 +273,86 @@ async def get_pixel_script(call: PublicCall) -> Response:
     return Response(200, list(SCRIPT_HEADERS), Content(b"application/javascript; charset=utf-8", SCRIPT))
 
 
-EVENT_SCHEMA = {
-    "type": "object",
-    "required": ["event", "url"],
-    "properties": {
-        "event": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
-        "url": {"type": "string", "format": "uri", "maxLength": 2048},
-        "referrer": {"type": "string", "maxLength": 2048},
-        "user_agent": {"type": "string", "maxLength": 512},
-        "properties": {"type": "object", "description": "≤ 8 KB as JSON, ≤ 3 levels, ≤ 50 keys"},
-        "timestamp": {"description": "ISO 8601 date-time or epoch milliseconds", "type": ["string", "integer"]},
-        "sample_key": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-    },
+# -- the answers' shapes ---------------------------------------------------------------------------
+COUNT = Integer(0, MAX_BATCH)
+INDEX = Integer(0, MAX_BATCH - 1)
+UUID = "[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"  # ingest/events.py event_id
+DROPPED = Choice([DropReason.DISABLED, DropReason.BOT, DropReason.SAMPLED_OUT])
+REJECTIONS = Choice(["validation_failed", "unknown_domain", "domain_not_verified"])
+EVENT_RESULT = Declared(
+    {
+        "oneOf": [
+            response({"index": INDEX, "status": Choice([Verdict.ACCEPTED]), "event_id": Text(36, UUID)}),
+            response({"index": INDEX, "status": Choice([Verdict.DROPPED]), "reason": DROPPED}),
+            response(
+                {
+                    "index": INDEX,
+                    "status": Choice([Verdict.REJECTED]),
+                    "error": REJECTIONS,
+                    "message": Free("string"),
+                    "errors": Free("object", "validation_failed: field → its messages"),
+                    "host": Free("string", "unknown_domain, domain_not_verified: the url's host"),
+                },
+                required=["index", "status", "error", "message"],
+            ),
+        ]
+    }
+)
+TRACK_ANSWER = {
+    "oneOf": [
+        response({"tracked": Boolean()}),
+        response({"tracked": Boolean(), "reason": DROPPED}),
+        response(
+            {
+                "accepted": COUNT,
+                "dropped": COUNT,
+                "rejected": COUNT,
+                "results": List(EVENT_RESULT, MAX_BATCH, description="One per event, in the batch's order"),
+            }
+        ),
+    ]
 }
-TRACK_BODY = {"oneOf": [EVENT_SCHEMA, {"type": "array", "items": EVENT_SCHEMA, "minItems": 1}]}
+FEATURES = Object({name: Boolean() for name in domains.FEATURES}, required=domains.FEATURES)
+CONFIG_ANSWER = {
+    "oneOf": [
+        response({"enabled": Boolean()}),  # no site registered for the asking page
+        response({"enabled": Boolean(), "features": FEATURES, "sample_rate": Number(0, 1)}),
+    ]
+}
 BASE = "/api/v1/pixel"
 ROUTES = [
-    Route("GET", BASE + "/config", get_pixel_config, None, "Pixel configuration of the requesting site", "Pixel"),
+    Route(
+        "GET",
+        BASE + "/config",
+        get_pixel_config,
+        None,
+        "Pixel configuration of the requesting site (by its Origin, else its Referer)",
+        "Pixel",
+        answer=CONFIG_ANSWER,
+        errors=(429, 503),
+    ),
     Route(
         "POST",
         BASE + "/track",
         track_event,
         None,
-        "Track an event or a batch (207 per event)",
+        "Track an event or a batch: 403 unknown_domain when no workspace registered the url's host; "
+        "207 when some events of a batch are rejected, each result saying why",
         "Pixel",
-        body=TRACK_BODY,
-        errors=(400, 413, 422, 429, 503),
+        body=TrackBody(),
+        answer=TRACK_ANSWER,
+        also=(207,),
+        errors=(400, 403, 413, 422, 429, 503),
     ),
     Route(
         "GET",
         BASE + "/track",
         track_gif,
         None,
-        "Track an event, answered with a 1×1 GIF",
+        "Track an event, answered with a 1×1 GIF (403 unknown_domain when no workspace registered the url's host)",
         "Pixel",
-        query=("event", "url", "referrer", "properties", "timestamp"),
-        errors=(422, 429, 503),
+        query=gif_query(),
+        errors=(403, 422, 429, 503),
     ),
     Route(
         "OPTIONS",

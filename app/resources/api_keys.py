@@ -2,28 +2,126 @@
 
 No key hands out more than it holds: a key it creates, and a key it rotates or revokes, must lie
 within its own scopes, its workspace's tier and its own expiry (a key may always rotate or
-revoke itself).
+revoke itself). Those rules, and an expires_at in the future, are checked after the body's shape
+and answered with it, every bad field at once. A key is shown with the rate_limit_tier that
+applies to it: its own within its workspace's, or the workspace's when it has none.
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from blacksheep import Response
 
 from app.access.scopes import DEFAULT_KEY_SCOPES, KNOWN, can_grant, grants
 from app.access.tiers import TIERS, exceeds
-from app.access.tokens import generate_key
+from app.access.tokens import DISPLAY_PREFIX_LENGTH, KEY_PREFIX, SECRET_LENGTH, generate_key
 from app.http.bodies import read_json_object
-from app.http.errors import AccessDenied, json_response
-from app.http.listing import page_body, parse_list_query
-from app.http.presenters import api_key_view, iso, workspace_view
+from app.http.errors import AccessDenied, ValidationFailed, json_response
+from app.http.listing import page_answer, page_body, parse_list_query
+from app.http.presenters import KEY_STATUSES, api_key_view, iso, workspace_view
 from app.http.routing import Call, Route, path_id
-from app.http.validation import Checker, Missing, present, required
+from app.http.shapes import (
+    Boolean,
+    Choice,
+    DateTime,
+    Errors,
+    Field,
+    Integer,
+    List,
+    Nullable,
+    Object,
+    Text,
+    fail,
+    response,
+)
+from app.http.validation import ID_MAX, LATEST, Missing
+from app.resources.workspaces import WORKSPACE
 from storage.postgres import api_keys
 
 DEFAULT_GRACE_HOURS = 24
 # A rotation window longer than a month means two live keys for too long.
 MAX_GRACE_HOURS = 720
+# asyncpg writes the largest datetime (LATEST, where parse_datetime clamps) as Postgres' 'infinity'
+# and reads that back without a time zone: a key expires at most a microsecond before it.
+EXPIRY_MAX = LATEST - timedelta(microseconds=1)
+
+
+class Scope(Choice):
+    """A scope of the catalogue (app/access/scopes.py), named in its own message."""
+
+    def read(self, value: Any, name: str, errors: Errors) -> str | Missing:
+        if not isinstance(value, str) or value not in self.allowed:
+            return fail(errors, name, f"Unknown scope {value!r}.")
+        return value
+
+
+ID = Integer(1, ID_MAX)
+SCOPES = List(
+    Scope(sorted(KNOWN)),
+    max_items=len(KNOWN),
+    description="Only scopes the calling key holds itself (422 otherwise); default: every read and write "
+    "scope it holds. Duplicates count once.",
+)
+CREATE_BODY = Object(
+    {
+        "name": Text(255, description="Leading and trailing whitespace is dropped"),
+        "scopes": SCOPES,
+        "rate_limit_tier": Nullable(
+            Choice(TIERS),
+            description="At most the workspace's tier (422 above it); absent or null follows the workspace's tier",
+        ),
+        "expires_at": Nullable(
+            DateTime(),
+            description="In the future (422 otherwise); null or absent: never. When the calling key expires, "
+            "required and no later than its own expiry (422 otherwise)",
+        ),
+    },
+    required=("name",),
+)
+ROTATE_BODY = Object(
+    {
+        "grace_period_hours": Integer(
+            0, MAX_GRACE_HOURS, description=f"Hours the old key keeps working (default {DEFAULT_GRACE_HOURS})"
+        )
+    }
+)
+
+# The answers: a key as app/http/presenters.py api_key_view() shows it.
+KEY_FIELDS: dict[str, Field] = {
+    "id": ID,
+    "workspace_id": ID,
+    "name": Text(255),
+    "prefix": Text(DISPLAY_PREFIX_LENGTH, f"{KEY_PREFIX}[A-Za-z0-9]{{{DISPLAY_PREFIX_LENGTH - len(KEY_PREFIX)}}}"),
+    "scopes": List(Choice(sorted(KNOWN)), max_items=len(KNOWN)),
+    "rate_limit_tier": Choice(TIERS, description="The tier that applies: the key's own within its workspace's"),
+    "status": Choice(KEY_STATUSES),
+    "last_used_at": Nullable(DateTime()),
+    "expires_at": Nullable(DateTime()),
+    "grace_period_ends_at": DateTime(description="Only while the key is rotating: when it stops working"),
+    "created_at": DateTime(),
+    "updated_at": DateTime(),
+}
+# The key is shown once: a replay of the answer (Idempotent-Replayed, app/http/idempotency.py) has
+# it null and says so with secret_redacted.
+SECRET = Nullable(
+    Text(len(KEY_PREFIX) + SECRET_LENGTH, f"{KEY_PREFIX}[A-Za-z0-9]{{{SECRET_LENGTH}}}"),
+    description="The key itself, shown only in this answer: null in a replay of it",
+)
+REDACTED = {"secret_redacted": Boolean(description="Present (true) in a replay, whose key is null")}
+SHOWN = tuple(name for name in KEY_FIELDS if name != "grace_period_ends_at")
+KEY = Object(KEY_FIELDS, required=SHOWN)
+NEW_KEY = Object({**KEY_FIELDS, "key": SECRET, **REDACTED}, required=(*SHOWN, "key"))
+ROTATED_KEY = Object(
+    {
+        **KEY_FIELDS,
+        "key": SECRET,
+        "rotated_from_id": ID,
+        "grace_period_ends_at": DateTime(description="When the old key stops working"),
+        **REDACTED,
+    },
+    required=(*KEY_FIELDS, "key", "rotated_from_id"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,39 +140,37 @@ async def holder(call: Call) -> Holder:
     return Holder(own["id"], call.principal.scopes, workspace["tier"], own["expires_at"])
 
 
-def view(call: Call, row: dict) -> dict:
-    return api_key_view(row, call.services.authenticator.last_used(row["id"]))
+def view(call: Call, row: dict, workspace_tier: str) -> dict:
+    return api_key_view(row, workspace_tier, call.services.authenticator.last_used(row["id"]))
 
 
-def check_scopes(checker: Checker, held: frozenset[str]) -> list[str] | None:
-    scopes = checker.string_list("scopes", max_items=len(KNOWN))
-    if not present(scopes):
-        return None
+def check_scopes(errors: Errors, scopes: list[str], held: frozenset[str]) -> None:
     for scope in scopes:
-        if scope not in KNOWN:
-            checker.fail("scopes", f"Unknown scope {scope!r}.")
-        elif not can_grant(held, scope):
-            checker.fail("scopes", f"This API key cannot grant {scope!r}, which it does not hold itself.")
-    return sorted(set(scopes))
+        if not can_grant(held, scope):
+            fail(errors, "scopes", f"This API key cannot grant {scope!r}, which it does not hold itself.")
 
 
-def check_tier(checker: Checker, tier: str | None | Missing, ceiling: str) -> None:
-    if present(tier) and tier is not None and exceeds(tier, ceiling):
-        checker.fail("rate_limit_tier", f"The rate_limit_tier may not be above the workspace's tier, {ceiling!r}.")
+def check_tier(errors: Errors, tier: str | None, ceiling: str) -> None:
+    if tier is not None and exceeds(tier, ceiling):
+        fail(errors, "rate_limit_tier", f"The rate_limit_tier may not be above the workspace's tier, {ceiling!r}.")
 
 
-def check_expiry(checker: Checker, expires_at: datetime | None | Missing, ceiling: datetime | None) -> None:
-    """A key that expires creates only keys that expire no later than it does."""
-    if ceiling is None:
+def check_expiry(errors: Errors, body: dict, ceiling: datetime | None) -> None:
+    """In the future; and a key that expires creates only keys that expire no later than it does."""
+    expires_at = body.get("expires_at")
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        fail(errors, "expires_at", "The expires_at must be in the future.")
+    if ceiling is None or "expires_at" in errors:
         return
-    if not present(expires_at) or expires_at is None:
-        checker.fail(
+    if expires_at is None:
+        fail(
+            errors,
             "expires_at",
             f"This API key expires at {iso(ceiling)}, so the keys it creates must expire "
             "too: give an expires_at no later than that.",
         )
     elif expires_at > ceiling:
-        checker.fail("expires_at", f"The expires_at may not be later than this API key's own expiry, {iso(ceiling)}.")
+        fail(errors, "expires_at", f"The expires_at may not be later than this API key's own expiry, {iso(ceiling)}.")
 
 
 def why_not_held(held: Holder, target: dict) -> str | None:
@@ -107,56 +203,62 @@ def successor_tier(target: dict, held: Holder) -> str | None:
     return held.tier if tier is not None and exceeds(tier, held.tier) else tier
 
 
+async def workspace_tier(call: Call) -> str:
+    return (await call.services.workspaces.get(call.principal.workspace_id))["tier"]
+
+
 async def list_api_keys(call: Call) -> Response:
     query = parse_list_query(call.request, api_keys.LISTING)
     rows, total = await api_keys.list_keys(call.pool, call.principal.workspace_id, query)
-    items = [view(call, row) for row in rows]
+    workspace = await call.services.workspaces.get(call.principal.workspace_id)
+    items = [view(call, row, workspace["tier"]) for row in rows]
     if "workspace" in query.include:
-        workspace = workspace_view(await call.services.workspaces.get(call.principal.workspace_id))
+        shown = workspace_view(workspace)
         for item in items:
-            item["workspace"] = workspace
+            item["workspace"] = shown
     return json_response(200, page_body(call.request, call.settings.public_url, query, items, total))
 
 
 async def get_api_key(call: Call) -> Response:
     row = await api_keys.get_key(call.pool, call.principal.workspace_id, path_id(call))
-    return json_response(200, {"data": view(call, row)})
+    return json_response(200, {"data": view(call, row, await workspace_tier(call))})
 
 
 async def create_api_key(call: Call) -> Response:
     data = await read_json_object(call.request, call.settings.max_body_bytes)
-    checker = Checker(data, allowed=("name", "scopes", "rate_limit_tier", "expires_at"))
-    name = checker.string("name", required=True, max_len=255)
-    scopes = check_scopes(checker, call.principal.scopes)
-    tier = checker.choice("rate_limit_tier", TIERS, nullable=True)
-    expires_at = checker.timestamp("expires_at")
-    if present(expires_at) and expires_at is not None and expires_at <= datetime.now(UTC):
-        checker.fail("expires_at", "The expires_at must be in the future.")
+    # The shape's errors and the rules after it are answered together, every bad field at once.
+    errors: Errors = {}
+    body = CREATE_BODY.read(data, "", errors)
+    if not isinstance(body, dict):
+        raise ValidationFailed(errors)
     held = await holder(call)
-    check_tier(checker, tier, held.tier)
-    check_expiry(checker, expires_at, held.expires_at)
-    checker.done()
-    if scopes is None:
-        scopes = [s for s in DEFAULT_KEY_SCOPES if grants(call.principal.scopes, s)]
+    check_scopes(errors, body.get("scopes", []), held.scopes)
+    check_tier(errors, body.get("rate_limit_tier"), held.tier)
+    check_expiry(errors, body, held.expires_at)
+    if errors:
+        raise ValidationFailed(errors)
+    expires_at = body.get("expires_at")
+    if "scopes" in body:
+        scopes = sorted(set(body["scopes"]))
+    else:
+        scopes = [s for s in DEFAULT_KEY_SCOPES if grants(held.scopes, s)]
     key, prefix, key_hash = generate_key()
     row = await api_keys.create_key(
         call.pool,
         call.principal.workspace_id,
-        required(name).strip(),
+        body["name"].strip(),
         prefix,
         key_hash,
         scopes,
-        tier if present(tier) else None,
-        expires_at if present(expires_at) else None,
+        body.get("rate_limit_tier"),
+        None if expires_at is None else min(expires_at, EXPIRY_MAX),
     )
-    return json_response(201, {"message": "API key created successfully.", "data": {**view(call, row), "key": key}})
+    answer = {**view(call, row, held.tier), "key": key}
+    return json_response(201, {"message": "API key created successfully.", "data": answer})
 
 
 async def rotate_api_key(call: Call) -> Response:
-    data = await read_json_object(call.request, call.settings.max_body_bytes, required=False)
-    checker = Checker(data, allowed=("grace_period_hours",))
-    grace = checker.integer("grace_period_hours", minimum=0, maximum=MAX_GRACE_HOURS)
-    checker.done()
+    body = ROTATE_BODY.parse(await read_json_object(call.request, call.settings.max_body_bytes, required=False))
     target, held = await load_held_key(call, "rotate")
     key, prefix, key_hash = generate_key()
     row, grace_ends, old_hash = await api_keys.rotate_key(
@@ -165,12 +267,17 @@ async def rotate_api_key(call: Call) -> Response:
         target["id"],
         prefix,
         key_hash,
-        grace if present(grace) else DEFAULT_GRACE_HOURS,
+        body.get("grace_period_hours", DEFAULT_GRACE_HOURS),
         successor_tier(target, held),
     )
     await call.services.authenticator.forget([old_hash])
-    body = {**view(call, row), "key": key, "rotated_from_id": target["id"], "grace_period_ends_at": iso(grace_ends)}
-    return json_response(200, {"message": "API key rotated successfully.", "data": body})
+    answer = {
+        **view(call, row, held.tier),
+        "key": key,
+        "rotated_from_id": target["id"],
+        "grace_period_ends_at": iso(grace_ends),
+    }
+    return json_response(200, {"message": "API key rotated successfully.", "data": answer})
 
 
 async def revoke_api_key(call: Call) -> Response:
@@ -181,42 +288,10 @@ async def revoke_api_key(call: Call) -> Response:
     return Response(204)
 
 
-KEY_BODY = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "maxLength": 255},
-        "scopes": {"type": "array", "items": {"type": "string", "enum": sorted(KNOWN)}},
-        "rate_limit_tier": {
-            "type": ["string", "null"],
-            "enum": [*TIERS, None],
-            "description": "At most the workspace's tier; null follows the workspace",
-        },
-        "expires_at": {
-            "type": ["string", "null"],
-            "format": "date-time",
-            "description": "Required, and no later than its own, when the calling key expires",
-        },
-    },
-}
-ROTATE_BODY = {
-    "type": "object",
-    "properties": {"grace_period_hours": {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_HOURS}},
-}
-LIST_QUERY = (
-    "page",
-    "per_page",
-    "sort",
-    "fields",
-    "include",
-    "search",
-    "status",
-    "rate_limit_tier",
-    "created_after",
-    "created_before",
-    "updated_after",
-    "updated_before",
-)
+def key_answer(message: str, key: Object) -> dict:
+    return response({"message": Choice([message]), "data": key})
+
+
 BASE = "/api/v1/api-keys"
 ROUTES = [
     Route(
@@ -226,7 +301,8 @@ ROUTES = [
         "api-keys:read",
         "List the workspace's API keys",
         "API keys",
-        query=LIST_QUERY,
+        listing=api_keys.LISTING,
+        answer=page_answer(response({**KEY_FIELDS, "workspace": WORKSPACE}, required=())),
         errors=(422,),
     ),
     Route(
@@ -237,7 +313,8 @@ ROUTES = [
         "Create an API key (the key is shown once)",
         "API keys",
         status=201,
-        body=KEY_BODY,
+        body=CREATE_BODY,
+        answer=key_answer("API key created successfully.", NEW_KEY),
         errors=(422,),
     ),
     Route(
@@ -247,6 +324,7 @@ ROUTES = [
         "api-keys:read",
         "Get an API key (never the secret)",
         "API keys",
+        answer=response({"data": KEY}),
         errors=(404,),
     ),
     Route(
@@ -257,6 +335,8 @@ ROUTES = [
         "Rotate a key: a new key now, the old one lives for the grace period",
         "API keys",
         body=ROTATE_BODY,
+        body_required=False,
+        answer=key_answer("API key rotated successfully.", ROTATED_KEY),
         errors=(404, 409, 422),
     ),
     Route(

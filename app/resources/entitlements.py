@@ -3,19 +3,38 @@
 Each handler parses its input, asks the ledger (app/resources/ledger.py: counters, plans, durable
 usage records) and shapes the answer. Requirements: never over-grant, so Redis away means 503;
 and a record that cannot be made durable is taken back and answered 503, never half kept.
+Inputs and answers are declared below (app/http/shapes.py); the one rule no schema states, the
+metadata's size as JSON, is checked after the body's shape and answered with it.
 """
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from blacksheep import Response
 
+from app.access.tiers import TIERS
 from app.http.bodies import read_json_object
-from app.http.errors import FeatureLimitReached, json_response
+from app.http.errors import FeatureLimitReached, ValidationFailed, json_response
 from app.http.presenters import iso
 from app.http.routing import Call, Route
-from app.http.validation import MISSING, Checker, Missing, json_size, parse_int, present, required
+from app.http.shapes import (
+    Boolean,
+    Choice,
+    DateTime,
+    Errors,
+    Free,
+    Integer,
+    Nullable,
+    Number,
+    Object,
+    Query,
+    Text,
+    fail,
+    response,
+)
+from app.http.validation import ID_MAX, MISSING, Missing, json_size, query_values
 from app.resources.features import AMOUNT_MAX, FEATURES, Feature, limit_message, percentage
 from app.resources.ledger import Counter, counter_for, record_id
 from ingest.events import ch_time, utc_ms
@@ -25,36 +44,109 @@ QUANTITY_MAX = AMOUNT_MAX  # see app/resources/features.py: Lua's doubles must c
 METADATA_MAX_BYTES = 2048  # the issue's bound on serialized metadata
 EVENT_ID_MAX = 100
 FEATURE_NAMES = tuple(FEATURES)
+METERED = [name for name, feature in FEATURES.items() if feature.metered]
+
+
+class NonZero(Integer):
+    """An integer in its bounds other than 0."""
+
+    def schema(self) -> dict[str, Any]:
+        return {**super().schema(), "not": {"const": 0}}
+
+    def read(self, value: Any, name: str, errors: Errors) -> int | Missing:
+        read = super().read(value, name, errors)
+        if read == 0:
+            return fail(errors, name, f"The {name} must not be 0.")
+        return read
+
+
+class UsageBody(Object):
+    """The usage body, whose quantity a metered feature takes only from 1 up: consumption cannot
+    be given back. Stated to the document with if/then."""
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            **super().schema(),
+            "if": {"properties": {"feature": {"enum": METERED}}, "required": ["feature"]},
+            "then": {"properties": {"quantity": {"minimum": 1}}},
+        }
+
+    def read(self, value: Any, name: str, errors: Errors) -> dict[str, Any] | Missing:
+        body = super().read(value, name, errors)
+        if body is not MISSING and body.get("feature") in METERED and body.get("quantity", 1) < 1:
+            feature = body["feature"]
+            fail(errors, "quantity", f"The quantity must be at least 1: {feature} is metered and cannot be given back.")
+        return body
+
+
+FEATURE = Choice(FEATURE_NAMES)
+CHECK_QUERY = Query(
+    {
+        "feature": FEATURE,
+        "quantity": Integer(1, QUANTITY_MAX, description="The amount to check (default 1)"),
+    },
+    required=("feature",),
+)
+USAGE_BODY = UsageBody(
+    {
+        "feature": FEATURE,
+        "quantity": NonZero(
+            -QUANTITY_MAX,
+            QUANTITY_MAX,
+            description="Default 1; a negative quantity gives stock back (never below 0); metered features: at least 1",
+        ),
+        "metadata": Nullable(
+            Free("object"),
+            description=f"At most {METADATA_MAX_BYTES} bytes as JSON (422 otherwise); null: none",
+        ),
+        "event_id": Text(
+            EVENT_ID_MAX, description="Client id of this usage: a repeat within 24 h is answered, not counted again"
+        ),
+    },
+    required=("feature",),
+)
+
+# The answers.
+AMOUNT = Integer(0, AMOUNT_MAX)
+ALLOWED = {"allowed": Boolean(), "feature": FEATURE, "current_usage": AMOUNT, "limit": AMOUNT, "available": AMOUNT}
+REFUSED = {
+    **ALLOWED,
+    "reason": Choice(["LIMIT_EXCEEDED"]),
+    "message": Text(),
+    "upgrade_url": Free("string"),
+}
+CHECK_ANSWER = {"oneOf": [response(ALLOWED), response(REFUSED)]}
+USAGE_ANSWER = response(
+    {
+        "recorded": Boolean(),
+        "feature": FEATURE,
+        "current_usage": AMOUNT,
+        "limit": AMOUNT,
+        "reset_at": DateTime(description="Metered features: when the billing period's count starts again"),
+        "duplicate": Boolean(description="Present (true) when this event_id was already counted"),
+    },
+    required=("recorded", "feature", "current_usage", "limit"),
+)
+
+
+def summary_entry_shape(feature: Feature) -> Object:
+    fields = {"used": AMOUNT, "limit": AMOUNT, "available": AMOUNT, "percentage": Number(0, 100 * AMOUNT_MAX)}
+    if feature.metered:
+        fields["reset_at"] = DateTime()
+    if feature.unit is not None:
+        fields["unit"] = Choice([feature.unit])
+    return Object(fields, required=tuple(fields))
+
+
+SUMMARY = {
+    "workspace_id": Integer(1, ID_MAX),
+    "tier": Choice(TIERS),
+    "entitlements": Object({name: summary_entry_shape(f) for name, f in FEATURES.items()}, required=FEATURE_NAMES),
+}
+SUMMARY_ANSWER = response({"data": Object(SUMMARY, required=tuple(SUMMARY))})
 
 
 # --- GET /entitlements/check -------------------------------------------------------------
-
-
-def single(query: dict[str, list[str]], name: str, checker: Checker) -> str | None:
-    values = query.get(name) or []
-    if len(values) > 1:
-        checker.fail(name, f"The {name} parameter may be given only once.")
-    return values[0] if values else None
-
-
-def parse_check(query: dict[str, list[str]]) -> tuple[Feature, int]:
-    checker = Checker({})
-    name, text = single(query, "feature", checker), single(query, "quantity", checker)
-    feature: Feature | Missing = MISSING
-    if name is None:
-        checker.fail("feature", "The feature field is required.")
-    elif name not in FEATURES:
-        checker.fail("feature", f"The feature must be one of: {', '.join(FEATURE_NAMES)}.")
-    else:
-        feature = FEATURES[name]
-    quantity = 1
-    if text is not None:
-        try:
-            quantity = parse_int(text, 1, QUANTITY_MAX)
-        except ValueError:
-            checker.fail("quantity", f"The quantity must be an integer between 1 and {QUANTITY_MAX}.")
-    checker.done()
-    return required(feature), quantity
 
 
 def check_view(counter: Counter, used: int, quantity: int, upgrade_url: str) -> dict:
@@ -80,7 +172,8 @@ def check_view(counter: Counter, used: int, quantity: int, upgrade_url: str) -> 
 
 
 async def check_entitlement(call: Call) -> Response:
-    feature, quantity = parse_check(call.request.query)
+    query = CHECK_QUERY.parse(query_values(call.request))
+    feature, quantity = FEATURES[query["feature"]], query.get("quantity", 1)
     ledger = call.services.entitlements
     plan = await ledger.plans.get(call.principal.workspace_id)
     counter = counter_for(call.principal.workspace_id, feature, plan, datetime.now(UTC))
@@ -100,29 +193,15 @@ class Usage:
 
 
 def parse_usage(data: dict) -> Usage:
-    if data.get("metadata", 0) is None:
-        data = {k: v for k, v in data.items() if k != "metadata"}  # null: no metadata
-    checker = Checker(data, allowed=("feature", "quantity", "metadata", "event_id"))
-    name = checker.choice("feature", FEATURE_NAMES, required=True)
-    quantity = checker.integer("quantity", minimum=-QUANTITY_MAX, maximum=QUANTITY_MAX)
-    metadata = checker.object("metadata")
-    event_id = checker.string("event_id", max_len=EVENT_ID_MAX)
-    if "quantity" not in data:
-        quantity = 1
-    if quantity == 0:
-        checker.fail("quantity", "The quantity must not be 0.")
-    elif present(quantity) and quantity < 0 and present(name) and FEATURES[name].metered:
-        checker.fail("quantity", f"The quantity must be at least 1: {name} is metered and cannot be given back.")
-    size = json_size(metadata) if present(metadata) else 0
-    if size is None or size > METADATA_MAX_BYTES:  # None: nested too deep to encode
-        checker.fail("metadata", f"The metadata may not be larger than {METADATA_MAX_BYTES} bytes as JSON.")
-    checker.done()
-    return Usage(
-        FEATURES[required(name)],
-        required(quantity),  # absent is 1; refused, done() raised
-        metadata if present(metadata) else None,
-        event_id if present(event_id) else None,
-    )
+    errors: Errors = {}
+    body = USAGE_BODY.read(data, "", errors)
+    if body is not MISSING:
+        size = json_size(body.get("metadata"))
+        if size is None or size > METADATA_MAX_BYTES:  # None: nested too deep to encode
+            fail(errors, "metadata", f"The metadata may not be larger than {METADATA_MAX_BYTES} bytes as JSON.")
+    if errors or body is MISSING:
+        raise ValidationFailed(errors)
+    return Usage(FEATURES[body["feature"]], body.get("quantity", 1), body.get("metadata"), body.get("event_id"))
 
 
 def usage_event(counter: Counter, usage: Usage, applied: int, now: datetime, key: bytes | None) -> dict:
@@ -191,26 +270,6 @@ async def get_usage_summary(call: Call) -> Response:
     return json_response(200, {"data": {"workspace_id": workspace_id, "tier": plan.tier, "entitlements": entries}})
 
 
-USAGE_BODY = {
-    "type": "object",
-    "required": ["feature"],
-    "properties": {
-        "feature": {"type": "string", "enum": list(FEATURE_NAMES)},
-        "quantity": {
-            "type": "integer",
-            "minimum": -QUANTITY_MAX,
-            "maximum": QUANTITY_MAX,
-            "default": 1,
-            "description": "Non-zero; negative gives stock back (never below 0); metered: at least 1",
-        },
-        "metadata": {"type": ["object", "null"], "description": f"At most {METADATA_MAX_BYTES} bytes as JSON"},
-        "event_id": {
-            "type": "string",
-            "maxLength": EVENT_ID_MAX,
-            "description": "Client id of this usage: a repeat within 24 h is not counted again",
-        },
-    },
-}
 BASE = "/api/v1/entitlements"
 ROUTES = [
     Route(
@@ -220,7 +279,8 @@ ROUTES = [
         "entitlements:read",
         "Would using a quantity of a feature stay within the limit? (changes nothing)",
         "Entitlements",
-        query=("feature", "quantity"),
+        query=CHECK_QUERY,
+        answer=CHECK_ANSWER,
         errors=(422, 503),
     ),
     Route(
@@ -231,6 +291,7 @@ ROUTES = [
         "Record usage of a feature: counted atomically, refused past the limit",
         "Entitlements",
         body=USAGE_BODY,
+        answer=USAGE_ANSWER,
         errors=(422, 503),
     ),
     Route(
@@ -240,6 +301,7 @@ ROUTES = [
         "entitlements:read",
         "Usage, limit and reset time of every feature of the workspace",
         "Entitlements",
+        answer=SUMMARY_ANSWER,
         errors=(503,),
     ),
 ]

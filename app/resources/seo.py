@@ -1,15 +1,35 @@
-"""HTTP: /api/v1/seo — submit a report, list issues, read a report, a URL's score history."""
+"""HTTP: /api/v1/seo — submit a report, list issues, read a report, a URL's score history.
 
-from datetime import datetime
+The report body and the history query are shapes (app/http/shapes.py): one declaration both
+validates them and documents them."""
+
+from typing import Any
 
 from blacksheep import Response
 
 from app.http.bodies import read_json_object
-from app.http.errors import AccessDenied, ValidationFailed, json_response
-from app.http.listing import page_body, parse_list_query
+from app.http.errors import AccessDenied, json_response
+from app.http.listing import page_answer, page_body, parse_list_query
 from app.http.presenters import iso
 from app.http.routing import Call, Route, path_id
-from app.http.validation import Checker, Missing, json_size, parse_id, parse_int, present, required, unstorable_key
+from app.http.shapes import (
+    NO_NUL,
+    Choice,
+    DateTime,
+    Errors,
+    Field,
+    Free,
+    Integer,
+    List,
+    Object,
+    Query,
+    Text,
+    Url,
+    anchored,
+    fail,
+    response,
+)
+from app.http.validation import ID_MAX, MISSING, Missing, parse_id, query_values
 from storage.postgres import outbox, seo_reports
 from storage.postgres.seo_reports import MAX_HISTORY, SCORES
 
@@ -20,66 +40,138 @@ URL_MAX = 2048
 MAX_ISSUES = 1000
 ISSUE_TYPE_MAX = 100
 ELEMENT_MAX = 1000
-# Each issue's extra keys are kept as `details`; the bound stops one report filling the table.
-DETAILS_MAX_BYTES = 8192
+# An issue's fields besides type and severity are kept as its `details` (jsonb): plain values
+# only, so that what the schema admits is what Postgres stores and one issue stays small.
+MAX_ISSUE_FIELDS = 20
+DETAIL_NAME_MAX = 100
+DETAIL_TEXT_MAX = 1000
 HISTORY_DEFAULT = 100
+COUNT_MAX = 2**31 - 1  # seo_reports.issue_count is an integer
 
 
-def check_url(checker: Checker, name: str = "url") -> str | Missing:
-    url, _parts = checker.url(name, ("http", "https"), required=True, max_len=URL_MAX)
-    return url
+class Issue(Field):
+    """One issue: its type and severity, and up to MAX_ISSUE_FIELDS fields in all; each other
+    field (element among them) is kept in `details` and holds text, a number, a boolean or null."""
+
+    KNOWN = Object(
+        {
+            "type": Text(ISSUE_TYPE_MAX),
+            "severity": Choice(SEVERITIES),
+            "element": Text(ELEMENT_MAX, description="The element at fault, e.g. a CSS selector"),
+        },
+        required=("type", "severity"),
+    )
+    DETAIL = {
+        "anyOf": [
+            {"type": "string", "maxLength": DETAIL_TEXT_MAX, "pattern": anchored(NO_NUL)},
+            {"type": ["number", "boolean", "null"]},
+        ]
+    }
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            **self.KNOWN.schema(),
+            "additionalProperties": self.DETAIL,
+            "maxProperties": MAX_ISSUE_FIELDS,
+            "propertyNames": {"maxLength": DETAIL_NAME_MAX, "pattern": anchored(NO_NUL)},
+        }
+
+    def read(self, value: Any, name: str, errors: Errors) -> dict | Missing:
+        if not isinstance(value, dict):
+            return fail(errors, name, f"The {name} must be an object.")
+        if len(value) > MAX_ISSUE_FIELDS:
+            return fail(errors, name, f"The {name} may not have more than {MAX_ISSUE_FIELDS} fields.")
+        mine: Errors = {}
+        known = self.KNOWN.read({k: v for k, v in value.items() if k in self.KNOWN.fields}, name, mine)
+        details = {k: v for k, v in value.items() if k not in ("type", "severity")}
+        for key, item in details.items():
+            if len(key) > DETAIL_NAME_MAX or "\x00" in key:
+                fail(mine, name, f"Field names may be at most {DETAIL_NAME_MAX} characters, without NUL.")
+            elif key not in self.KNOWN.fields and not plain(item):
+                fail(
+                    mine,
+                    f"{name}.{key}",
+                    f"The {name}.{key} must be text of at most {DETAIL_TEXT_MAX} characters without NUL, "
+                    "a number, true, false or null.",
+                )
+        for key, messages in mine.items():
+            errors.setdefault(key, []).extend(messages)
+        if mine or known is MISSING:
+            return MISSING
+        return {"issue_type": known["type"], "severity": known["severity"], "details": details}
 
 
-def check_scores(checker: Checker) -> dict[str, int]:
-    scores = checker.object("scores", required=True)
-    if not present(scores):
-        return {}
-    for name in scores:
-        if name not in SCORES:
-            checker.fail(f"scores.{name}", f"Unknown score; allowed: {', '.join(SCORES)}.")
-    inner = Checker(scores)
-    values = {name: inner.integer(name, minimum=0, maximum=100, required=True) for name in SCORES}
-    for name, messages in inner.errors.items():
-        for message in messages:
-            checker.fail(f"scores.{name}", message.replace(f"The {name} ", f"The scores.{name} "))
-    # A score missing or refused is an error on the checker: done() raises before these are used.
-    return {name: value for name, value in values.items() if present(value)}
+def plain(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) <= DETAIL_TEXT_MAX and "\x00" not in value
+    return value is None or isinstance(value, bool | int | float)
 
 
-def check_issue(checker: Checker, index: int, issue) -> dict | None:
-    prefix = f"issues.{index}"
-    if not isinstance(issue, dict):
-        checker.fail(prefix, f"The {prefix} must be an object.")
-        return None
-    inner = Checker(issue)
-    issue_type = inner.string("type", required=True, max_len=ISSUE_TYPE_MAX)
-    severity = inner.choice("severity", SEVERITIES, required=True)
-    inner.string("element", max_len=ELEMENT_MAX)
-    details = {k: v for k, v in issue.items() if k not in ("type", "severity")}
-    size = json_size(details)
-    if size is None or size > DETAILS_MAX_BYTES:
-        inner.fail("details", f"The issue's other fields may not exceed {DETAILS_MAX_BYTES} bytes of JSON.")
-    elif (bad := unstorable_key(details)) is not None and bad not in inner.errors:  # details is jsonb
-        inner.fail(bad, f"The {bad} may not contain NUL characters.")
-    for name, messages in inner.errors.items():
-        checker.errors.setdefault(f"{prefix}.{name}", []).extend(messages)
-    if inner.errors:
-        return None
-    return {"issue_type": issue_type, "severity": severity, "details": details}
+class Issues(Field):
+    """The report's issues, each named by its index in errors (issues.0.type)."""
+
+    item = Issue()
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "array", "maxItems": MAX_ISSUES, "items": self.item.schema()}
+
+    def read(self, value: Any, name: str, errors: Errors) -> list | Missing:
+        if not isinstance(value, list):
+            return fail(errors, name, f"The {name} must be an array of objects.")
+        if len(value) > MAX_ISSUES:
+            return fail(errors, name, f"The {name} may not have more than {MAX_ISSUES} items.")
+        issues = [self.item.read(issue, f"{name}.{n}", errors) for n, issue in enumerate(value)]
+        return MISSING if MISSING in issues else issues
 
 
-def check_issues(checker: Checker) -> list[dict]:
-    if "issues" not in checker.data:
-        return []
-    issues = checker.data["issues"]
-    if not isinstance(issues, list):
-        checker.fail("issues", "The issues must be an array of objects.")
-        return []
-    if len(issues) > MAX_ISSUES:
-        checker.fail("issues", f"The issues may not have more than {MAX_ISSUES} items.")
-        return []
-    checked = [check_issue(checker, n, issue) for n, issue in enumerate(issues)]
-    return [issue for issue in checked if issue is not None]  # None: its errors are on the checker
+URL = Url(("http", "https"), URL_MAX, example="https://example.com/page")
+SCORE_FIELDS = {name: Integer(0, 100) for name in SCORES}
+REPORT_BODY = Object(
+    {"url": URL, "scores": Object(SCORE_FIELDS, required=SCORES), "issues": Issues()},
+    required=("url", "scores"),
+)
+HISTORY_QUERY = Query(
+    {
+        "url": URL,
+        "since": DateTime(description="Only reports created at or after this"),
+        "before": DateTime(description="Only reports created before this"),
+        "limit": Integer(1, MAX_HISTORY, description=f"At most this many reports; default {HISTORY_DEFAULT}"),
+    },
+    required=("url",),
+)
+
+# Answers.
+TEXT = Free("string")
+ID = Integer(1, ID_MAX)
+COUNT = Integer(0, COUNT_MAX)
+WHEN = DateTime()
+SCORES_ANSWER = Object(SCORE_FIELDS, required=SCORES)
+ISSUE = {
+    "id": ID,
+    "report_id": ID,
+    "url": TEXT,
+    "issue_type": TEXT,
+    "severity": Choice(SEVERITIES),
+    "details": Free(),
+    "created_at": WHEN,
+}
+REPORT = {
+    "id": ID,
+    "workspace_id": ID,
+    "url": TEXT,
+    "scores": SCORES_ANSWER,
+    "issue_count": COUNT,
+    "created_at": WHEN,
+}
+REPORT_ANSWER = Object(
+    {**REPORT, "issues": List(Object(ISSUE, required=tuple(ISSUE)), MAX_ISSUES, min_items=0)},
+    required=(*REPORT, "issues"),
+)
+POINT = Object(
+    {"report_id": ID, "scores": SCORES_ANSWER, "issue_count": COUNT, "created_at": WHEN},
+    required=("report_id", "scores", "issue_count", "created_at"),
+)
+HISTORY_ANSWER = response({"data": Object({"url": TEXT, "history": List(POINT, MAX_HISTORY, 0)}, ("url", "history"))})
 
 
 def scores_view(row: dict) -> dict:
@@ -113,13 +205,15 @@ def report_view(row: dict, with_issues: bool = True) -> dict:
 
 
 async def submit_seo_report(call: Call) -> Response:
-    data = await read_json_object(call.request, call.settings.max_body_bytes)
-    checker = Checker(data, allowed=("url", "scores", "issues"))
-    url, scores, issues = check_url(checker), check_scores(checker), check_issues(checker)
-    checker.done()
+    report = REPORT_BODY.parse(await read_json_object(call.request, call.settings.max_body_bytes))
     # seo.report.created commits with the report (transactional outbox, storage/postgres/outbox.py).
     row = await seo_reports.create_report(
-        call.pool, call.principal.workspace_id, required(url), scores, issues, on_created=outbox.emit_seo_report_created
+        call.pool,
+        call.principal.workspace_id,
+        report["url"],
+        report["scores"],
+        report.get("issues", []),
+        on_created=outbox.emit_seo_report_created,
     )
     return json_response(201, {"message": "SEO report stored.", "data": report_view(row)})
 
@@ -134,22 +228,21 @@ def own_workspace(call: Call) -> int:
 async def list_seo_issues(call: Call) -> Response:
     workspace_id = own_workspace(call)
     query = parse_list_query(call.request, seo_reports.ISSUE_LISTING)
-    severity = query.filters.get("severity")
-    if severity is not None and severity not in SEVERITIES:
-        raise ValidationFailed({"severity": [f"The severity must be one of: {', '.join(SEVERITIES)}."]})
     report_id = query.filters.get("report_id")
     if report_id is not None:
-        query.filters["report_id"] = str(report_id_filter(report_id))  # compared as text: 007 is 7
+        query.filters["report_id"] = same_id(report_id)
     rows, total = await seo_reports.list_issues(call.pool, workspace_id, query)
     items = [issue_view(row) for row in rows]
     return json_response(200, page_body(call.request, call.settings.public_url, query, items, total))
 
 
-def report_id_filter(raw: str) -> int:
+def same_id(raw: str) -> str:
+    """report_id is compared as text: 007 names report 7; text that names no id matches nothing,
+    as an unknown severity does."""
     try:
-        return parse_id(raw)
+        return str(parse_id(raw))
     except ValueError:
-        raise ValidationFailed({"report_id": ["The report_id must be a report id."]}) from None
+        return raw
 
 
 async def list_seo_reports(call: Call) -> Response:
@@ -164,23 +257,12 @@ async def get_seo_report(call: Call) -> Response:
     return json_response(200, {"data": report_view(row)})
 
 
-def history_query(call: Call) -> tuple[str, datetime | None, datetime | None, int]:
-    query = {k: v[0] for k, v in call.request.query.items() if v}
-    checker = Checker(query, allowed=("url", "since", "before", "limit"))
-    url = check_url(checker)
-    since, before = checker.timestamp("since"), checker.timestamp("before")
-    limit, raw = HISTORY_DEFAULT, query.get("limit")
-    try:
-        limit = limit if raw is None else parse_int(raw, 1, MAX_HISTORY)
-    except ValueError:
-        checker.fail("limit", f"The limit must be an integer between 1 and {MAX_HISTORY}.")
-    checker.done()
-    return required(url), since if present(since) else None, before if present(before) else None, limit
-
-
 async def get_seo_history(call: Call) -> Response:
-    url, since, before, limit = history_query(call)
-    rows = await seo_reports.score_history(call.pool, call.principal.workspace_id, url, since, before, limit)
+    query = HISTORY_QUERY.parse(query_values(call.request))
+    url, limit = query["url"], query.get("limit", HISTORY_DEFAULT)
+    rows = await seo_reports.score_history(
+        call.pool, call.principal.workspace_id, url, query.get("since"), query.get("before"), limit
+    )
     points = [
         {
             "report_id": r["id"],
@@ -193,44 +275,6 @@ async def get_seo_history(call: Call) -> Response:
     return json_response(200, {"data": {"url": url, "history": points}})
 
 
-ISSUE_SCHEMA = {
-    "type": "object",
-    "required": ["type", "severity"],
-    "properties": {
-        "type": {"type": "string", "maxLength": ISSUE_TYPE_MAX},
-        "severity": {"type": "string", "enum": list(SEVERITIES)},
-        "element": {"type": "string", "maxLength": ELEMENT_MAX},
-    },
-    "additionalProperties": True,
-}
-REPORT_BODY = {
-    "type": "object",
-    "required": ["url", "scores"],
-    "properties": {
-        "url": {"type": "string", "format": "uri", "maxLength": URL_MAX},
-        "scores": {
-            "type": "object",
-            "required": list(SCORES),
-            "additionalProperties": False,
-            "properties": {name: {"type": "integer", "minimum": 0, "maximum": 100} for name in SCORES},
-        },
-        "issues": {"type": "array", "maxItems": MAX_ISSUES, "items": ISSUE_SCHEMA},
-    },
-}
-ISSUE_QUERY = (
-    "page",
-    "per_page",
-    "sort",
-    "fields",
-    "search",
-    "severity",
-    "issue_type",
-    "url",
-    "report_id",
-    "created_after",
-    "created_before",
-)
-REPORT_QUERY = ("page", "per_page", "sort", "fields", "search", "url", "created_after", "created_before")
 BASE = "/api/v1/seo"
 ROUTES = [
     Route(
@@ -242,17 +286,19 @@ ROUTES = [
         "SEO",
         status=201,
         body=REPORT_BODY,
-        errors=(422,),
+        answer=response({"message": TEXT, "data": REPORT_ANSWER}),
     ),
     Route(
         "GET",
         BASE + "/issues/{workspace_id}",
         list_seo_issues,
         "seo:read",
-        "List the workspace's SEO issues (filters: severity, issue_type, url, report_id, dates)",
+        "List the workspace's SEO issues (filters: severity, issue_type, url, report_id, dates); "
+        "403 for another workspace's id",
         "SEO",
-        query=ISSUE_QUERY,
-        errors=(404, 422),
+        listing=seo_reports.ISSUE_LISTING,
+        answer=page_answer(response(ISSUE, required=())),
+        errors=(404,),
     ),
     Route(
         "GET",
@@ -261,8 +307,8 @@ ROUTES = [
         "seo:read",
         "List SEO reports (scores, no issues)",
         "SEO",
-        query=REPORT_QUERY,
-        errors=(422,),
+        listing=seo_reports.REPORT_LISTING,
+        answer=page_answer(response(REPORT, required=())),
     ),
     Route(
         "GET",
@@ -271,6 +317,7 @@ ROUTES = [
         "seo:read",
         "Get an SEO report with its issues",
         "SEO",
+        answer=response({"data": REPORT_ANSWER}),
         errors=(404,),
     ),
     Route(
@@ -280,7 +327,7 @@ ROUTES = [
         "seo:read",
         "Score history of one URL, newest first",
         "SEO",
-        query=("url", "since", "before", "limit"),
-        errors=(422,),
+        query=HISTORY_QUERY,
+        answer=HISTORY_ANSWER,
     ),
 ]

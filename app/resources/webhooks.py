@@ -1,22 +1,46 @@
 """HTTP: /api/v1/webhooks — endpoints of the caller's workspace, their deliveries, a test send,
-a manual retry and secret rotation. Deliveries themselves are made by ingest/webhooks/dispatcher.py."""
+a manual retry and secret rotation. Deliveries themselves are made by ingest/webhooks/dispatcher.py.
+
+Each body is one shape (app/http/shapes.py) that validates it and documents it. What no schema
+can state stays as code after the shape's parse, answering 422 on the field: a URL whose host is
+a local name (Guard.check_literal), events the key may not read itself.
+"""
 
 import re
 import uuid
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from blacksheep import Response
 
 from app.access.scopes import event_read_scope, grants
 from app.http.bodies import read_json_object
-from app.http.errors import AccessDenied, ApiError, json_response
-from app.http.listing import page_body, parse_list_query
+from app.http.errors import AccessDenied, ApiError, ValidationFailed, json_response
+from app.http.listing import page_answer, page_body, parse_list_query
 from app.http.presenters import iso
 from app.http.routing import Call, Route, path_id
-from app.http.validation import MISSING, Checker, Missing, present, required
+from app.http.shapes import (
+    Boolean,
+    Choice,
+    DateTime,
+    Errors,
+    Field,
+    Free,
+    Integer,
+    List,
+    Nullable,
+    Object,
+    Text,
+    Url,
+    anchored,
+    fail,
+    response,
+)
+from app.http.validation import ID_MAX, Missing
 from ingest.webhooks import delivery
-from ingest.webhooks.signing import decode_secret, generate_secret
+from ingest.webhooks.signing import generate_secret
 from ingest.webhooks.ssrf import Guard, UnsafeAddress
 from storage.config import Network, WebhooksConfig
 from storage.postgres import webhooks
@@ -26,14 +50,156 @@ from storage.postgres.webhooks import DeliveryStatus, Outcome
 # As for SEO report URLs: browsers and servers handle about 2 KB.
 URL_MAX = 2048
 MAX_EVENTS = 50
+EVENT_MAX = 100  # a wildcard's length; catalogue names are far shorter
 # A wildcard names a family (`seo.*`, or one yet to come such as the spec's `post.*`) or all (`*`).
-WILDCARD = re.compile(r"\*|[a-z][a-z_]*(?:\.[a-z][a-z_]*)*\.\*")
+WILDCARD = "\\*|[a-z][a-z_]*(?:\\.[a-z][a-z_]*)*\\.\\*"
+WILDCARD_RE = re.compile(WILDCARD)
+# Standard Webhooks: whsec_ and the base64 of 24 to 64 random bytes (ingest/webhooks/signing.py),
+# padding optional: 32 to 86 characters, never 4k+1 of them, a "=" or "==" only where one is due.
+_B64 = "[A-Za-z0-9+/]"
+SECRET = (
+    f"whsec_(?:(?:{_B64}{{4}}){{8,20}}(?:{_B64}{{2}}(?:==?)?|{_B64}{{3}}=?)?"
+    f"|(?:{_B64}{{4}}){{21}}(?:{_B64}{{2}}(?:==?)?)?)"
+)
+SECRET_MAX = 94  # whsec_, 86 characters of base64, ==
 DEFAULT_GRACE_HOURS = 24
 MAX_GRACE_HOURS = 720  # as for API keys: two live secrets for a month at most
+COUNT_MAX = 2**63 - 1  # bigint counters
+RESPONSE_CODE_MAX = 2**31 - 1  # webhook_deliveries.response_code is an integer
 
 
 class CannotRetry(ApiError):
-    status, code = 400, "cannot_retry"
+    """The delivery's state refuses another attempt: it succeeded, or its endpoint is disabled."""
+
+    status, code = 409, "cannot_retry"
+
+
+class EventName(Field):
+    """A catalogue event type, or a wildcard (`seo.*`, `*`)."""
+
+    description = "An event type of the catalogue, or a wildcard: `family.*` or `*`"
+
+    def schema(self) -> dict[str, Any]:
+        wildcard = {"maxLength": EVENT_MAX, "pattern": anchored(WILDCARD)}
+        return {"type": "string", "anyOf": [{"enum": sorted(CATALOGUE)}, wildcard]}
+
+    def read(self, value: Any, name: str, errors: Errors) -> str | Missing:
+        if isinstance(value, str) and (
+            value in CATALOGUE or (len(value) <= EVENT_MAX and WILDCARD_RE.fullmatch(value))
+        ):
+            return value
+        shown = repr(value)[:120]
+        return fail(errors, name, f"Unknown event type {shown}; see the catalogue, or use a wildcard (seo.*, *).")
+
+
+URL = Url(
+    ("https",),
+    URL_MAX,
+    description="Where deliveries go, its host named by name (deliveries reach only public addresses). "
+    "Refused besides the grammar: a local name (localhost, *.local, *.internal) unless the operator "
+    "allows private networks",
+    example="https://your-app.com/webhooks",
+    addresses=False,
+)
+EVENTS = List(
+    EventName(),
+    MAX_EVENTS,
+    unique=True,
+    description="Refused besides the grammar: events whose data the API key may not read itself "
+    "(e.g. api_key.* needs api_keys:read)",
+)
+CREATE_BODY = Object(
+    {
+        "url": URL,
+        "events": EVENTS,
+        "secret": Text(
+            SECRET_MAX,
+            SECRET,
+            "must be whsec_ and the base64 of 24 to 64 random bytes",
+            description="Signing secret; generated when absent. Shown only in this answer",
+        ),
+    },
+    required=("url", "events"),
+)
+UPDATE_BODY = Object({"url": URL, "events": EVENTS, "is_active": Boolean(description="true enables it again")})
+ROTATE_BODY = Object(
+    {
+        "grace_period_hours": Integer(
+            0,
+            MAX_GRACE_HOURS,
+            description=f"How long the replaced secret keeps signing alongside the new one; default "
+            f"{DEFAULT_GRACE_HOURS}",
+        )
+    }
+)
+
+# Answers.
+TEXT = Free("string")
+ID = Integer(1, ID_MAX)
+COUNT = Integer(0, COUNT_MAX)
+WHEN = DateTime()
+EVENT_LIST = List(TEXT, MAX_EVENTS)
+RESPONSE_CODE = Nullable(Integer(0, RESPONSE_CODE_MAX))
+ENDPOINT = {
+    "id": ID,
+    "url": TEXT,
+    "events": EVENT_LIST,
+    "is_active": Boolean(),
+    "success_count": COUNT,
+    "failure_count": COUNT,
+    "consecutive_failures": COUNT,
+    "last_delivery_at": Nullable(WHEN),
+    "created_at": WHEN,
+}
+ENDPOINT_DETAIL = Object({**ENDPOINT, "disabled_reason": TEXT}, required=tuple(ENDPOINT))
+ENDPOINT_ITEM = response({**ENDPOINT, "updated_at": WHEN}, required=())
+# The secret is shown once: a replay of the answer (Idempotent-Replayed, app/http/idempotency.py)
+# has it null and says so with secret_redacted.
+SHOWN_SECRET = Nullable(TEXT, description="The signing secret, shown only in this answer: null in a replay of it")
+REDACTED = {"secret_redacted": Boolean(description="Present (true) in a replay, whose secret is null")}
+CREATED = Object(
+    {name: ENDPOINT[name] for name in ("id", "url", "events")}
+    | {"secret": SHOWN_SECRET, "is_active": Boolean(), "created_at": WHEN, **REDACTED},
+    required=("id", "url", "events", "secret", "is_active", "created_at"),
+)
+ROTATED = Object(
+    {"id": ID, "secret": SHOWN_SECRET, "previous_secret_expires_at": WHEN, **REDACTED},
+    required=("id", "secret", "previous_secret_expires_at"),
+)
+STATUS = Choice([s.value for s in DeliveryStatus])
+QUEUED = Object({"id": ID, "status": STATUS, "attempt": COUNT}, required=("id", "status", "attempt"))
+DELIVERY_ITEM = response(
+    {
+        "id": ID,
+        "event_id": TEXT,
+        "event_type": TEXT,
+        "status": STATUS,
+        "response_code": RESPONSE_CODE,
+        "attempt": COUNT,
+        "delivered_at": WHEN,
+        "next_retry_at": Nullable(WHEN),
+        "error": TEXT,
+        "created_at": WHEN,
+    },
+    required=(),
+)
+
+
+def sent_answer(success: bool, detail: str) -> dict:
+    """One of the test send's two answers: the receiver's body on success, the error otherwise."""
+    schema = response(
+        {
+            "success": Boolean(),
+            "status_code": RESPONSE_CODE,
+            "response_time_ms": Integer(0, COUNT_MAX),
+            detail: Nullable(TEXT),
+        }
+    )
+    schema["properties"]["success"]["const"] = success
+    return schema
+
+
+TEST_ANSWER = {"oneOf": [sent_answer(True, "response_body"), sent_answer(False, "error")]}
 
 
 def webhooks_config(call: Call) -> WebhooksConfig:
@@ -59,6 +225,14 @@ def endpoint_view(row: dict, detail: bool = False) -> dict:
     return view
 
 
+def endpoint_item(row: dict, chosen: list[str] | None) -> dict:
+    """A listed endpoint: the spec's fields, or those `fields=` chose among all listable ones."""
+    view = endpoint_view(row)
+    if chosen is not None:
+        view |= {"consecutive_failures": row["consecutive_failures"], "updated_at": iso(row["updated_at"])}
+    return view
+
+
 def delivery_view(row: dict) -> dict:
     view = {
         "id": row["id"],
@@ -78,28 +252,16 @@ def delivery_view(row: dict) -> dict:
     return view
 
 
-def check_url(checker: Checker, creating: bool, allowed_networks: tuple[Network, ...]) -> str | Missing:
-    url, parts = checker.url("url", ("https",), required=creating, max_len=URL_MAX)
-    host = None if parts is None else parts.hostname  # split_url refuses a URL without a host
-    if not present(url) or host is None:
-        return MISSING
+def check_host(url: str, allowed_networks: tuple[Network, ...], errors: Errors) -> None:
+    """The url's grammar is the shape's (a host name, never an address); the guard refuses local
+    names, and would refuse a private address literal, with the same words as at delivery."""
+    host = urlsplit(url).hostname or ""  # Url's grammar always has one
     try:
         Guard(allowed_networks).check_literal(host)
     except UnsafeAddress as exc:
-        checker.fail("url", f"The url may not point at a private or local address ({exc}).")
-    except ValueError as exc:
-        checker.fail("url", f"The url's host is not a host name ({exc}).")
-    return url
-
-
-def check_events(checker: Checker, creating: bool) -> list[str] | Missing:
-    events = checker.string_list("events", required=creating, max_items=MAX_EVENTS)
-    if not present(events):
-        return events
-    for name in events:
-        if name not in CATALOGUE and not WILDCARD.fullmatch(name):
-            checker.fail("events", f"Unknown event type {name!r}; see the catalogue, or use a wildcard (seo.*, *).")
-    return list(dict.fromkeys(events))
+        fail(errors, "url", f"The url may not point at a private or local address ({exc}).")
+    except ValueError as exc:  # not reached for hosts of Url's grammar: the guard's own contract
+        fail(errors, "url", f"The url's host is not a host name ({exc}).")
 
 
 def unreadable(patterns: list[str], held: frozenset[str]) -> dict[str, list[str]]:
@@ -112,10 +274,11 @@ def unreadable(patterns: list[str], held: frozenset[str]) -> dict[str, list[str]
     return missing
 
 
-def check_readable(checker: Checker, events: list[str] | Missing, held: frozenset[str]) -> None:
+def check_readable(events: list[str], held: frozenset[str], errors: Errors) -> None:
     """A key subscribes an endpoint only to events whose data it may read itself."""
-    for scope, names in unreadable(events if present(events) else [], held).items():
-        checker.fail(
+    for scope, names in unreadable(events, held).items():
+        fail(
+            errors,
             "events",
             f"This API key cannot subscribe to {', '.join(names)}: reading them needs "
             f"scope {scope}, which it does not hold.",
@@ -136,34 +299,22 @@ async def load_readable_endpoint(call: Call, action: str) -> dict:
     return row
 
 
-async def read_endpoint_body(
-    call: Call, creating: bool
-) -> tuple[str | Missing, list[str] | Missing, str | Missing, bool | None]:
-    """(url, events, secret, is_active): absent fields MISSING (is_active None); secret only when
-    creating, is_active only when updating."""
-    data = await read_json_object(call.request, call.settings.max_body_bytes)
-    allowed = ("url", "events", "secret") if creating else ("url", "events", "is_active")
-    checker = Checker(data, allowed=allowed)
-    url = check_url(checker, creating, webhooks_config(call).allowed_networks)
-    events = check_events(checker, creating)
-    check_readable(checker, events, call.principal.scopes)
-    secret = checker.string("secret", max_len=200) if creating else MISSING
-    if present(secret):
-        try:
-            decode_secret(secret)
-        except ValueError as exc:
-            checker.fail("secret", f"The secret must be whsec_ and base64 of 24 to 64 random bytes: {exc}.")
-    active = data.get("is_active")
-    if "is_active" in data and not isinstance(active, bool):
-        checker.fail("is_active", "The is_active must be true or false.")
-    checker.done()
-    return url, events, secret, active
+async def read_endpoint_body(call: Call, shape: Object) -> dict[str, Any]:
+    """The body's fields, past the shape and then the rules no schema states (host, readable events)."""
+    fields = shape.parse(await read_json_object(call.request, call.settings.max_body_bytes))
+    errors: Errors = {}
+    if "url" in fields:
+        check_host(fields["url"], webhooks_config(call).allowed_networks, errors)
+    check_readable(fields.get("events", []), call.principal.scopes, errors)
+    if errors:
+        raise ValidationFailed(errors)
+    return fields
 
 
 async def list_webhooks(call: Call) -> Response:
     query = parse_list_query(call.request, webhooks.LISTING)
     rows, total = await webhooks.list_endpoints(call.pool, call.principal.workspace_id, query)
-    items = [endpoint_view(row) for row in rows]
+    items = [endpoint_item(row, query.fields) for row in rows]
     return json_response(200, page_body(call.request, call.settings.public_url, query, items, total))
 
 
@@ -173,10 +324,10 @@ async def get_webhook(call: Call) -> Response:
 
 
 async def create_webhook(call: Call) -> Response:
-    url, events, given_secret, _ = await read_endpoint_body(call, creating=True)
-    secret = given_secret if present(given_secret) and given_secret else generate_secret()
+    fields = await read_endpoint_body(call, CREATE_BODY)
+    secret = fields.get("secret") or generate_secret()
     row = await webhooks.create_endpoint(
-        call.pool, call.principal.workspace_id, required(url), required(events), secret
+        call.pool, call.principal.workspace_id, fields["url"], fields["events"], secret
     )
     data = {
         "id": row["id"],
@@ -190,12 +341,13 @@ async def create_webhook(call: Call) -> Response:
 
 
 async def update_webhook(call: Call) -> Response:
-    body_url, body_events, _, active = await read_endpoint_body(call, creating=False)
-    url = body_url if present(body_url) else None
-    events = body_events if present(body_events) else None
+    fields = await read_endpoint_body(call, UPDATE_BODY)
+    url, events = fields.get("url"), fields.get("events")
     if url is not None and events is None:  # its events would go elsewhere: may the caller read them?
         await load_readable_endpoint(call, "change the url of")
-    row = await webhooks.update_endpoint(call.pool, call.principal.workspace_id, path_id(call), url, events, active)
+    row = await webhooks.update_endpoint(
+        call.pool, call.principal.workspace_id, path_id(call), url, events, fields.get("is_active")
+    )
     return json_response(
         200, {"message": "Webhook endpoint updated successfully.", "data": endpoint_view(row, detail=True)}
     )
@@ -208,17 +360,9 @@ async def delete_webhook(call: Call) -> Response:
 
 async def rotate_webhook_secret(call: Call) -> Response:
     data = await read_json_object(call.request, call.settings.max_body_bytes, required=False)
-    checker = Checker(data, allowed=("grace_period_hours",))
-    grace = checker.integer("grace_period_hours", minimum=0, maximum=MAX_GRACE_HOURS)
-    checker.done()
+    grace = ROTATE_BODY.parse(data).get("grace_period_hours", DEFAULT_GRACE_HOURS)
     await load_readable_endpoint(call, "rotate the secret of")
-    row = await webhooks.rotate_secret(
-        call.pool,
-        call.principal.workspace_id,
-        path_id(call),
-        generate_secret(),
-        grace if present(grace) else DEFAULT_GRACE_HOURS,
-    )
+    row = await webhooks.rotate_secret(call.pool, call.principal.workspace_id, path_id(call), generate_secret(), grace)
     body = {
         "id": row["id"],
         "secret": row["secret"],
@@ -274,65 +418,14 @@ async def retry_webhook_delivery(call: Call) -> Response:
     return json_response(200, {"message": "Delivery queued for retry.", "data": data})
 
 
-ENDPOINT_PROPERTIES = {
-    "url": {"type": "string", "format": "uri", "maxLength": URL_MAX, "pattern": "^https://"},
-    "events": {
-        "type": "array",
-        "minItems": 1,
-        "maxItems": MAX_EVENTS,
-        "items": {
-            "type": "string",
-            "description": "An event type or a wildcard (seo.*, *)",
-            "examples": sorted(CATALOGUE),
-        },
-    },
-}
-CREATE_BODY = {
-    "type": "object",
-    "properties": {
-        **ENDPOINT_PROPERTIES,
-        "secret": {"type": "string", "pattern": "^whsec_", "description": "Generated when absent; shown once"},
-    },
-    "required": ["url", "events"],
-}
-UPDATE_BODY = {"type": "object", "properties": {**ENDPOINT_PROPERTIES, "is_active": {"type": "boolean"}}}
-ROTATE_BODY = {
-    "type": "object",
-    "properties": {
-        "grace_period_hours": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": MAX_GRACE_HOURS,
-            "default": DEFAULT_GRACE_HOURS,
-            "description": "How long the replaced secret keeps signing alongside the new one",
-        }
-    },
-}
-LIST_QUERY = (
-    "page",
-    "per_page",
-    "sort",
-    "fields",
-    "search",
-    "status",
-    "created_after",
-    "created_before",
-    "updated_after",
-    "updated_before",
-)
-DELIVERY_QUERY = (
-    "page",
-    "per_page",
-    "sort",
-    "fields",
-    "status",
-    "event_type",
-    "event_id",
-    "created_after",
-    "created_before",
-)
 BASE = "/api/v1/webhooks"
 TAG = "Webhooks"
+
+
+def with_message(data: Field) -> dict:
+    return response({"message": TEXT, "data": data})
+
+
 ROUTES = [
     Route(
         "GET",
@@ -341,32 +434,42 @@ ROUTES = [
         "webhooks:read",
         "List the workspace's webhook endpoints",
         TAG,
-        query=LIST_QUERY,
-        errors=(422,),
+        listing=webhooks.LISTING,
+        answer=page_answer(ENDPOINT_ITEM),
     ),
     Route(
         "POST",
         BASE,
         create_webhook,
         "webhooks:write",
-        "Create a webhook endpoint (the secret is shown once)",
+        "Create a webhook endpoint (the secret is shown once). 422 also for a local host name, and for "
+        "events the key may not read",
         TAG,
         status=201,
         body=CREATE_BODY,
-        errors=(422,),
+        answer=with_message(CREATED),
     ),
     Route(
-        "GET", BASE + "/{id}", get_webhook, "webhooks:read", "Get a webhook endpoint and its health", TAG, errors=(404,)
+        "GET",
+        BASE + "/{id}",
+        get_webhook,
+        "webhooks:read",
+        "Get a webhook endpoint and its health",
+        TAG,
+        answer=response({"data": ENDPOINT_DETAIL}),
+        errors=(404,),
     ),
     Route(
         "PATCH",
         BASE + "/{id}",
         update_webhook,
         "webhooks:write",
-        "Update a webhook endpoint (is_active: true enables it again)",
+        "Update a webhook endpoint (is_active: true enables it again). 422 also for a local host name, "
+        "and for events the key may not read",
         TAG,
         body=UPDATE_BODY,
-        errors=(404, 422),
+        answer=with_message(ENDPOINT_DETAIL),
+        errors=(404,),
     ),
     Route(
         "DELETE",
@@ -385,6 +488,7 @@ ROUTES = [
         "webhooks:write",
         "Send a signed webhook.test event now and report the answer",
         TAG,
+        answer=TEST_ANSWER,
         errors=(404,),
     ),
     Route(
@@ -395,7 +499,9 @@ ROUTES = [
         "New signing secret; the old one signs alongside it for the grace period",
         TAG,
         body=ROTATE_BODY,
-        errors=(404, 422),
+        body_required=False,
+        answer=with_message(ROTATED),
+        errors=(404,),
     ),
     Route(
         "GET",
@@ -404,17 +510,20 @@ ROUTES = [
         "webhooks:read",
         "List an endpoint's deliveries (status: pending, success, failed, retrying)",
         TAG,
-        query=DELIVERY_QUERY,
-        errors=(404, 422),
+        listing=webhooks.DELIVERY_LISTING,
+        answer=page_answer(DELIVERY_ITEM),
+        errors=(404,),
     ),
     Route(
         "POST",
         BASE + "/{webhook_id}/deliveries/{delivery_id}/retry",
         retry_webhook_delivery,
         "webhooks:write",
-        "Queue another attempt of a delivery that has not succeeded",
+        "Queue another attempt of a delivery that has not succeeded (409 cannot_retry: it succeeded, "
+        "or its endpoint is disabled)",
         TAG,
-        errors=(400, 404, 409),
+        answer=with_message(QUEUED),
+        errors=(404, 409),
     ),
 ]
 

@@ -1,4 +1,10 @@
-"""HTTP: /api/v1/workspaces — list, get, create, update, delete within the key's account."""
+"""HTTP: /api/v1/workspaces — list, get, create, update, delete within the key's account.
+
+Each body and answer is declared once below (app/http/shapes.py): the handler validates with the
+declaration and /openapi.json shows it. What no schema can say stays code: the tier a key may
+create (its own workspace's or lower, else 403), a tier that only the operator changes (403), and a
+slug another workspace holds (422).
+"""
 
 import re
 import unicodedata
@@ -11,21 +17,35 @@ from blacksheep import Response
 from app.access.tiers import TIERS, exceeds
 from app.http.bodies import read_json_object
 from app.http.errors import AccessDenied, json_response
-from app.http.listing import page_body, parse_list_query
+from app.http.listing import page_answer, page_body, parse_list_query
 from app.http.presenters import iso, workspace_view
 from app.http.routing import Call, Route, path_id
-from app.http.validation import Checker, Missing, present, required
+from app.http.shapes import Choice, DateTime, Errors, Field, Free, Integer, Nullable, Object, Text, fail, response
+from app.http.validation import ID_MAX, Missing
 from storage.postgres import api_keys, workspaces
 
-SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-LOCALE = re.compile(r"[a-z]{2,3}(?:[_-][A-Z]{2}|[_-][A-Z][a-z]{3})?")
-SLUG_MAX = 100
-SETTINGS_KEYS = ("timezone", "locale")
+SLUG = "[a-z0-9]+(?:-[a-z0-9]+)*"
+LOCALE = "[a-z]{2,3}(?:[_-][A-Z]{2}|[_-][A-Z][a-z]{3})?"
+LOCALE_MAX = len("abc_Abcd")
+SLUG_MAX = 100  # the column's varchar(100)
+NAME_MAX = 255  # the column's varchar(255)
 
 
 @lru_cache(maxsize=1)
 def known_timezones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
+
+
+class TimeZone(Choice):
+    """An IANA time zone name this server knows: an enum too long to repeat in a message, and
+    shown once in the document (components/schemas/TimeZone)."""
+
+    ref = "TimeZone"
+
+    def read(self, value: Any, name: str, errors: Errors) -> str | Missing:
+        if not isinstance(value, str) or value not in self.allowed:
+            return fail(errors, name, f"The {name} must be an IANA time zone name, e.g. Europe/London.")
+        return value
 
 
 def slugify(name: str) -> str:
@@ -34,21 +54,49 @@ def slugify(name: str) -> str:
     return slug or "workspace"
 
 
-def check_settings(checker: Checker) -> dict[str, Any]:
-    settings = checker.object("settings")
-    if not present(settings):
-        return {}
-    for key, value in settings.items():
-        name = f"settings.{key}"
-        if key not in SETTINGS_KEYS:
-            checker.fail(name, f"Unknown setting; allowed: {', '.join(SETTINGS_KEYS)}.")
-        elif value is None:
-            continue  # null resets the setting to its default
-        elif key == "timezone" and (not isinstance(value, str) or value not in known_timezones()):
-            checker.fail(name, "The timezone must be an IANA time zone name, e.g. Europe/London.")
-        elif key == "locale" and (not isinstance(value, str) or not LOCALE.fullmatch(value)):
-            checker.fail(name, "The locale must look like en_GB or fr.")
-    return settings
+ID = Integer(1, ID_MAX)
+NAME = Text(NAME_MAX, description="Leading and trailing whitespace is dropped")
+SLUG_TEXT = Text(
+    SLUG_MAX,
+    SLUG,
+    description="Lowercase letters and digits joined by single hyphens; generated from the name when a "
+    "workspace is created without one; one another workspace holds is refused with 422",
+)
+TIMEZONE = TimeZone(sorted(known_timezones()), description="An IANA time zone name")
+LOCALE_TEXT = Text(LOCALE_MAX, LOCALE, "must look like en_GB or fr", description="A language, optionally _REGION")
+SETTINGS = Object(
+    {"timezone": Nullable(TIMEZONE), "locale": Nullable(LOCALE_TEXT)},
+    description="Merged into the current settings; null puts one back to its default (UTC, en_GB)",
+)
+
+
+def workspace_body(tier_rule: str, required: tuple[str, ...] = ()) -> Object:
+    tier = Choice(TIERS, description=tier_rule)
+    return Object({"name": NAME, "slug": SLUG_TEXT, "tier": tier, "settings": SETTINGS}, required)
+
+
+CREATE_BODY = workspace_body(
+    "Default free; at most the tier of the caller's own workspace (403 above it)", required=("name",)
+)
+UPDATE_BODY = workspace_body("Accepted only as the current tier: the operator changes tiers (403 otherwise)")
+
+# The answers: a workspace as app/http/presenters.py workspace_view() shows it.
+WORKSPACE_FIELDS: dict[str, Field] = {
+    "id": ID,
+    "name": Text(NAME_MAX),
+    "slug": Text(SLUG_MAX, SLUG),
+    "tier": Choice(TIERS),
+    "account_id": ID,
+    "settings": Object({"timezone": TIMEZONE, "locale": LOCALE_TEXT}, required=("timezone", "locale")),
+    "created_at": DateTime(),
+    "updated_at": DateTime(),
+}
+WORKSPACE = Object(WORKSPACE_FIELDS, required=tuple(WORKSPACE_FIELDS))
+ACCOUNT = Object({"id": ID, "name": Free("string"), "created_at": DateTime()}, required=("id", "name", "created_at"))
+
+
+def workspace_answer(message: str) -> dict:
+    return response({"message": Choice([message]), "data": WORKSPACE})
 
 
 async def load_accessible(call: Call) -> dict:
@@ -74,20 +122,6 @@ async def get_workspace(call: Call) -> Response:
     return json_response(200, {"data": workspace_view(await load_accessible(call))})
 
 
-async def read_workspace_body(
-    call: Call, creating: bool
-) -> tuple[str | Missing, str | Missing, str | Missing, dict[str, Any]]:
-    """(name, slug, tier, settings) from the body; absent fields are MISSING."""
-    data = await read_json_object(call.request, call.settings.max_body_bytes)
-    checker = Checker(data, allowed=("name", "slug", "tier", "settings"))
-    name = checker.string("name", required=creating, max_len=255)
-    slug = checker.string("slug", max_len=SLUG_MAX, pattern=SLUG)
-    tier = checker.choice("tier", TIERS)
-    settings = check_settings(checker)
-    checker.done()
-    return name, slug, tier, settings
-
-
 async def own_tier(call: Call) -> str:
     """The plan of the caller's own workspace (principal.tier is its key's effective rate tier)."""
     return (await call.services.workspaces.get(call.principal.workspace_id))["tier"]
@@ -102,9 +136,9 @@ def check_new_tier(tier: str, own: str) -> None:
         )
 
 
-def check_tier_unchanged(workspace: dict, tier: str | Missing) -> None:
+def check_tier_unchanged(workspace: dict, tier: str | None) -> None:
     """The plan is not the client's to change: only the same tier (a no-op) is accepted."""
-    if present(tier) and tier != workspace["tier"]:
+    if tier is not None and tier != workspace["tier"]:
         raise AccessDenied(
             f"Workspace {workspace['id']} is on the {workspace['tier']!r} tier. A workspace's tier "
             "changes only through the operator: python -m app set-tier --workspace-id "
@@ -113,32 +147,33 @@ def check_tier_unchanged(workspace: dict, tier: str | Missing) -> None:
 
 
 async def create_workspace(call: Call) -> Response:
-    given_name, slug, tier, settings = await read_workspace_body(call, creating=True)
-    name = required(given_name)
-    if present(tier):
+    body = CREATE_BODY.parse(await read_json_object(call.request, call.settings.max_body_bytes))
+    name, tier = body["name"], body.get("tier", "free")
+    if "tier" in body:
         check_new_tier(tier, await own_tier(call))
     row = await workspaces.create_workspace(
         call.pool,
         call.principal.account_id,
         name.strip(),
-        slug if present(slug) else None,
+        body.get("slug"),
         slugify(name),
-        tier if present(tier) else "free",
-        {k: v for k, v in settings.items() if v is not None},
+        tier,
+        {k: v for k, v in body.get("settings", {}).items() if v is not None},
     )
     return json_response(201, {"message": "Workspace created successfully.", "data": workspace_view(row)})
 
 
 async def update_workspace(call: Call) -> Response:
     workspace = await load_accessible(call)
-    name, slug, tier, settings = await read_workspace_body(call, creating=False)
-    check_tier_unchanged(workspace, tier)
+    body = UPDATE_BODY.parse(await read_json_object(call.request, call.settings.max_body_bytes))
+    check_tier_unchanged(workspace, body.get("tier"))
+    name = body.get("name")
     row = await workspaces.update_workspace(
         call.pool,
         workspace["id"],
-        name.strip() if present(name) else None,
-        slug if present(slug) else None,
-        settings,
+        name.strip() if name is not None else None,
+        body.get("slug"),
+        body.get("settings", {}),
     )
     call.services.workspaces.forget(row["id"])  # this process reads its own write at once
     return json_response(200, {"message": "Workspace updated successfully.", "data": workspace_view(row)})
@@ -153,53 +188,6 @@ async def delete_workspace(call: Call) -> Response:
     return Response(204)
 
 
-WORKSPACE_PROPERTIES = {
-    "name": {"type": "string", "maxLength": 255},
-    "slug": {"type": "string", "maxLength": SLUG_MAX, "pattern": SLUG.pattern},
-    "tier": {"type": "string", "enum": list(TIERS)},
-    "settings": {
-        "type": "object",
-        "properties": {"timezone": {"type": "string"}, "locale": {"type": "string"}},
-    },
-}
-CREATE_BODY = {
-    "type": "object",
-    "properties": {
-        **WORKSPACE_PROPERTIES,
-        "tier": {
-            "type": "string",
-            "enum": list(TIERS),
-            "default": "free",
-            "description": "At most the tier of the caller's own workspace (403 otherwise)",
-        },
-    },
-    "required": ["name"],
-}
-UPDATE_BODY = {
-    "type": "object",
-    "properties": {
-        **WORKSPACE_PROPERTIES,
-        "tier": {
-            "type": "string",
-            "enum": list(TIERS),
-            "description": "Accepted only if it is the current tier; the operator changes tiers (403 otherwise)",
-        },
-    },
-}
-LIST_QUERY = (
-    "page",
-    "per_page",
-    "sort",
-    "fields",
-    "include",
-    "search",
-    "tier",
-    "slug",
-    "created_after",
-    "created_before",
-    "updated_after",
-    "updated_before",
-)
 BASE = "/api/v1/workspaces"
 ROUTES = [
     Route(
@@ -209,7 +197,8 @@ ROUTES = [
         "workspaces:read",
         "List the account's workspaces",
         "Workspaces",
-        query=LIST_QUERY,
+        listing=workspaces.LISTING,
+        answer=page_answer(response({**WORKSPACE_FIELDS, "account": ACCOUNT}, required=())),
         errors=(422,),
     ),
     Route(
@@ -221,9 +210,19 @@ ROUTES = [
         "Workspaces",
         status=201,
         body=CREATE_BODY,
+        answer=workspace_answer("Workspace created successfully."),
         errors=(422,),
     ),
-    Route("GET", BASE + "/{id}", get_workspace, "workspaces:read", "Get a workspace", "Workspaces", errors=(404,)),
+    Route(
+        "GET",
+        BASE + "/{id}",
+        get_workspace,
+        "workspaces:read",
+        "Get a workspace",
+        "Workspaces",
+        answer=response({"data": WORKSPACE}),
+        errors=(404,),
+    ),
     Route(
         "PATCH",
         BASE + "/{id}",
@@ -232,6 +231,7 @@ ROUTES = [
         "Update a workspace (settings merged)",
         "Workspaces",
         body=UPDATE_BODY,
+        answer=workspace_answer("Workspace updated successfully."),
         errors=(404, 422),
     ),
     Route(

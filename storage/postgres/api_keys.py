@@ -8,6 +8,7 @@ from storage.errors import Conflict, NotFound
 from storage.postgres import domain_events, outbox
 from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
 from storage.postgres.pool import Connection, returned
+from storage.postgres.workspaces import TIERS
 
 COLUMNS = (
     "id, workspace_id, name, prefix, scopes, rate_limit_tier, last_used_at, expires_at, "
@@ -39,6 +40,13 @@ UPDATE api_keys k SET last_used_at = GREATEST(k.last_used_at, u.used_at)
 FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, used_at)
 WHERE k.id = u.id"""
 
+# The tier a key is limited by, as app/access/tiers.py `capped` computes it: its own within its
+# workspace's, the workspace's when it has none. What `?rate_limit_tier=` filters on and the API shows.
+_ORDER = "ARRAY[" + ", ".join(f"'{tier}'" for tier in TIERS) + "]"
+EFFECTIVE_TIER = f"""(SELECT CASE WHEN api_keys.rate_limit_tier IS NULL
+        OR array_position({_ORDER}, api_keys.rate_limit_tier) > array_position({_ORDER}, w.tier)
+    THEN w.tier ELSE api_keys.rate_limit_tier END
+    FROM workspaces w WHERE w.id = api_keys.workspace_id)"""
 LIVE = "(revoked_at IS NULL OR revoked_at > now()) AND (expires_at IS NULL OR expires_at > now())"
 LISTING = ListingSpec(
     from_sql="api_keys",
@@ -58,7 +66,7 @@ LISTING = ListingSpec(
         "created_at",
         "updated_at",
     ),
-    filters={"rate_limit_tier": "rate_limit_tier"},
+    filters={"rate_limit_tier": EFFECTIVE_TIER},
     statuses={
         "active": f"{LIVE} AND revoked_at IS NULL",
         "rotating": f"{LIVE} AND revoked_at IS NOT NULL",

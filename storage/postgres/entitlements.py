@@ -25,9 +25,9 @@ ON CONFLICT (workspace_id, feature) DO UPDATE SET limit_value = $3, updated_at =
 DELETE_OVERRIDE = "DELETE FROM entitlement_overrides WHERE workspace_id = $1 AND feature = $2"
 # GREATEST: a release never takes the stored level below zero, as in Redis.
 ADD_USAGE = """
-INSERT INTO entitlement_usage (workspace_id, feature, used) VALUES ($1, $2, GREATEST($3, 0))
+INSERT INTO entitlement_usage (workspace_id, feature, used) VALUES ($1, $2, GREATEST($3::bigint, 0))
 ON CONFLICT (workspace_id, feature)
-DO UPDATE SET used = GREATEST(entitlement_usage.used + $3, 0), updated_at = now()
+DO UPDATE SET used = GREATEST(entitlement_usage.used + $3::bigint, 0), updated_at = now()
 RETURNING used"""
 SELECT_USAGE = "SELECT feature, used FROM entitlement_usage WHERE workspace_id = $1 AND feature = ANY($2::text[])"
 # Every workspace (or one), each with its stored levels: a workspace without any is listed too.

@@ -7,6 +7,8 @@ from storage.postgres import domain_events, outbox
 from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
 from storage.postgres.pool import Connection, returned
 
+# The plan tiers, lowest first (the order the CHECK constraints of migration 0001 allow).
+TIERS = ("free", "starter", "pro", "agency", "enterprise")
 COLUMNS = "id, account_id, name, slug, tier, settings, created_at, updated_at"
 
 INSERT_ACCOUNT = "INSERT INTO accounts (name) VALUES ($1) RETURNING id, name, created_at"

@@ -141,3 +141,25 @@ def test_last_used_at_is_recorded_in_batches(client, tenant, tenants):
     else:
         raise AssertionError("last_used_at never written")
     assert client.get(f"/api-keys/{data['id']}", headers=headers).json()["data"]["last_used_at"] is not None
+
+
+def test_rate_limit_tier_filter_matches_the_tier_the_api_shows(client, tenants):
+    """A key without a tier of its own follows its workspace: it shows the workspace's tier and
+    `?rate_limit_tier=` finds it by that tier; a key stored above a (since lowered) plan is found
+    by the plan's tier."""
+    workspace = tenants.workspace(tier="pro")
+    headers = bearer(tenants.key(workspace["id"]))
+    follows = client.post("/api-keys", json={"name": "follows"}, headers=headers).json()["data"]
+    own = client.post("/api-keys", json={"name": "own", "rate_limit_tier": "starter"}, headers=headers).json()["data"]
+    assert (follows["rate_limit_tier"], own["rate_limit_tier"]) == ("pro", "starter")
+
+    def names(tier: str) -> set[str]:
+        page = client.get("/api-keys", params={"rate_limit_tier": tier, "per_page": 100}, headers=headers).json()
+        return {item["name"] for item in page["data"]}
+
+    assert "follows" in names("pro") and "follows" not in names("starter")
+    assert names("starter") == {"own"}
+    tenants.execute("UPDATE api_keys SET rate_limit_tier = 'enterprise' WHERE id = $1", own["id"])
+    assert "own" in names("pro") and "own" not in names("enterprise")
+    shown = client.get(f"/api-keys/{own['id']}", headers=headers).json()["data"]["rate_limit_tier"]
+    assert shown == "pro"

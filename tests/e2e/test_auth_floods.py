@@ -88,7 +88,11 @@ def test_address_over_its_failure_budget_gets_429_without_lookups(flood_db, serv
         failed = [get_workspaces(c, made_up_key(), address) for _ in range(FAILURE_BUDGET)]
         refused = [get_workspaces(c, made_up_key(), address) for _ in range(20)]
     assert [r.status_code for r in failed] == [401] * FAILURE_BUDGET
+    # Each 401 says what is left of the address's budget; the refusals say it is spent.
+    assert [r.headers["x-ratelimit-remaining"] for r in failed] == [str(n) for n in range(FAILURE_BUDGET)][::-1]
+    assert {r.headers["x-ratelimit-limit"] for r in failed + refused} == {str(FAILURE_BUDGET)}
     assert [r.status_code for r in refused] == [429] * 20
+    assert {r.headers["x-ratelimit-remaining"] for r in refused} == {"0"}
     body = refused[-1].json()
     assert body["error"] == "rate_limit_exceeded" and body["limit"] == FAILURE_BUDGET and body["remaining"] == 0
     assert body["message"] == (

@@ -234,7 +234,8 @@ def test_a_failed_verification_says_what_was_looked_up_and_found(verifying_clien
     zone.set(host, "A", site.address)
     site.serve(host, "/", "<html><head><title>No tag here</title></head></html>")
     r = verify(verifying_client, headers, domain)
-    assert r.status_code == 422, r.text
+    # The request is valid: what refuses it is the state of the DNS and the site, so 409, not 422.
+    assert r.status_code == 409, r.text
     body = r.json()
     assert body["error"] == "verification_failed"
     message = body["message"]
@@ -266,7 +267,7 @@ def test_a_redirect_to_another_host_is_not_followed(verifying_client, tenants, z
     site.serve(host, path, "", status=301, headers={"Location": f"http://{elsewhere}{path}"})
     site.serve(elsewhere, path, domain["verification"]["token"])  # whoever runs `elsewhere` proves nothing here
     r = verify(verifying_client, headers, domain)
-    assert r.status_code == 422
+    assert r.status_code == 409
     assert f"only redirects within {host} are followed" in r.json()["message"]
     assert (elsewhere, path) not in site.requests
 
@@ -317,7 +318,7 @@ def test_contested_unverified_claims_serve_nobody_until_one_verifies(verifying_c
     claim(verifying_client, first_headers, host)
     domain = claim(verifying_client, second_headers, host)
     r = track(verifying_client, f"https://{host}/")
-    assert r.status_code == 422
+    assert r.status_code == 403
     assert r.json()["error"] == "domain_not_verified" and r.json()["host"] == host
     assert "verif" in r.json()["message"] and r.headers["X-Sluice-Drop-Reason"] == "unknown_domain"
     origin = {"Origin": f"https://{host}"}
@@ -361,4 +362,4 @@ def test_verifying_takes_the_host_from_the_workspace_that_held_it(verifying_clie
     )
     assert payload == {"id": old_domain["id"], "host": host, "lost_at": lost["verification"]["lost_at"]}
     # The old owner cannot win it back without the DNS.
-    assert verify(verifying_client, old_headers, old_domain).status_code == 422
+    assert verify(verifying_client, old_headers, old_domain).status_code == 409

@@ -67,14 +67,40 @@ def test_several_workspaces_may_claim_a_host_but_one_workspace_only_once(client,
         " ",
         7,
         "com",
-        "co.uk",
-        "github.io",
+        "localhost",
+        " example.com",
+        "bücher.de",
+        "a" * 64 + ".com",
     ],
 )
 def test_a_url_or_anything_not_a_host_name_is_refused(client, headers, host):
+    """What the body's host pattern refuses: a single label (always a public suffix), spaces, and
+    anything but ASCII (international names come in their punycode form)."""
     r = client.post("/pixel/domains", headers=headers, json={"host": host})
     assert r.status_code == 422
     assert "host" in r.json()["errors"]
+
+
+@pytest.mark.parametrize("host", ["co.uk", "github.io", "anything.ck"])
+def test_a_public_suffix_is_nobodys_to_claim(client, headers, host):
+    """A valid host name the Public Suffix List reserves: refused for what it is, not for its form (403)."""
+    r = client.post("/pixel/domains", headers=headers, json={"host": host.upper() + "."})
+    assert r.status_code == 403
+    assert r.json() == {
+        "error": "access_denied",
+        "message": f"{host} is a public suffix (as com or co.uk are): register your own domain.",
+    }
+
+
+def test_null_config_fields_leave_them_unchanged_and_a_punycode_host_is_kept(client, headers):
+    host = "xn--bcher-kva." + unique_host()
+    domain = client.post(
+        "/pixel/domains", headers=headers, json={"host": host, "enabled": None, "sample_rate": None}
+    ).json()["data"]
+    assert domain["host"] == host and domain["enabled"] is True and domain["sample_rate"] == 1.0
+    r = client.patch(f"/pixel/domains/{domain['id']}", headers=headers, json={"features": {"events": None}})
+    assert r.status_code == 200 and r.json()["data"]["features"]["events"] is True
+    assert client.patch(f"/pixel/domains/{domain['id']}", headers=headers, json={"features": None}).status_code == 422
 
 
 def test_config_fields_are_validated_one_by_one(client, headers):

@@ -35,9 +35,14 @@ def count_workspaces(tenants, account_id: int, name: str) -> int:
 
 
 def assert_mismatch(r: httpx.Response) -> None:
-    assert r.status_code == 422
-    assert r.json()["error"] == "validation_failed"
-    assert "different request" in r.json()["errors"]["Idempotency-Key"][0]
+    """A key reused for another request conflicts with what is stored: 409, never 422 (the request
+    itself is valid), with no Retry-After (retrying with this key never helps)."""
+    assert r.status_code == 409
+    assert r.json() == {
+        "error": "idempotency_key_reused",
+        "message": "This Idempotency-Key was used with a different request (method, path or body); use a new key.",
+    }
+    assert "retry-after" not in r.headers and "idempotent-replayed" not in r.headers
 
 
 def test_repeat_replays_status_body_and_creates_one_row(client, tenants, tenant):
@@ -72,7 +77,7 @@ def test_repeat_delete_replays_204(client, tenants, tenant):
     assert second.headers["idempotent-replayed"] == "true" and second.content == b""
 
 
-def test_same_key_with_another_body_is_422(client, tenants, tenant):
+def test_same_key_with_another_body_is_409(client, tenants, tenant):
     ws, headers = tenant
     headers = with_key(headers)
     assert client.post("/workspaces", json={"name": "Idem A"}, headers=headers).status_code == 201
@@ -80,7 +85,7 @@ def test_same_key_with_another_body_is_422(client, tenants, tenant):
     assert count_workspaces(tenants, ws["account_id"], "Idem B") == 0
 
 
-def test_same_key_with_another_path_query_or_method_is_422(client, tenant):
+def test_same_key_with_another_path_query_or_method_is_409(client, tenant):
     ws, headers = tenant
     headers = with_key(headers)
     assert client.post("/workspaces", json={"name": "Idem path"}, headers=headers).status_code == 201
@@ -126,7 +131,7 @@ def test_two_api_keys_use_the_same_idempotency_key_independently(client, tenants
 
 # Only what httpx sends and granian passes on (DEL and spaces-only never reach the app);
 # tests/unit/app/test_idempotency_keys.py covers the rest.
-@pytest.mark.parametrize("bad", ["", "x" * 256, "a\tb", b"\xc3\xa9"])
+@pytest.mark.parametrize("bad", ["", "x" * 256, "a\tb", "a b", b"\xc3\xa9"])
 def test_invalid_idempotency_key_is_422_and_runs_nothing(client, tenants, tenant, bad):
     ws, headers = tenant
     r = client.post("/workspaces", json={"name": "Idem invalid"}, headers=with_key(headers, bad))

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from tests.conftest import ROOT, _free_port, running_api
+from tests.e2e.test_contract_integrations import conforms
 
 SECRET = "top secret outside the root"
 HOSTILE = [
@@ -205,6 +206,25 @@ def test_tool_parameters_come_from_the_input_schema(mcp, tenant):
     assert tools["list_directory"]["parameters"]["path"]["required"] is False
     external = {t["name"]: t for t in mcp.get("/mcp/servers/notes/tools", headers=headers).json()["data"]}
     assert external["add"]["parameters"]["a"]["type"] == "integer" and external["add"]["parameters"]["a"]["required"]
+
+
+def test_answers_match_the_document_and_external_servers_get_an_envelope_branch(mcp, tenant):
+    _, headers = tenant
+    document = httpx.get(str(mcp.base_url).removesuffix("/api/v1/") + "/openapi.json").json()
+    body = document["paths"]["/api/v1/mcp/tools/call"]["post"]["requestBody"]["content"]["application/json"]
+    [other] = [b for b in body["schema"]["oneOf"] if "enum" in b["properties"]["server"]]
+    assert other["properties"]["server"]["enum"] == ["notes", "local", "gone"]
+    servers = conforms(document, "GET", "/api/v1/mcp/servers", mcp.get("/mcp/servers", headers=headers))
+    assert {s["status"] for s in servers["data"]} == {"available", "unavailable"}
+    tools = mcp.get("/mcp/servers/notes/tools", headers=headers)
+    assert conforms(document, "GET", "/api/v1/mcp/servers/{id}/tools", tools)["meta"]["total"] == 4
+    for uri in ("notes://shopping", "file:///mcp-answer.txt"):
+        if uri.startswith("file:"):
+            call(mcp, headers, "filesystem", "write_file", {"path": "mcp-answer.txt", "content": "x"})
+        r = mcp.get("/mcp/resources/" + quote(uri, safe=""), headers=headers)
+        conforms(document, "GET", "/api/v1/mcp/resources/{uri}", r)
+    r = call(mcp, headers, "notes", "add", {"a": 1, "b": 2})
+    conforms(document, "POST", "/api/v1/mcp/tools/call", r)
 
 
 def test_unknown_server_or_tool_is_404(mcp, tenant):

@@ -170,18 +170,25 @@ def test_a_batch_answers_per_event(client, site, server_env):
     assert found[0][2]["source"] == "batch"
 
 
-def test_a_batch_of_valid_events_is_200_and_of_only_invalid_ones_422(client, site):
+def test_a_batch_of_valid_events_is_200_and_of_only_invalid_ones_a_422_envelope(client, site):
     _ws, _headers, host = site
     ok = client.post("/pixel/track", json=[event(host), event(host, event="click")], headers=BROWSER)
     assert ok.status_code == 200 and ok.json()["accepted"] == 2
     bad = client.post("/pixel/track", json=[{"event": "x"}, {"url": "https://a.b/"}], headers=BROWSER)
-    assert bad.status_code == 422 and bad.json()["rejected"] == 2
+    assert bad.status_code == 422
+    body = bad.json()
+    assert body["error"] == "validation_failed" and body["message"]
+    assert body["errors"] == {"0.url": ["The url field is required."], "1.event": ["The event field is required."]}
+    assert body["rejected"] == 2 and [r["error"] for r in body["results"]] == ["validation_failed"] * 2
 
 
-def test_a_batch_over_the_maximum_is_413(client, site):
+def test_a_batch_over_the_maximum_is_422(client, site):
+    """maxItems is declared in the body's schema: past it is invalid input like any other (413 is
+    for a body over SLUICE_MAX_BODY_BYTES)."""
     _ws, _headers, host = site
     r = client.post("/pixel/track", json=[event(host)] * 101, headers=BROWSER)
-    assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+    assert r.status_code == 422
+    assert r.json()["errors"] == {"body": ["A batch holds at most 100 events; this one has 101."]}
 
 
 def test_the_gif_variant_answers_an_uncached_pixel(client, site, server_env):
@@ -282,7 +289,7 @@ def test_another_workspaces_www_claim_gets_none_of_the_sites_events(client, tena
     for claimed in (f"www.{host}", marker_host):
         assert client.post("/pixel/domains", headers=other_headers, json={"host": claimed}).status_code == 201
     www = client.post("/pixel/track", json=event(f"www.{host}"), headers=BROWSER)
-    assert www.status_code == 422, www.text
+    assert www.status_code == 403, www.text
     assert www.json()["error"] == "domain_not_verified" and www.json()["host"] == f"www.{host}"
     mine = client.post("/pixel/track", json=event(host), headers=BROWSER)
     # One workspace, one partition: once this later event of B's is stored, an earlier one would be too.
@@ -316,9 +323,11 @@ def test_each_bad_field_is_named_in_a_422(client, site):
     assert set(r.json()["errors"]) == {"event", "url", "referrer", "properties", "timestamp", "color"}
 
 
-def test_unknown_domain_is_rejected_with_a_clear_error(client):
+def test_unknown_domain_is_refused_with_403_and_a_clear_error(client):
+    """A valid event for a host nobody registered is refused for the state of things, not for its
+    input: 403, as origin_not_allowed is."""
     r = client.post("/pixel/track", json=event("not-registered.example.net"), headers=BROWSER)
-    assert r.status_code == 422
+    assert r.status_code == 403
     body = r.json()
     assert body["error"] == "unknown_domain" and body["host"] == "not-registered.example.net"
     assert "POST /api/v1/pixel/domains" in body["message"]

@@ -27,7 +27,8 @@ from tests.conftest import ROOT
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 ROUTES = {(r.method, r.path): r for r in api_routes()}
 CLI_TIMEOUT = 60
-TIER_LIMITS = {"free": "60", "starter": "1000", "pro": "5000", "agency": "20000", "enterprise": "100000"}
+# X-RateLimit-Limit is the bucket's capacity: the tier's rate plus its burst.
+TIER_LIMITS = {"free": "60", "starter": "1200", "pro": "6500", "agency": "30000", "enterprise": "200000"}
 
 
 def bearer(key: str) -> dict:
@@ -486,7 +487,7 @@ def test_own_workspace_tier_decides_not_the_key_s_rate_tier(world):
 def test_a_key_s_tier_above_its_workspace_s_is_capped_at_authentication(client, tenants):
     ws = tenants.workspace(tier="pro")
     r = client.get("/workspaces", headers=bearer(tenants.key(ws["id"], tier="enterprise")))
-    assert r.headers["x-ratelimit-limit"] == "5000" and r.headers["ratelimit-policy"] == '"pro";q=5000;w=60'
+    assert r.headers["x-ratelimit-limit"] == "6500" and r.headers["ratelimit-policy"] == '"pro";q=6500;w=78'
 
 
 def test_webhook_subscriptions_within_the_key_s_read_scopes_are_allowed(world):
@@ -537,7 +538,7 @@ def test_set_tier_upgrades_a_workspace_and_its_keys_limits_at_once(client, tenan
     done = set_tier(server_env, ws["id"], "pro")
     assert done.returncode == 0, done.stderr
     assert f"workspace {ws['id']} 'Test Workspace' is now on tier pro" in done.stdout
-    assert client.get("/workspaces", headers=headers).headers["x-ratelimit-limit"] == "5000"
+    assert client.get("/workspaces", headers=headers).headers["x-ratelimit-limit"] == "6500"
     wait_until(lambda: client.get(f"/workspaces/{ws['id']}", headers=headers).json()["data"]["tier"] == "pro")
     assert tenants.fetchval("SELECT tier FROM workspaces WHERE id = $1", ws["id"]) == "pro"
     events = tenants.fetchval(
@@ -551,14 +552,14 @@ def test_set_tier_upgrades_a_workspace_and_its_keys_limits_at_once(client, tenan
 def test_set_tier_downgrade_caps_a_faster_key_at_once(client, tenants, server_env):
     ws = tenants.workspace(tier="enterprise")
     headers = bearer(tenants.key(ws["id"], tier="enterprise"))
-    assert client.get("/workspaces", headers=headers).headers["x-ratelimit-limit"] == "100000"
+    assert client.get("/workspaces", headers=headers).headers["x-ratelimit-limit"] == "200000"
     done = set_tier(server_env, ws["id"], "starter")
     assert done.returncode == 0, done.stderr
     r = client.get("/workspaces", headers=headers)
-    assert r.headers["x-ratelimit-limit"] == "1000" and r.headers["ratelimit-policy"] == '"starter";q=1000;w=60'
+    assert r.headers["x-ratelimit-limit"] == "1200" and r.headers["ratelimit-policy"] == '"starter";q=1200;w=72'
     # The key keeps the tier it was given: an upgrade back restores it.
     assert set_tier(server_env, ws["id"], "enterprise").returncode == 0
-    assert client.get("/workspaces", headers=headers).headers["x-ratelimit-limit"] == "100000"
+    assert client.get("/workspaces", headers=headers).headers["x-ratelimit-limit"] == "200000"
 
 
 def test_rotating_a_key_above_a_lowered_plan_gives_a_successor_within_it(client, tenants, server_env):

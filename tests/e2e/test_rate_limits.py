@@ -6,8 +6,10 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import httpx
+import pytest
 
 from tests.conftest import ROOT, _free_port, running_api
 
@@ -16,16 +18,51 @@ def bearer(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
 
 
-def test_authenticated_responses_carry_rate_limit_headers(client, tenants):
+# tier → (requests per minute, bucket capacity: the rate plus the burst), from the spec's table.
+BUCKETS = {"free": (60, 60), "starter": (1_000, 1_200), "pro": (5_000, 6_500)}
+
+
+def assert_one_model(r: httpx.Response, tier: str, capacity: int, rate: int) -> int:
+    """Limit is the bucket's capacity, Remaining what is left of it, Reset and t when it is full again,
+    the IETF fields say the same; returns how much of the bucket is used."""
+    limit, remaining = int(r.headers["x-ratelimit-limit"]), int(r.headers["x-ratelimit-remaining"])
+    assert limit == capacity and 0 <= remaining <= limit
+    used = limit - remaining
+    window = capacity * 60 // rate  # seconds to refill the whole bucket at the tier's rate
+    assert r.headers["ratelimit-policy"] == f'"{tier}";q={capacity};w={window}'
+    assert r.headers["ratelimit"].startswith(f'"{tier}";r={remaining};t=')
+    until_full = int(r.headers["ratelimit"].rpartition("t=")[2])
+    # Full again after refilling what is used, one request per 60/rate s (part of one may have refilled).
+    assert (used - 1) * 60 / rate <= until_full <= used * 60 / rate + 1
+    assert abs(int(r.headers["x-ratelimit-reset"]) - (time.time() + until_full)) <= 2
+    return used
+
+
+@pytest.mark.parametrize("tier", ["free", "pro"])
+def test_headers_report_the_bucket_and_count_each_request(client, tenants, tier):
+    rate, capacity = BUCKETS[tier]
+    headers = bearer(tenants.key(tenants.workspace(tier=tier)["id"]))
+    started = time.monotonic()
+    for made in range(1, 6):
+        r = client.get("/workspaces", headers=headers)
+        assert r.status_code == 200 and "x-ratelimit-mode" not in r.headers
+        used = assert_one_model(r, tier, capacity, rate)
+        # Every request spends one; what refilled meanwhile (one per 60/rate s) gives some back.
+        refilled = (time.monotonic() - started) * rate / 60
+        assert made - refilled - 1 <= used <= made
+
+
+def test_error_answers_after_admission_carry_the_same_headers(client, tenants):
     ws = tenants.workspace(tier="pro")
     headers = bearer(tenants.key(ws["id"]))
-    for r in (client.get("/workspaces", headers=headers), client.get("/workspaces/999999999", headers=headers)):
-        assert r.headers["x-ratelimit-limit"] == "5000"
-        assert 0 <= int(r.headers["x-ratelimit-remaining"]) < 6500
-        assert int(r.headers["x-ratelimit-reset"]) >= int(time.time())
-        assert r.headers["ratelimit-policy"] == '"pro";q=5000;w=60'
-        assert r.headers["ratelimit"].startswith('"pro";r=')
-        assert "x-ratelimit-mode" not in r.headers
+    rate, capacity = BUCKETS["pro"]
+    for r in (
+        client.get("/workspaces/999999999", headers=headers),
+        client.get("/api-keys", headers={**headers, "X-Workspace-ID": "abc"}),
+        client.post("/workspaces", json={"name": ""}, headers=headers),
+    ):
+        assert r.status_code in (404, 422)
+        assert_one_model(r, "pro", capacity, rate)
 
 
 def test_free_key_gets_60_then_429_with_spec_body(client, tenants):
@@ -41,15 +78,40 @@ def test_free_key_gets_60_then_429_with_spec_body(client, tenants):
     assert body["reset_at"].endswith("Z")
     assert body["message"] == f"Too many requests. Please retry after {body['retry_after']} seconds."
     assert r.headers["retry-after"] == str(body["retry_after"])
-    assert r.headers["x-ratelimit-remaining"] == "0"
+    assert r.headers["x-ratelimit-remaining"] == "0" and r.headers["x-ratelimit-limit"] == "60"
+
+
+async def test_a_bucket_with_burst_admits_its_capacity_and_its_429_states_it(api, tenants):
+    """Starter: 1,000 a minute plus 20% burst. The 429's body and headers name the capacity, 1,200,
+    and every admitted request's Remaining stays within it."""
+    rate, capacity = BUCKETS["starter"]
+    headers = bearer(tenants.key(tenants.workspace(tier="starter")["id"]))
+    async with httpx.AsyncClient(base_url=api + "/api/v1", timeout=60, limits=httpx.Limits(max_connections=50)) as c:
+        started = time.monotonic()
+        responses = await asyncio.gather(*[c.get("/workspaces", headers=headers) for _ in range(capacity + 150)])
+        elapsed = time.monotonic() - started
+        refused = await c.get("/workspaces", headers=headers)
+        while refused.status_code != 429:  # drain what refilled meanwhile, to see a refusal's body
+            refused = await c.get("/workspaces", headers=headers)
+    admitted = [r for r in responses if r.status_code == 200]
+    assert capacity <= len(admitted) <= capacity + elapsed * rate / 60 + 1
+    assert {r.status_code for r in responses} <= {200, 429}
+    assert all(0 <= int(r.headers["x-ratelimit-remaining"]) < capacity for r in admitted)
+    assert {r.headers["x-ratelimit-limit"] for r in responses} == {str(capacity)}
+    body = refused.json()
+    assert body["limit"] == int(refused.headers["x-ratelimit-limit"]) == capacity
+    assert body["remaining"] == 0 and refused.headers["x-ratelimit-remaining"] == "0"
+    assert refused.headers["retry-after"] == str(body["retry_after"])
+    reset_at = datetime.fromisoformat(body["reset_at"].replace("Z", "+00:00")).timestamp()
+    assert abs(reset_at - int(refused.headers["x-ratelimit-reset"])) <= 2
 
 
 def test_key_tier_narrows_the_workspace_tier_but_never_raises_it(client, tenants):
     ws = tenants.workspace(tier="pro")
     r = client.get("/workspaces", headers=bearer(tenants.key(ws["id"], tier="starter")))
-    assert r.headers["x-ratelimit-limit"] == "1000"
+    assert r.headers["x-ratelimit-limit"] == "1200"
     r = client.get("/workspaces", headers=bearer(tenants.key(ws["id"], tier="agency")))
-    assert r.headers["x-ratelimit-limit"] == "5000"
+    assert r.headers["x-ratelimit-limit"] == "6500"
 
 
 def test_workspace_tier_change_applies_to_its_keys_at_once(client, tenants, server_env):
@@ -58,7 +120,7 @@ def test_workspace_tier_change_applies_to_its_keys_at_once(client, tenants, serv
     assert client.get("/workspaces", headers=headers).headers["x-ratelimit-limit"] == "60"
     command = [sys.executable, "-m", "app", "set-tier", "--workspace-id", str(ws["id"]), "--tier", "starter"]
     subprocess.run(command, cwd=ROOT, env=server_env, check=True, capture_output=True, timeout=60)
-    assert client.get("/workspaces", headers=headers).headers["x-ratelimit-limit"] == "1000"
+    assert client.get("/workspaces", headers=headers).headers["x-ratelimit-limit"] == "1200"
 
 
 async def test_200_concurrent_requests_admit_at_most_the_bucket(api, tenants):
@@ -118,6 +180,7 @@ def test_redis_outage_falls_back_to_local_limits_and_recovers(server_env, tenant
     env = {**server_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "SLUICE_WORKERS": "2"}
     ws = tenants.workspace(tier="free")
     headers = bearer(tenants.key(ws["id"]))
+    pro = bearer(tenants.key(tenants.workspace(tier="pro")["id"]))
     try:
         with running_api(env, tmp_path) as url:
             with httpx.Client(base_url=url, timeout=10) as c:
@@ -130,6 +193,13 @@ def test_redis_outage_falls_back_to_local_limits_and_recovers(server_env, tenant
                 assert [r.status_code for r in during[:30]] == [200] * 30
                 assert all(r.status_code == 429 for r in during[30:])
                 assert during[0].headers["x-ratelimit-limit"] == "30"
+                assert during[0].headers["ratelimit-policy"] == '"free";q=30;w=60'
+                assert during[30].json()["limit"] == 30 and during[30].headers["x-ratelimit-remaining"] == "0"
+                # The local bucket follows the same model: this process's share of the capacity, 6,500 / 2.
+                local = [c.get("/api/v1/workspaces", headers=pro) for _ in range(3)]
+                for made, r in enumerate(local, 1):
+                    assert r.headers["x-ratelimit-mode"] == "local"
+                    assert 1 <= assert_one_model(r, "pro", 3_250, 2_500) <= made
                 metrics = c.get("/metrics").text
                 assert "sluice_redis_outages_total 1" in metrics and "sluice_redis_down 1" in metrics
                 redis_process = _start_redis(port, tmp_path)

@@ -1,6 +1,7 @@
 """Webhooks over HTTP: endpoint CRUD in the spec's shapes, the test send (success, failure,
 timeout), deliveries listed and retried by hand, secret rotation, all against a real local
-HTTPS receiver whose CA this run trusts; the allow-list admits 127.0.0.0/8 for this module only."""
+HTTPS receiver whose CA this run trusts, named localhost (an endpoint's host is a name, never an
+address); the allow-list admits 127.0.0.0/8, and so local names, for this module only."""
 
 import ipaddress
 import random
@@ -17,6 +18,7 @@ from ingest.webhooks.retry_schedule import MAX_ATTEMPTS
 from storage.config import WebhooksConfig
 from storage.postgres.pool import create_pool
 from tests.conftest import running_api
+from tests.e2e.test_contract_integrations import conforms
 from tests.integration.ingest.test_dispatcher import Clock
 from tests.webhook_receiver import Answer
 
@@ -34,6 +36,11 @@ def hooks_api(server_env, https_receiver, tmp_path_factory):
     with running_api(env, tmp_path_factory.mktemp("webhooks-api")) as url:
         with httpx.Client(base_url=url + "/api/v1", timeout=10) as client:
             yield client
+
+
+@pytest.fixture(scope="module")
+def document(hooks_api):
+    return httpx.get(str(hooks_api.base_url).removesuffix("/api/v1/") + "/openapi.json").json()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +65,8 @@ def path(name: str) -> str:
 
 
 def create(client, headers, receiver, where, events=("api_key.created",), **extra) -> dict:
-    r = client.post("/webhooks", json={"url": receiver.url(where), "events": list(events), **extra}, headers=headers)
+    url = receiver.url(where, host="localhost")
+    r = client.post("/webhooks", json={"url": url, "events": list(events), **extra}, headers=headers)
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -108,6 +116,7 @@ def test_a_given_secret_is_kept(hooks_api, tenant, https_receiver):
         ({"url": "https://example.com/hook", "events": ["*"], "secret": "whsec_abc123def456..."}, {"secret"}),
         ({"url": "https://example.com/hook", "events": ["*"], "extra": 1}, {"extra"}),
         ({"url": "https://10.0.0.1/hook", "events": ["*"]}, {"url"}),
+        ({"url": "https://93.184.216.34/hook", "events": ["*"]}, {"url"}),  # public, but an address
         ({"url": "https://169.254.169.254/latest", "events": ["*"]}, {"url"}),
         ({"url": "https://[::ffff:a9fe:a9fe]/", "events": ["*"]}, {"url"}),
         # Spellings a browser or resolver reads as a private address or a local name (the allow-list
@@ -132,9 +141,12 @@ def test_invalid_endpoints_are_refused_field_by_field(hooks_api, tenant, tenants
     assert tenants.fetchval("SELECT count(*) FROM webhook_endpoints WHERE workspace_id = $1", ws["id"]) == 0
 
 
-def test_a_public_host_in_another_spelling_is_accepted_and_kept_as_given(hooks_api, tenant):
+def test_a_host_outside_the_ascii_grammar_is_refused_and_its_ascii_spelling_kept_as_given(hooks_api, tenant):
     _, headers = tenant
-    url = "https://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com./hook"  # ｅｘａｍｐｌｅ.com.
+    wide = "https://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com./hook"  # ｅｘａｍｐｌｅ.com.
+    r = hooks_api.post("/webhooks", json={"url": wide, "events": ["*"]}, headers=headers)
+    assert r.status_code == 422 and set(r.json()["errors"]) == {"url"}, r.text
+    url = "https://EXAMPLE.com./hook"
     r = hooks_api.post("/webhooks", json={"url": url, "events": ["*"]}, headers=headers)
     assert r.status_code == 201, r.text
     assert hooks_api.get(f"/webhooks/{r.json()['data']['id']}", headers=headers).json()["data"]["url"] == url
@@ -173,13 +185,12 @@ def test_another_workspaces_endpoint_is_not_found_and_scopes_are_enforced(hooks_
     assert hooks_api.delete(f"/webhooks/{hook['id']}", headers=reader).status_code == 403
 
 
-def test_test_send_reports_success_with_a_verifiable_signature(hooks_api, tenant, https_receiver):
+def test_test_send_reports_success_with_a_verifiable_signature(hooks_api, tenant, https_receiver, document):
     _, headers = tenant
     where = path("test-ok")
     hook = create(hooks_api, headers, https_receiver, where)["data"]
     r = hooks_api.post(f"/webhooks/{hook['id']}/test", headers=headers)
-    assert r.status_code == 200, r.text
-    body = r.json()
+    body = conforms(document, "POST", "/api/v1/webhooks/{id}/test", r)
     assert set(body) == {"success", "status_code", "response_time_ms", "response_body"}
     assert (body["success"], body["status_code"], body["response_body"]) == (True, 200, '{"received": true}')
     [got] = https_receiver.at(where)
@@ -187,12 +198,13 @@ def test_test_send_reports_success_with_a_verifiable_signature(hooks_api, tenant
     assert event["type"] == "webhook.test" and event["data"]["webhook_id"] == hook["id"]
 
 
-def test_test_send_reports_a_failing_status(hooks_api, tenant, https_receiver):
+def test_test_send_reports_a_failing_status(hooks_api, tenant, https_receiver, document):
     _, headers = tenant
     where = path("test-500")
     https_receiver.script(where, Answer(500, body=b"x" * 10_000))
     hook = create(hooks_api, headers, https_receiver, where)["data"]
-    body = hooks_api.post(f"/webhooks/{hook['id']}/test", headers=headers).json()
+    r = hooks_api.post(f"/webhooks/{hook['id']}/test", headers=headers)
+    body = conforms(document, "POST", "/api/v1/webhooks/{id}/test", r)
     assert (body["success"], body["status_code"], body["error"]) == (False, 500, "HTTP 500")
 
 
@@ -206,7 +218,9 @@ def test_test_send_reports_a_timeout_with_the_elapsed_time(hooks_api, tenant, ht
     assert TEST_TIMEOUT_SECONDS * 1000 <= body["response_time_ms"] < TEST_TIMEOUT_SECONDS * 1000 + 1000
 
 
-async def test_an_api_change_is_delivered_listed_and_retried_by_hand(hooks_api, tenant, https_receiver, dispatch):
+async def test_an_api_change_is_delivered_listed_and_retried_by_hand(
+    hooks_api, tenant, https_receiver, dispatch, document
+):
     dispatcher, clock = dispatch
     _, headers = tenant
     where = path("manual")
@@ -214,7 +228,8 @@ async def test_an_api_change_is_delivered_listed_and_retried_by_hand(hooks_api, 
     hook = create(hooks_api, headers, https_receiver, where)["data"]
     assert hooks_api.post("/api-keys", json={"name": "deploy"}, headers=headers).status_code == 201
     await dispatcher.run_once()
-    listed = hooks_api.get(f"/webhooks/{hook['id']}/deliveries?status=retrying", headers=headers).json()["data"]
+    r = hooks_api.get(f"/webhooks/{hook['id']}/deliveries?status=retrying", headers=headers)
+    listed = conforms(document, "GET", "/api/v1/webhooks/{id}/deliveries", r)["data"]
     assert [(d["status"], d["attempt"], d["response_code"]) for d in listed] == [("retrying", 1, 500)]
     assert listed[0]["next_retry_at"] and listed[0]["event_id"].startswith("evt_")
     for _ in range(MAX_ATTEMPTS - 1):  # let the automatic retries run out
@@ -224,20 +239,20 @@ async def test_an_api_change_is_delivered_listed_and_retried_by_hand(hooks_api, 
     assert failed["attempt"] == MAX_ATTEMPTS and "next_retry_at" not in failed
     https_receiver.script(where, Answer(200))
     r = hooks_api.post(f"/webhooks/{hook['id']}/deliveries/{failed['id']}/retry", headers=headers)
-    assert r.status_code == 200, r.text
-    assert r.json() == {
+    assert conforms(document, "POST", "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", r) == {
         "message": "Delivery queued for retry.",
         "data": {"id": failed["id"], "status": "pending", "attempt": MAX_ATTEMPTS + 1},
     }
     clock.at(datetime.now(UTC))  # back to real time, which the verifier checks the signature's against
     await dispatcher.run_once()
-    [done] = hooks_api.get(f"/webhooks/{hook['id']}/deliveries", headers=headers).json()["data"]
+    r = hooks_api.get(f"/webhooks/{hook['id']}/deliveries", headers=headers)
+    [done] = conforms(document, "GET", "/api/v1/webhooks/{id}/deliveries", r)["data"]
     assert (done["status"], done["attempt"], done["response_code"]) == ("success", MAX_ATTEMPTS + 1, 200)
     assert done["delivered_at"]
     event = Webhook(hook["secret"]).verify(https_receiver.at(where)[-1].body, https_receiver.at(where)[-1].headers)
     assert event["id"] == done["event_id"] and event["data"]["name"] == "deploy"
     again = hooks_api.post(f"/webhooks/{hook['id']}/deliveries/{failed['id']}/retry", headers=headers)
-    assert again.status_code == 400 and again.json()["error"] == "cannot_retry"
+    assert again.status_code == 409 and again.json()["error"] == "cannot_retry"
     health = hooks_api.get(f"/webhooks/{hook['id']}", headers=headers).json()["data"]
     assert (health["success_count"], health["failure_count"], health["consecutive_failures"]) == (1, MAX_ATTEMPTS, 0)
 

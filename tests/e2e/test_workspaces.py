@@ -22,12 +22,14 @@ def test_generated_slugs_stay_unique(client, tenant):
     assert len(slugs) == 3
 
 
-def test_taken_explicit_slug_returns_422(client, tenant):
+def test_taken_explicit_slug_is_a_conflict_naming_the_field(client, tenant):
+    """A slug valid in itself that another workspace holds: 409 (the state refuses it, not the
+    shape), with the field named as a 422 would name it."""
     _, headers = tenant
     assert client.post("/workspaces", json={"name": "A", "slug": "taken-slug-x"}, headers=headers).status_code == 201
     r = client.post("/workspaces", json={"name": "B", "slug": "taken-slug-x"}, headers=headers)
-    assert r.status_code == 422
-    assert "slug" in r.json()["errors"]
+    assert r.status_code == 409
+    assert r.json()["error"] == "conflict" and "slug" in r.json()["errors"]
 
 
 def test_default_tier_is_free(client, tenant):

@@ -14,13 +14,14 @@ def request_with(*values: bytes) -> Request:
     return Request("POST", b"/api/v1/workspaces", [(b"idempotency-key", v) for v in values])
 
 
-@pytest.mark.parametrize("key", [b"550e8400-e29b-41d4-a716-446655440000", b"k" * 255, b"a b~!", b"x"])
-def test_printable_ascii_keys_up_to_255_are_accepted(key):
+@pytest.mark.parametrize("key", [b"550e8400-e29b-41d4-a716-446655440000", b"k" * 255, b"a-b~!", b"x"])
+def test_visible_ascii_keys_up_to_255_are_accepted(key):
     assert idempotency_key(request_with(key)) == key
 
 
 @pytest.mark.parametrize(
-    "values", [(b"",), (b"k" * 256,), (b"a\tb",), (b"a\x01b",), (b"a\x7fb",), ("é".encode(),), (b"one", b"two")]
+    "values",
+    [(b"",), (b"k" * 256,), (b"a\tb",), (b"a b",), (b"a\x01b",), (b"a\x7fb",), ("é".encode(),), (b"one", b"two")],
 )
 def test_other_keys_are_422_naming_the_header(values):
     with pytest.raises(ValidationFailed) as raised:

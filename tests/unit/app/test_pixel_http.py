@@ -130,10 +130,21 @@ async def test_a_batch_answers_207_per_event_and_hands_over_only_the_accepted(ap
     assert [(rec["event_id"], rec["source"]) for rec in records] == [(accepted["event_id"], "batch")]
 
 
-async def test_a_batch_of_only_rejected_events_is_422_and_of_valid_ones_200(api):
+async def test_a_batch_of_only_rejected_events_is_an_error_envelope_and_of_valid_ones_200(api):
     client, _services, _sink = api
     bad = await post(client, [{"event": "x"}, {"url": "https://a.b/"}])
-    assert bad.status == 422 and (await answer(bad))["rejected"] == 2
+    assert bad.status == 422
+    body = await answer(bad)
+    assert body["error"] == "validation_failed" and body["message"]
+    assert body["errors"] == {"0.url": ["The url field is required."], "1.event": ["The event field is required."]}
+    assert (body["accepted"], body["dropped"], body["rejected"]) == (0, 0, 2)
+    assert [r["status"] for r in body["results"]] == ["rejected", "rejected"]
+    unknown = await post(client, [event(UNKNOWN), event(UNKNOWN, event="click")])
+    assert unknown.status == 403
+    body = await answer(unknown)
+    assert body["error"] == "unknown_domain" and body["rejected"] == 2 and "errors" not in body
+    mixed = await post(client, [event(UNKNOWN), {"event": "x"}])
+    assert mixed.status == 422 and set((await answer(mixed))["errors"]) == {"1.url"}
     ok = await post(client, [event(), event(event="click")])
     assert ok.status == 200 and (await answer(ok))["accepted"] == 2
 
@@ -149,10 +160,10 @@ async def test_a_rejected_event_is_a_422_envelope_carrying_its_drop_reason(api):
     assert sink.sent == []
 
 
-async def test_an_unknown_domain_is_rejected_naming_the_host(api):
+async def test_an_unknown_domain_is_refused_with_403_naming_the_host(api):
     client, _services, _sink = api
     r = await post(client, event(UNKNOWN))
-    assert r.status == 422
+    assert r.status == 403
     body = await answer(r)
     assert body["error"] == "unknown_domain" and body["host"] == UNKNOWN
 
@@ -170,12 +181,14 @@ async def test_an_unreadable_body_or_odd_content_type_is_400(api, raw, content_t
     assert r.status == 400 and (await answer(r))["error"] == error
 
 
-async def test_a_body_or_batch_over_its_limit_is_413(api):
+async def test_a_body_over_its_limit_is_413_and_a_batch_over_its_maximum_422(api):
     client, _services, sink = api
     big = await post(client, event(properties={"x": "y" * 70_000}), content_type=b"text/plain")
     assert big.status == 413 and (await answer(big))["error"] == "payload_too_large"
     many = await post(client, [event()] * 6)
-    assert many.status == 413 and (await answer(many))["error"] == "payload_too_large"
+    assert many.status == 422 and (await answer(many))["errors"] == {
+        "body": ["A batch holds at most 5 events; this one has 6."]
+    }
     assert sink.sent == []
 
 
