@@ -14,9 +14,6 @@ COLUMNS = (
     "id, workspace_id, name, prefix, scopes, rate_limit_tier, last_used_at, expires_at, "
     "revoked_at, rotated_to_id, created_at, updated_at"
 )
-INSERT_KEY = f"""
-INSERT INTO api_keys (workspace_id, name, prefix, key_hash, scopes, rate_limit_tier, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"""
 SELECT_KEY = f"SELECT {COLUMNS} FROM api_keys WHERE workspace_id = $1 AND id = $2"
 SELECT_KEY_FOR_UPDATE = SELECT_KEY + " FOR UPDATE"
 # The one query on the authenticated path: the key, its workspace's account and tier.
@@ -47,6 +44,11 @@ EFFECTIVE_TIER = f"""(SELECT CASE WHEN api_keys.rate_limit_tier IS NULL
         OR array_position({_ORDER}, api_keys.rate_limit_tier) > array_position({_ORDER}, w.tier)
     THEN w.tier ELSE api_keys.rate_limit_tier END
     FROM workspaces w WHERE w.id = api_keys.workspace_id)"""
+# A new key's row as the API and its api_key.created / rotated events show it: the tier that limits it.
+INSERT_KEY = f"""
+INSERT INTO api_keys (workspace_id, name, prefix, key_hash, scopes, rate_limit_tier, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING {COLUMNS.replace("rate_limit_tier", EFFECTIVE_TIER + " AS rate_limit_tier")}"""
 LIVE = "(revoked_at IS NULL OR revoked_at > now()) AND (expires_at IS NULL OR expires_at > now())"
 LISTING = ListingSpec(
     from_sql="api_keys",

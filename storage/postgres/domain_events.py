@@ -44,7 +44,7 @@ _KEY = {
     "name": "CI",
     "prefix": "sk_live_ab12",
     "scopes": ["posts:read"],
-    "rate_limit_tier": None,
+    "rate_limit_tier": "pro",
     "expires_at": None,
     "created_at": WHEN,
 }

@@ -104,6 +104,8 @@ async def test_a_domain_change_is_delivered_signed_and_verifies_with_standardweb
     event = Webhook(hook["secret"]).verify(got.body, got.headers)
     assert event["type"] == "api_key.created" and event["workspace_id"] == workspace["id"]
     assert event["data"]["id"] == key["id"] and "key_hash" not in event["data"]
+    # A key created without a tier follows its workspace's: the event shows that tier, as the API does.
+    assert event["data"]["rate_limit_tier"] == workspace["tier"] is not None
     assert got.headers["webhook-id"] == event["id"] and event["id"].startswith("evt_")
     [row] = await deliveries(pool, hook["id"])
     assert (row["status"], row["attempt"], row["response_code"], row["event_id"]) == ("success", 1, 200, event["id"])
