@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from app.http.errors import ValidationFailed
-from app.http.validation import DATE_TIME, MISSING, Missing, parse_datetime, parse_int
+from app.http.validation import DATE_TIME, MISSING, Missing, parse_datetime, parse_int, query_values
 
 Errors = dict[str, list[str]]
 # Schemas of fields that name themselves (Field.ref), gathered as the document is built.
@@ -355,7 +355,12 @@ class Query:
             for name, field in self.fields.items()
         ]
 
-    def parse(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
+    def parse(self, request) -> dict[str, Any]:
+        """The request's declared parameters, validated; blank ones count as given (`?limit=` is 422,
+        as the schema says), which BlackSheep's `request.query` would drop."""
+        return self.parse_values(query_values(request))
+
+    def parse_values(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
         errors: Errors = {}
         result: dict[str, Any] = {}
         for name, field in self.fields.items():

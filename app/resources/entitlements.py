@@ -34,7 +34,7 @@ from app.http.shapes import (
     fail,
     response,
 )
-from app.http.validation import ID_MAX, MISSING, Missing, json_size, query_values
+from app.http.validation import ID_MAX, MISSING, Missing, json_size
 from app.resources.features import AMOUNT_MAX, FEATURES, Feature, limit_message, percentage
 from app.resources.ledger import Counter, counter_for, record_id
 from ingest.events import ch_time, utc_ms
@@ -172,7 +172,7 @@ def check_view(counter: Counter, used: int, quantity: int, upgrade_url: str) -> 
 
 
 async def check_entitlement(call: Call) -> Response:
-    query = CHECK_QUERY.parse(query_values(call.request))
+    query = CHECK_QUERY.parse(call.request)
     feature, quantity = FEATURES[query["feature"]], query.get("quantity", 1)
     ledger = call.services.entitlements
     plan = await ledger.plans.get(call.principal.workspace_id)

@@ -24,7 +24,6 @@ from app.http.listing import (
 )
 from app.http.routing import Call, Route
 from app.http.shapes import Choice, Errors, Field, Free, Integer, List, Nullable, Object, Query, Text, response
-from app.http.validation import query_values
 from app.mcp_servers.catalogue import build_registry
 from app.mcp_servers.registry import Caller, Registry, Tool, ToolFailed, call_tool, schema_errors
 from storage.config import Config
@@ -126,7 +125,7 @@ def caller(call: Call) -> Caller:
 
 def page_of(call: Call) -> tuple[int, int]:
     """(page, per_page) of a list the registry holds in memory, as list endpoints read them."""
-    query = PAGE_QUERY.parse(query_values(call.request))
+    query = PAGE_QUERY.parse(call.request)
     return query.get("page", 1), query.get("per_page", DEFAULT_PER_PAGE)
 
 

@@ -29,7 +29,7 @@ from app.http.shapes import (
     fail,
     response,
 )
-from app.http.validation import ID_MAX, MISSING, Missing, parse_id, query_values
+from app.http.validation import ID_MAX, MISSING, Missing, parse_id
 from storage.postgres import outbox, seo_reports
 from storage.postgres.seo_reports import MAX_HISTORY, SCORES
 
@@ -258,7 +258,7 @@ async def get_seo_report(call: Call) -> Response:
 
 
 async def get_seo_history(call: Call) -> Response:
-    query = HISTORY_QUERY.parse(query_values(call.request))
+    query = HISTORY_QUERY.parse(call.request)
     url, limit = query["url"], query.get("limit", HISTORY_DEFAULT)
     rows = await seo_reports.score_history(
         call.pool, call.principal.workspace_id, url, query.get("since"), query.get("before"), limit

@@ -5,6 +5,7 @@ or hide what it accepts."""
 import re
 
 import pytest
+from blacksheep import Request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, validators
@@ -105,14 +106,26 @@ def test_nested_objects_name_their_fields_with_a_dotted_path():
 
 def test_query_reads_integers_from_text_and_requires_what_it_declares():
     query = Query({"url": Text(), "limit": Integer(1, 100)}, required=["url"])
-    assert query.parse({"url": ["https://a.example/"], "limit": ["7"]}) == {"url": "https://a.example/", "limit": 7}
+    assert query.parse_values({"url": ["https://a.example/"], "limit": ["7"]}) == {
+        "url": "https://a.example/",
+        "limit": 7,
+    }
     with pytest.raises(ValidationFailed) as failed:
-        query.parse({"limit": ["07x"], "other": ["ignored"]})
+        query.parse_values({"limit": ["07x"], "other": ["ignored"]})
     assert failed.value.extra["errors"] == {
         "url": ["The url parameter is required."],
         "limit": ["The limit must be an integer between 1 and 100."],
     }
     with pytest.raises(ValidationFailed):
-        query.parse({"url": ["a", "b"]})
+        query.parse_values({"url": ["a", "b"]})
     params = {p["name"]: p for p in query.parameters()}
     assert params["url"]["required"] and params["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100}
+
+
+def test_query_of_a_request_counts_a_blank_parameter_as_given():
+    """`?limit=` is a limit given as nothing: 422, as the schema (an integer) says, not a limit left out."""
+    query = Query({"limit": Integer(1, 100)})
+    assert query.parse(Request("GET", b"/x?limit=7", None)) == {"limit": 7}
+    with pytest.raises(ValidationFailed) as failed:
+        query.parse(Request("GET", b"/x?limit=", None))
+    assert list(failed.value.extra["errors"]) == ["limit"]
