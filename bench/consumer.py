@@ -52,8 +52,10 @@ import orjson  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
-from ingest.events import PixelEvent, Topics, ch_time, event_id, now_ms, workspace_key  # noqa: E402
+from ingest.events import PixelEvent, SessionHint, Topics, ch_time, event_id, now_ms, workspace_key  # noqa: E402
 from ingest.topics import ensure_topics  # noqa: E402
+from ingest.worker.batch import ConsumedRecord  # noqa: E402
+from ingest.worker.sessions import Sessions  # noqa: E402
 from storage.clickhouse.client import open_reader  # noqa: E402
 from storage.clickhouse.writer import INSERT_SETTINGS, source_row  # noqa: E402
 from storage.config import WorkerConfig  # noqa: E402
@@ -68,41 +70,51 @@ POLL_SECONDS = 0.02
 
 
 def make_events(n: int) -> list[bytes]:
-    """Varied but realistic rows: 50 workspaces, 100 paths, 5,000 visitors, times over an hour."""
+    """Varied but realistic rows: 50 workspaces, 100 paths, 5,000 visitors, times over an hour, each
+    with the session hint the API sends (so the consumer decides sessions as it does in production)."""
     base = now_ms() - 3_600_000
     events = []
     for i in range(n):
-        t = ch_time(base + i * 3_600_000 // n)
-        events.append(
-            PixelEvent(
-                event_id(),
-                1 + i % 50,
-                "pageview" if i % 5 else "click",
-                t,
-                t,
-                None,
-                f"https://shop.example.com/p/{i % 100}",
-                "shop.example.com",
-                f"/p/{i % 100}",
-                "https://www.google.com/",
-                "www.google.com",
-                "newsletter",
-                "email",
-                "spring",
-                "",
-                "",
-                '{"plan":"pro","value":42}',
-                f"v{i % 5000:06d}",
-                "203.0.113.0",
-                "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
-                "Firefox",
-                "120",
-                "Linux",
-                "desktop",
-                False,
-                "json",
-            ).encode()
+        at = base + i * 3_600_000 // n
+        t = ch_time(at)
+        visitor = f"{i % 5000:032x}"
+        event = PixelEvent(
+            event_id=event_id(),
+            workspace_id=1 + i % 50,
+            event="pageview" if i % 5 else "click",
+            time=t,
+            received_at=t,
+            client_time=None,
+            url=f"https://shop.example.com/p/{i % 100}",
+            host="shop.example.com",
+            path=f"/p/{i % 100}",
+            referrer="https://www.google.com/",
+            referrer_host="www.google.com",
+            utm_source="newsletter",
+            utm_medium="email",
+            utm_campaign="spring",
+            utm_term="",
+            utm_content="",
+            properties='{"plan":"pro","value":42}',
+            visitor_id=visitor,
+            ip_prefix="203.0.113.0",
+            user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+            browser="Firefox",
+            browser_version="120.0",
+            os="Linux",
+            os_version="",
+            device="desktop",
+            device_brand="",
+            device_model="",
+            is_bot=False,
+            country="DE",
+            region="DE-BY",
+            city="Munich",
+            referrer_source="Newsletter",
+            channel="Email",
+            source="json",
         )
+        events.append(event.encode(SessionHint(visitor, "", 1800, at, at)))
     return events
 
 
@@ -258,11 +270,25 @@ def run_script(script: str, *args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def stored_values(events: list[bytes], topic: str, partitions: int) -> list[bytes]:
+    """The values as the consumer inserts them: each event's hint replaced by its session id."""
+    sessions = Sessions(topic)
+    by_partition: dict[int, list[ConsumedRecord]] = {}
+    records = []
+    for i, value in enumerate(events):
+        record = ConsumedRecord(topic, partition_of(i, partitions), i, workspace_key(1 + i % 50), value)
+        by_partition.setdefault(record.partition, []).append(record)
+        records.append(record)
+    for partition, part in by_partition.items():
+        sessions.rewrite(topic, partition, part)
+    return [r.value or b"" for r in records]
+
+
 def plain_insert(events: list[bytes], topic: str, partitions: int, batch_rows: int, workdir: Path) -> dict:
     """The rows the consumer would build, spliced here once (offsets counted per partition)."""
     source, offsets, name = workdir / "rows.jsonl", [0] * partitions, orjson.dumps(topic)
     with open(source, "wb") as out:
-        for i, value in enumerate(events):
+        for i, value in enumerate(stored_values(events, topic, partitions)):
             p = partition_of(i, partitions)
             out.write(source_row(value, name, p, offsets[p]) + b"\n")
             offsets[p] += 1
@@ -277,7 +303,7 @@ def plain_insert(events: list[bytes], topic: str, partitions: int, batch_rows: i
 
 def native_insert(events: list[bytes], batch_rows: int, workdir: Path) -> dict:
     source = workdir / "values.jsonl"
-    source.write_bytes(b"\n".join(events) + b"\n")
+    source.write_bytes(b"\n".join(stored_values(events, "pixel", 1)) + b"\n")
     figures = run_script(NATIVE_INSERT, str(workdir / "native-chdb"), str(batch_rows), str(source))
     n = len(events)
     return {

@@ -84,14 +84,48 @@ class PixelEvent:
     ip_prefix: str  # anonymised address: IPv4 /24, IPv6 /48, e.g. "203.0.113.0"
     user_agent: str  # truncated
     browser: str
-    browser_version: str
+    browser_version: str  # major.minor
     os: str
-    device: str  # desktop | mobile | tablet | bot | other
+    os_version: str
+    device: str  # desktop | mobile | tablet | tv | console | bot | other
+    device_brand: str
+    device_model: str
     is_bot: bool
+    country: str  # ISO 3166-1 alpha-2
+    region: str  # ISO 3166-2
+    city: str
+    referrer_source: str  # e.g. Google, Facebook, Newsletter
+    channel: str  # app/pixel/channels.py CHANNELS
     source: str  # json | beacon | gif | batch
 
-    def encode(self) -> bytes:
-        return orjson.dumps(self)  # orjson serialises dataclasses natively: 2 µs instead of 22 with asdict
+    def encode(self, hint: "SessionHint | None" = None) -> bytes:
+        """The record's value; with a hint, `"_session":"…"` comes first (the consumer cuts it off)."""
+        data = orjson.dumps(self)  # orjson serialises dataclasses natively: 2 µs instead of 22 with asdict
+        return data if hint is None else hint.prefix() + data[1:]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionHint:
+    """What the consumer needs to put an event in its session (ingest/worker/sessions.py), sent ahead
+    of the event's columns so that it is read without decoding the record: `{"_session":"v|p|T|t|r",`
+    — visitor id, the visitor's id under the previous salt (only near a salt change, else empty), the
+    site's session timeout in seconds (0: the site does not want sessions), the event's time and its
+    arrival time in epoch milliseconds. The workspace comes from the record's key."""
+
+    visitor_id: str
+    previous_visitor_id: str
+    timeout_seconds: int
+    time_ms: int
+    received_ms: int
+
+    def prefix(self) -> bytes:
+        return b'{"_session":"%s|%s|%d|%d|%d",' % (
+            self.visitor_id.encode(),
+            self.previous_visitor_id.encode(),
+            self.timeout_seconds,
+            self.time_ms,
+            self.received_ms,
+        )
 
 
 class DropReason(enum.StrEnum):
@@ -105,6 +139,8 @@ class DropReason(enum.StrEnum):
     UNKNOWN_DOMAIN = "unknown_domain"
     DISABLED = "disabled"
     SPOOL_FULL = "spool_full"
+    CONSENT = "consent"  # the browser asked not to be tracked (Sec-GPC / DNT) and the site honours it
+    EXCLUDED = "excluded"  # the page's path matches one of the site's excluded paths
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,21 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class Choices:
+    options: tuple[str, ...]
+
+    @property
+    def allowed(self) -> str:
+        return "comma-separated, each one of " + ", ".join(self.options)
+
+    def __call__(self, raw: str) -> tuple[str, ...]:
+        names = tuple(item.lower() for item in _items(raw))
+        if any(name not in self.options for name in names):
+            raise ValueError(raw)
+        return names
+
+
+@dataclass(frozen=True)
 class Text:
     allowed: str = "any text"
     pattern: str = ".+"
@@ -389,6 +404,24 @@ class ApiConfig:
         Flag(),
         False,
         "`on` stores events from bots (flagged `is_bot`) instead of dropping them as `bot`.",
+    )
+    geoip_db: Path | None = variable(
+        "SLUICE_GEOIP_DB",
+        FsPath("a MaxMind-format .mmdb file (GeoLite2-City, GeoLite2-Country, DB-IP City Lite, ...)"),
+        None,
+        "A MaxMind-format `.mmdb` database for `country`, `region` and `city` of pixel events; "
+        "unset: the country-only database shipped with Sluice's dependencies.",
+        "unset (built-in country database)",
+    )
+    geo_headers: tuple[str, ...] = variable(
+        "SLUICE_GEO_HEADERS",
+        Choices(("cloudflare", "cloudfront", "vercel", "akamai")),
+        (),
+        "CDNs whose visitor-location headers (`CF-IPCountry`, `CloudFront-Viewer-Country`, `X-Vercel-IP-Country`, "
+        "`X-Akamai-Edgescape`, with region and city) are believed, and only on requests from "
+        "`SLUICE_TRUSTED_PROXIES`; name only the CDN in front of you (a CDN passes on the others' headers "
+        "as a client sent them).",
+        "empty (the address is looked up)",
     )
     dns_nameservers: tuple[tuple[str, int], ...] = variable(
         "SLUICE_DNS_NAMESERVERS",

@@ -26,7 +26,7 @@ from app.http.errors import RateLimited
 from app.http.presenters import iso
 from storage.redis.client import ping
 from storage.redis.rate_limit import MICROS, Decision, RateLimiter, interval_micros, limiter_key
-from storage.redis.salts import DailySalts
+from storage.redis.salts import Salts
 
 log = logging.getLogger("sluice.rate_limits")
 
@@ -193,7 +193,7 @@ class FailedAuthLimit:
     def __init__(self, client, health: RedisHealth, per_minute: int, share: int, trusted: tuple[Network, ...]):
         self.limiter = RateLimiter(client)
         self.local = LocalLimiter(share)
-        self.salts = DailySalts(client)
+        self.salts = Salts(client)
         self.health = health
         self.per_minute = per_minute
         self.trusted = trusted

@@ -76,6 +76,14 @@ def client_address(peer: str, forwarded_for: list[str], trusted: tuple[Network, 
     return address[0]
 
 
+def from_trusted_proxy(peer: str, trusted: tuple[Network, ...]) -> bool:
+    """Whether the peer is one of SLUICE_TRUSTED_PROXIES: only then are its headers about the client believed."""
+    if not trusted:
+        return False
+    address = _address(peer)
+    return address is not None and _trusted(address[1], trusted)
+
+
 def request_client_address(request: Request, trusted: tuple[Network, ...]) -> str:
     headers = [h.decode("latin-1") for h in request.get_headers(b"x-forwarded-for")] if trusted else []
     return client_address(request.client_ip, headers, trusted)

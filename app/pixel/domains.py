@@ -8,6 +8,10 @@ other processes within SLUICE_PIXEL_CONFIG_CACHE_SECONDS.
 Each body and answer is declared once below (app/http/shapes.py). What no schema can say stays
 code: a public suffix (co.uk, github.io) is nobody's to claim (403), a host this workspace claims
 already is a conflict (409), and a verification that finds no token too (409).
+
+Besides what /pixel/config serves, a domain holds privacy and session settings the pixel applies
+(app/pixel/intake.py) and the consumer reads: session timeout, honouring Sec-GPC / DNT, excluded
+paths (globs matched in app/pixel/sites.py), and how often the visitor id's salt rotates.
 """
 
 import re
@@ -19,8 +23,22 @@ from app.http.errors import AccessDenied, json_response
 from app.http.listing import page_answer, page_body, parse_list_query
 from app.http.presenters import iso
 from app.http.routing import Call, Route, path_id
-from app.http.shapes import Boolean, Choice, DateTime, Field, Free, Integer, Nullable, Number, Object, Text, response
+from app.http.shapes import (
+    Boolean,
+    Choice,
+    DateTime,
+    Field,
+    Free,
+    Integer,
+    List,
+    Nullable,
+    Number,
+    Object,
+    Text,
+    response,
+)
 from app.http.validation import ID_MAX
+from app.pixel.enrichment import ROTATIONS
 from app.pixel.verification import Method, instructions, verify_claim
 from storage.postgres import domains
 
@@ -34,6 +52,13 @@ HOST = f"(?:{HOST_LABEL}\\.)+{HOST_LABEL}\\.?"
 STORED_LABEL = "[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 STORED_HOST = f"(?:{STORED_LABEL}\\.)*{STORED_LABEL}"
 FEATURES = ("pageviews", "events", "sessions")
+# Privacy and session settings: bounds as the migration's CHECKs (0009) hold them.
+SESSION_MINUTES = (1, 240)  # 30 by default, as most web analytics count a session
+EXCLUDED_PATHS_MAX = 50
+EXCLUDED_PATH_MAX = 200
+# A path glob: "/" then printable ASCII without space, "?" or "#" (a URL's path as browsers send
+# it, anything else percent-encoded; a query or fragment is never part of the path matched).
+EXCLUDED_PATH = '/[!"$->@-~]*'
 
 
 def normalise_host(value: str) -> str | None:
@@ -50,10 +75,37 @@ def normalise_host(value: str) -> str | None:
 
 
 FLAG = Nullable(Boolean(), "null or absent: unchanged (on create: true)")
+
+
+def excluded_paths(description: str | None = None) -> List:
+    path = Text(
+        EXCLUDED_PATH_MAX,
+        EXCLUDED_PATH,
+        'must start with "/" and hold printable ASCII without spaces, "?" or "#"',
+        example="/admin/**",
+    )
+    return List(path, EXCLUDED_PATHS_MAX, min_items=0, unique=True, description=description)
+
+
+SESSION_TIMEOUT = "Minutes without an event after which a visitor's session ends"
+HONOR_SIGNALS = "When true, an event whose request carries Sec-GPC: 1 or DNT: 1 is dropped (reason consent)"
+EXCLUDED = (
+    "Page paths never tracked (reason excluded): `*` matches within one path segment, `**` across "
+    "segments, the rest is literal; a `**` that is a whole segment may also stand for none (/admin/** "
+    "covers /admin and /admin/a/b, /shop/**/cart covers /shop/cart). Matched whole against the URL's "
+    "path as sent (percent-encoded), case-sensitive"
+)
+ROTATION = "How often (UTC) the salt of the anonymous visitor id changes: a visitor is recognised within one period"
 CONFIG_FIELDS: dict[str, Field] = {
     "enabled": FLAG,
     "features": Object({name: FLAG for name in FEATURES}),
     "sample_rate": Nullable(Number(0, 1), "The share of visitors kept; null or absent: unchanged (on create: 1)"),
+    "session_timeout_minutes": Nullable(
+        Integer(*SESSION_MINUTES), f"{SESSION_TIMEOUT}; null or absent: unchanged (on create: 30)"
+    ),
+    "honor_privacy_signals": Nullable(Boolean(), f"{HONOR_SIGNALS}; null or absent: unchanged (on create: true)"),
+    "excluded_paths": Nullable(excluded_paths(), f"{EXCLUDED}; null or absent: unchanged (on create: none)"),
+    "visitor_id_rotation": Nullable(Choice(ROTATIONS), f"{ROTATION}; null or absent: unchanged (on create: daily)"),
 }
 CREATE_BODY = Object(
     {
@@ -91,6 +143,10 @@ DOMAIN_FIELDS: dict[str, Field] = {
     "enabled": Boolean(),
     "features": Object({name: Boolean() for name in FEATURES}, required=FEATURES),
     "sample_rate": Number(0, 1),
+    "session_timeout_minutes": Integer(*SESSION_MINUTES, description=SESSION_TIMEOUT),
+    "honor_privacy_signals": Boolean(HONOR_SIGNALS),
+    "excluded_paths": excluded_paths(EXCLUDED),
+    "visitor_id_rotation": Choice(ROTATIONS, ROTATION),
     "verification": Object(VERIFICATION_FIELDS, required=tuple(VERIFICATION_FIELDS)),
     "created_at": DateTime(),
     "updated_at": DateTime(),
@@ -106,6 +162,10 @@ def domain_view(row: dict) -> dict:
         "enabled": row["enabled"],
         "features": {name: row[name] for name in FEATURES},
         "sample_rate": row["sample_rate"],
+        "session_timeout_minutes": row["session_timeout_minutes"],
+        "honor_privacy_signals": row["honor_privacy_signals"],
+        "excluded_paths": row["excluded_paths"],
+        "visitor_id_rotation": row["visitor_id_rotation"],
         "verification": verification_view(row),
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
@@ -132,10 +192,10 @@ def claimed_host(host: str) -> str:
 
 
 def config_of(body: dict) -> dict:
-    """enabled, pageviews, events, sessions, sample_rate; None leaves one unchanged."""
+    """storage's CONFIG_FIELDS from a body (features flattened); None leaves one unchanged."""
     features = body.get("features", {})
     config = {name: features.get(name) for name in FEATURES}
-    return {**config, "enabled": body.get("enabled"), "sample_rate": body.get("sample_rate")}
+    return {**config, **{name: body.get(name) for name in domains.CONFIG_FIELDS if name not in FEATURES}}
 
 
 def forget(call: Call, host: str) -> None:

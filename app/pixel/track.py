@@ -9,6 +9,7 @@ the sink in one call → answer. Those stages are app/pixel/intake.py's; this mo
 and shapes answers. Whatever is not accepted is counted by reason (ingest/handoff/drops.py).
 """
 
+import dataclasses
 import functools
 import re
 from pathlib import Path
@@ -141,7 +142,7 @@ async def track_event(call: PublicCall) -> Response:
     if batch and source == "json":
         source = "batch"
     if source != "json":
-        arrival = Arrival(arrival.received_ms, arrival.address, arrival.user_agent, source, arrival.salt)
+        arrival = dataclasses.replace(arrival, source=source)
     if request.get_first_header(IDEMPOTENCY_KEY) is None:
         return await answer_events(pixel, headers, items, batch, arrival)
 
@@ -277,7 +278,7 @@ async def get_pixel_script(call: PublicCall) -> Response:
 COUNT = Integer(0, MAX_BATCH)
 INDEX = Integer(0, MAX_BATCH - 1)
 UUID = "[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"  # ingest/events.py event_id
-DROPPED = Choice([DropReason.DISABLED, DropReason.BOT, DropReason.SAMPLED_OUT])
+DROPPED = Choice([DropReason.DISABLED, DropReason.CONSENT, DropReason.EXCLUDED, DropReason.BOT, DropReason.SAMPLED_OUT])
 REJECTIONS = Choice(["validation_failed", "unknown_domain", "domain_not_verified"])
 EVENT_RESULT = Declared(
     {

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from aiokafka import TopicPartition
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: the consumer gives pixel records their session in place
 class ConsumedRecord:
     """What the consumer needs of a Kafka record (aiokafka's ConsumerRecord has the same fields)."""
 
@@ -36,12 +36,14 @@ class InsertBatch:
         self.rows = 0
         self.started: float | None = None  # monotonic time of the first record
 
-    def add(self, fetched: dict[TopicPartition, list]) -> int:
+    def add(self, fetched: dict[TopicPartition, list], floor: dict | None = None, prepare=None) -> int:
         """Take fetched records; returns how many were dropped as already in this batch.
 
         A partition sought back (a rebalance's seek to ClickHouse's stored offset, while this
         batch still holds what was fetched before it) delivers records again: seen doubling a
-        whole batch after a Kafka restart. Only offsets past the batch's end are taken."""
+        whole batch after a Kafka restart. Only offsets past the batch's end are taken.
+        `prepare(topic, partition, records)` sees each record taken, once, in offset order, except
+        those at or below `floor` ((topic, partition) → highest offset known stored)."""
         dropped = 0
         for tp, records in fetched.items():
             if not records:
@@ -53,6 +55,13 @@ class InsertBatch:
                 if not kept:
                     continue
                 records = kept
+            if prepare is not None:
+                # What is stored already stays in the batch until skip_stored (its offsets are
+                # committed all the same), but it is not prepared again.
+                high = floor.get((tp.topic, tp.partition), -1) if floor else -1
+                fresh = records if records[0].offset > high else [r for r in records if r.offset > high]
+                if fresh:
+                    prepare(tp.topic, tp.partition, fresh)
             self.records.setdefault(tp, []).extend(records)
             self.encoded.pop(tp, None)
             self.ends[tp] = records[-1].offset + 1

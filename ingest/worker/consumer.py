@@ -42,6 +42,8 @@ from ingest.events import Topics
 from ingest.worker.batch import InsertBatch
 from ingest.worker.dead_letter import DeadLetters, insert_sorting_out
 from ingest.worker.lag import LagReporter
+from ingest.worker.sessions import HORIZON_MS, Sessions
+from storage.clickhouse import sessions as stored_sessions
 from storage.clickhouse import writer
 from storage.clickhouse.writer import Rejected
 from storage.config import Config
@@ -85,11 +87,13 @@ class Consumer:
         )
         self.dead_letters = DeadLetters(shared.kafka_bootstrap_servers, topics.dead_letter)
         self.committed: dict = {}  # TopicPartition → next offset to read, as last committed
+        self.ready: set = set()  # assigned partitions whose records may be taken (resume_from_stored)
         # (topic, partition) → highest offset known to be in ClickHouse. The seek on assignment
         # should keep those records away, but a fetch aiokafka started from the committed offset
         # can still deliver them (seen in tests, timing-dependent): they are dropped here too.
         self.floor: dict[tuple[str, int], int] = {}
         self.lag = LagReporter()
+        self.sessions = Sessions(topics.pixel)
         self.assigned = asyncio.Event()
         self.counts = {"rows": 0, "batches": 0, "skipped_replayed": 0}
         self._lock = asyncio.Lock()  # one flush at a time: the loop's or the rebalance's
@@ -107,7 +111,10 @@ class Consumer:
             # Rounded up: a zero timeout makes getmany return without yielding to the loop.
             timeout_ms = math.ceil(min(self.batch.seconds_left(), POLL_SECONDS) * 1000)
             fetched = await self.kafka.getmany(timeout_ms=timeout_ms, max_records=self.batch.room())
-            self.counts["skipped_replayed"] += self.batch.add(fetched) + self.batch.skip_stored(self.floor)
+            if fetched and not self.ready.issuperset(fetched):  # resume_from_stored is not done with them
+                fetched = {tp: records for tp, records in fetched.items() if tp in self.ready}
+            added = self.batch.add(fetched, self.floor, self.sessions.rewrite)
+            self.counts["skipped_replayed"] += added + self.batch.skip_stored(self.floor)
             if self.batch.due():
                 await self.flush()
             elif fetched:
@@ -124,7 +131,12 @@ class Consumer:
 
     def stats(self) -> dict:
         """For metrics: rows and batches inserted, dead letters, lag per topic."""
-        return {**self.counts, "dead_letters": self.dead_letters.sent, "lag": dict(self.lag.last)}
+        return {
+            **self.counts,
+            **self.sessions.counts,
+            "dead_letters": self.dead_letters.sent,
+            "lag": dict(self.lag.last),
+        }
 
     async def flush(self, wait: bool = False) -> None:
         """Start inserting the open batch once the previous one is in and committed.
@@ -210,7 +222,11 @@ class Consumer:
         return await self.thread.call(writer.stored_offsets, self.client, list(self.tables))
 
     async def resume_from_stored(self, assigned) -> None:
-        """Seek each newly assigned partition past what ClickHouse already holds."""
+        """Seek each newly assigned partition past what ClickHouse already holds, once its session
+        state is rebuilt. Until then its records are not taken: aiokafka fetches an assigned
+        partition from its committed offset while this runs, and a record taken before the state is
+        rebuilt (or before the floor is known) would get its session from nothing, or be stored twice."""
+        self.ready.difference_update(assigned)
         stored = await self._until_answered(self._stored)
         for tp in assigned:
             if (tp.topic, tp.partition) in stored:
@@ -219,13 +235,18 @@ class Consumer:
             committed = await self.kafka.committed(tp)
             high = stored.get((tp.topic, tp.partition))
             if high is not None and (committed is None or committed <= high):
-                self.kafka.seek(tp, high + 1)
                 committed = high + 1
             if committed is not None:
                 self.committed[tp] = committed
+        pixel = sorted(tp.partition for tp in assigned if tp.topic == self.sessions.topic)
+        if pixel:
+            await self._until_answered(lambda: self._restore_sessions(pixel))
         fresh = [tp for tp in assigned if tp not in self.committed]
         if fresh:  # read from the start (auto_offset_reset): lag counts from there
             self.committed.update(await self.kafka.beginning_offsets(fresh))
+        for tp in assigned:  # what was fetched meanwhile was not taken: fetch it again
+            self.kafka.seek(tp, self.committed[tp])
+        self.ready.update(assigned)
         log.info(
             "%s: %d (%s)",
             ASSIGNED,
@@ -233,6 +254,13 @@ class Consumer:
             ", ".join(f"{tp.topic}[{tp.partition}]@{self.committed[tp]}" for tp in sorted(assigned)) or "none",
         )
         self.assigned.set()
+
+    async def _restore_sessions(self, partitions: list[int]) -> None:
+        found = await self.thread.call(
+            stored_sessions.open_sessions, self.client, self.sessions.topic, partitions, HORIZON_MS
+        )
+        for partition, (watermark, sessions) in found.items():
+            self.sessions.restore(partition, watermark, sessions)
 
     async def _until_answered(self, call):
         delay = RETRY_MIN
@@ -259,6 +287,9 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked) -> None:
         if revoked:
             await self.consumer.flush(wait=True)
+            self.consumer.ready.difference_update(revoked)
+            sessions = self.consumer.sessions
+            sessions.forget(tp.partition for tp in revoked if tp.topic == sessions.topic)
 
     async def on_partitions_assigned(self, assigned) -> None:
         await self.consumer.resume_from_stored(assigned)

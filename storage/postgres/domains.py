@@ -1,5 +1,5 @@
-"""Pixel domains in Postgres: workspaces' claims on a site's host, their pixel config, and which
-claim is verified (at most one per host; migration 0008)."""
+"""Pixel domains in Postgres: workspaces' claims on a site's host, their pixel config and privacy
+and session settings (migration 0009), and which claim is verified (at most one per host; 0008)."""
 
 import asyncpg
 from publicsuffixlist import PublicSuffixList
@@ -10,10 +10,21 @@ from storage.postgres.listing import ListingSpec, ListQuery, fetch_page
 from storage.postgres.pool import returned
 
 COLUMNS = (
-    "id, workspace_id, host, enabled, pageviews, events, sessions, sample_rate, verification_token, "
-    "verified_at, verification_method, verification_lost_at, created_at, updated_at"
+    "id, workspace_id, host, enabled, pageviews, events, sessions, sample_rate, session_timeout_minutes, "
+    "honor_privacy_signals, excluded_paths, visitor_id_rotation, verification_token, verified_at, "
+    "verification_method, verification_lost_at, created_at, updated_at"
 )
-CONFIG_FIELDS = ("enabled", "pageviews", "events", "sessions", "sample_rate")
+CONFIG_FIELDS = (
+    "enabled",
+    "pageviews",
+    "events",
+    "sessions",
+    "sample_rate",
+    "session_timeout_minutes",
+    "honor_privacy_signals",
+    "excluded_paths",
+    "visitor_id_rotation",
+)
 # The Public Suffix List as the package ships it (ICANN and private sections: com, co.uk,
 # github.io): names under which different parties register, so nobody may claim one.
 SUFFIXES = PublicSuffixList()
@@ -22,9 +33,11 @@ SUFFIXES = PublicSuffixList()
 VERIFY_LOCK_CLASS = 8
 
 INSERT_DOMAIN = f"""
-INSERT INTO pixel_domains (workspace_id, host, enabled, pageviews, events, sessions, sample_rate)
+INSERT INTO pixel_domains (workspace_id, host, enabled, pageviews, events, sessions, sample_rate,
+    session_timeout_minutes, honor_privacy_signals, excluded_paths, visitor_id_rotation)
 VALUES ($1, $2, COALESCE($3, true), COALESCE($4, true), COALESCE($5, true), COALESCE($6, true),
-        COALESCE($7, 1.0))
+        COALESCE($7, 1.0), COALESCE($8, 30), COALESCE($9, true), COALESCE($10::text[], '{{}}'),
+        COALESCE($11, 'daily'))
 RETURNING {COLUMNS}"""
 SELECT_DOMAIN = f"SELECT {COLUMNS} FROM pixel_domains WHERE id = $1 AND workspace_id = $2"
 SELECT_CLAIMS = f"SELECT {COLUMNS} FROM pixel_domains WHERE host = ANY($1::text[])"
@@ -35,6 +48,10 @@ UPDATE pixel_domains SET
     events = COALESCE($5, events),
     sessions = COALESCE($6, sessions),
     sample_rate = COALESCE($7, sample_rate),
+    session_timeout_minutes = COALESCE($8, session_timeout_minutes),
+    honor_privacy_signals = COALESCE($9, honor_privacy_signals),
+    excluded_paths = COALESCE($10::text[], excluded_paths),
+    visitor_id_rotation = COALESCE($11, visitor_id_rotation),
     updated_at = now()
 WHERE id = $1 AND workspace_id = $2 RETURNING {COLUMNS}"""
 DELETE_DOMAIN = f"DELETE FROM pixel_domains WHERE id = $1 AND workspace_id = $2 RETURNING {COLUMNS}"
@@ -60,6 +77,10 @@ LISTING = ListingSpec(
         "enabled",
         "features",
         "sample_rate",
+        "session_timeout_minutes",
+        "honor_privacy_signals",
+        "excluded_paths",
+        "visitor_id_rotation",
         "verification",
         "created_at",
         "updated_at",

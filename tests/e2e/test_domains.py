@@ -23,6 +23,8 @@ def test_register_a_host_returns_it_with_default_config(client, tenant):
     assert data["host"] == host and data["workspace_id"] == ws["id"]
     assert data["enabled"] is True and data["sample_rate"] == 1.0
     assert data["features"] == {"pageviews": True, "events": True, "sessions": True}
+    assert data["session_timeout_minutes"] == 30 and data["honor_privacy_signals"] is True
+    assert data["excluded_paths"] == [] and data["visitor_id_rotation"] == "daily"
     assert data["verification"]["status"] == "unverified" and data["verification"]["verified_at"] is None
     assert client.get(f"/pixel/domains/{data['id']}", headers=headers).json()["data"] == data
 
@@ -146,3 +148,104 @@ def test_domain_routes_need_pixel_scopes(client, tenants):
     assert r.status_code == 403
     assert r.json()["message"] == "Insufficient permissions. Required scope: pixel:write"
     assert client.get("/pixel/domains").status_code == 401
+
+
+# -- privacy and session settings ---------------------------------------------------------------
+
+SETTINGS = {
+    "session_timeout_minutes": 45,
+    "honor_privacy_signals": False,
+    "excluded_paths": ["/admin/**", "/preview/*", "/checkout"],
+    "visitor_id_rotation": "weekly",
+}
+
+
+def settings_of(data: dict) -> dict:
+    return {name: data[name] for name in SETTINGS}
+
+
+def test_privacy_and_session_settings_are_taken_on_create(client, headers):
+    r = client.post("/pixel/domains", headers=headers, json={"host": unique_host(), **SETTINGS})
+    assert r.status_code == 201, r.text
+    assert settings_of(r.json()["data"]) == SETTINGS
+    got = client.get(f"/pixel/domains/{r.json()['data']['id']}", headers=headers).json()["data"]
+    assert settings_of(got) == SETTINGS
+
+
+def test_each_setting_changes_alone_and_null_or_absent_leaves_the_others(client, headers):
+    domain = client.post("/pixel/domains", headers=headers, json={"host": unique_host()}).json()["data"]
+    expected = settings_of(domain)
+    for name, value in SETTINGS.items():
+        r = client.patch(
+            f"/pixel/domains/{domain['id']}",
+            headers=headers,
+            json={name: value, **{other: None for other in SETTINGS if other != name}},
+        )
+        assert r.status_code == 200, r.text
+        expected[name] = value
+        assert settings_of(r.json()["data"]) == expected
+    assert settings_of(client.get(f"/pixel/domains/{domain['id']}", headers=headers).json()["data"]) == SETTINGS
+
+
+def test_excluded_paths_are_kept_in_order_without_duplicates_and_an_empty_list_clears_them(client, headers):
+    domain = client.post(
+        "/pixel/domains", headers=headers, json={"host": unique_host(), "excluded_paths": ["/b", "/a/**", "/b"]}
+    ).json()["data"]
+    assert domain["excluded_paths"] == ["/b", "/a/**"]
+    r = client.patch(f"/pixel/domains/{domain['id']}", headers=headers, json={"excluded_paths": []})
+    assert r.status_code == 200 and r.json()["data"]["excluded_paths"] == []
+    full = [f"/p{i}/**" for i in range(50)]
+    r = client.patch(f"/pixel/domains/{domain['id']}", headers=headers, json={"excluded_paths": full})
+    assert r.status_code == 200 and r.json()["data"]["excluded_paths"] == full
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("session_timeout_minutes", 0),
+        ("session_timeout_minutes", 241),
+        ("session_timeout_minutes", 30.5),
+        ("session_timeout_minutes", "30"),
+        ("honor_privacy_signals", "yes"),
+        ("honor_privacy_signals", 1),
+        ("visitor_id_rotation", "hourly"),
+        ("visitor_id_rotation", "Daily"),
+        ("excluded_paths", "/admin/**"),
+        ("excluded_paths", ["admin/**"]),
+        ("excluded_paths", [""]),
+        ("excluded_paths", ["/" + "a" * 200]),
+        ("excluded_paths", ["/has space"]),
+        ("excluded_paths", ["/page?x=1"]),
+        ("excluded_paths", ["/page#top"]),
+        ("excluded_paths", ["/café"]),
+        ("excluded_paths", [None]),
+        ("excluded_paths", [f"/p{i}" for i in range(51)]),
+    ],
+)
+def test_a_bad_setting_is_refused_naming_the_field(client, headers, field, value):
+    created = client.post("/pixel/domains", headers=headers, json={"host": unique_host(), field: value})
+    assert created.status_code == 422, created.text
+    assert created.json()["error"] == "validation_failed" and list(created.json()["errors"]) == [field]
+    domain = client.post("/pixel/domains", headers=headers, json={"host": unique_host()}).json()["data"]
+    changed = client.patch(f"/pixel/domains/{domain['id']}", headers=headers, json={field: value})
+    assert changed.status_code == 422 and list(changed.json()["errors"]) == [field]
+    assert settings_of(client.get(f"/pixel/domains/{domain['id']}", headers=headers).json()["data"]) == settings_of(
+        domain
+    )
+
+
+def test_the_limits_themselves_are_accepted(client, headers):
+    body = {"session_timeout_minutes": 1, "excluded_paths": ["/", "/" + "a" * 199], "visitor_id_rotation": "monthly"}
+    r = client.post("/pixel/domains", headers=headers, json={"host": unique_host(), **body})
+    assert r.status_code == 201, r.text
+    r = client.patch(f"/pixel/domains/{r.json()['data']['id']}", headers=headers, json={"session_timeout_minutes": 240})
+    assert r.status_code == 200 and r.json()["data"]["session_timeout_minutes"] == 240
+
+
+def test_the_listing_can_select_the_settings(client, headers):
+    client.post("/pixel/domains", headers=headers, json={"host": unique_host(), **SETTINGS})
+    r = client.get("/pixel/domains", headers=headers, params={"fields": "id,excluded_paths,visitor_id_rotation"})
+    assert r.status_code == 200, r.text
+    [item] = r.json()["data"]
+    assert set(item) == {"id", "excluded_paths", "visitor_id_rotation"}
+    assert item["excluded_paths"] == SETTINGS["excluded_paths"]

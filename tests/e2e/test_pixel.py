@@ -129,13 +129,17 @@ def test_tracked_json_and_beacon_events_arrive_on_kafka_enriched(client, site, s
     assert rec["source"] == "json" and rec["event"] == "pageview"
     assert (rec["host"], rec["path"], rec["referrer_host"]) == (host, "/products/1", "www.google.com")
     assert (rec["utm_source"], rec["utm_medium"]) == ("news", "mail")
-    assert (rec["browser"], rec["browser_version"], rec["os"], rec["device"], rec["is_bot"]) == (
+    assert (rec["browser"], rec["browser_version"], rec["os"], rec["os_version"], rec["device"], rec["is_bot"]) == (
         "Chrome",
-        "120",
-        "macOS",
+        "120.0",
+        "Mac OS X",
+        "10.15",
         "desktop",
         False,
     )
+    # The consumer's session hint comes first: visitor, (no) previous visitor, timeout, time, arrival.
+    assert value.startswith(b'{"_session":"')
+    assert rec["_session"].split("|")[:3] == [rec["visitor_id"], "", "1800"]
     assert rec["time"] == rec["received_at"]  # a client clock an hour ahead is clamped
     assert rec["client_time"] > rec["received_at"]
     assert orjson.loads(rec["properties"]) == {"title": "Shoes"}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -17,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.events import Drop, PixelEvent, Topics, ch_time, event_id, now_ms, workspace_key
+from ingest.events import Drop, PixelEvent, SessionHint, Topics, ch_time, event_id, now_ms, utc_ms, workspace_key
 from ingest.worker.batch import ConsumedRecord, InsertBatch
 from storage.clickhouse import gateway
 from storage.clickhouse.client import chdb_directory
@@ -32,32 +33,40 @@ WAIT_SECONDS = 60
 def pixel(workspace_id: int, *, event="pageview", path="/", visitor="v1", epoch_ms=None) -> PixelEvent:
     t = ch_time(epoch_ms or now_ms())
     return PixelEvent(
-        event_id(),
-        workspace_id,
-        event,
-        t,
-        t,
-        None,
-        f"https://example.com{path}",
-        "example.com",
-        path,
-        "",
-        "",
-        "news",
-        "",
-        "",
-        "",
-        "",
-        '{"a":1}',
-        visitor,
-        "203.0.113.0",
-        "Mozilla/5.0",
-        "Firefox",
-        "120",
-        "Linux",
-        "desktop",
-        False,
-        "json",
+        event_id=event_id(),
+        workspace_id=workspace_id,
+        event=event,
+        time=t,
+        received_at=t,
+        client_time=None,
+        url=f"https://example.com{path}",
+        host="example.com",
+        path=path,
+        referrer="",
+        referrer_host="",
+        utm_source="news",
+        utm_medium="",
+        utm_campaign="",
+        utm_term="",
+        utm_content="",
+        properties='{"a":1}',
+        visitor_id=visitor,
+        ip_prefix="203.0.113.0",
+        user_agent="Mozilla/5.0",
+        browser="Firefox",
+        browser_version="120.0",
+        os="Linux",
+        os_version="",
+        device="desktop",
+        device_brand="",
+        device_model="",
+        is_bot=False,
+        country="",
+        region="",
+        city="",
+        referrer_source="news",
+        channel="Unassigned",
+        source="json",
     )
 
 
@@ -89,7 +98,13 @@ def produce(topic: str, records: list[tuple[bytes, bytes]]) -> None:
 
 
 def produce_pixels(topic: str, events: list[PixelEvent]) -> None:
-    produce(topic, [(workspace_key(e.workspace_id), e.encode()) for e in events])
+    """As the API sends them: each with its session hint (a 30-minute timeout)."""
+    produce(topic, [(workspace_key(e.workspace_id), e.encode(hint(e))) for e in events])
+
+
+def hint(e: PixelEvent) -> SessionHint:
+    at = utc_ms(datetime.strptime(e.time, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC))
+    return SessionHint(e.visitor_id, "", 1800, at, at)
 
 
 def wait_for(fetch, expected, seconds=WAIT_SECONDS):

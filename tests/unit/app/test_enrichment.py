@@ -9,19 +9,27 @@ from hypothesis import strategies as st
 from app.pixel.enrichment import (
     MAX_AGE_MS,
     Arrival,
+    Visitor,
     clamp_time,
     enrich,
     ip_prefix,
+    needs_alias,
+    previous_period,
+    salt_period,
     sample_point,
     url_host,
     utm_params,
     visitor_id,
 )
+from app.pixel.geo import Location
 from app.pixel.validation import check_event
-from ingest.events import ch_time
+from ingest.events import SessionHint, ch_time
 
 NOW = 1_717_000_000_000
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+
+
+VISITOR = Visitor(b"v" * 32, None, 1800)
 
 
 def arrival(**changes) -> Arrival:
@@ -111,27 +119,64 @@ def test_enrich_fills_every_derived_field_and_keeps_no_raw_address():
             "timestamp": NOW + 10_000,
         }
     )
-    event = enrich(item, 42, arrival())
+    event, hint = enrich(item, 42, arrival(location=Location("DE", "DE-BY", "Munich")), VISITOR)
     assert event.workspace_id == 42 and event.event == "pageview"
     assert (event.host, event.path, event.referrer_host) == ("shop.example.com", "/p/1", "www.google.com")
     assert (event.utm_source, event.utm_term, event.utm_medium) == ("ads", "shoes", "")
     assert event.time == event.received_at == ch_time(NOW)
     assert event.client_time == ch_time(NOW + 10_000)
-    assert (event.browser, event.browser_version, event.os, event.device, event.is_bot) == (
+    assert (event.browser, event.browser_version, event.os, event.os_version, event.device, event.is_bot) == (
         "Chrome",
-        "120",
+        "120.0",
         "Windows",
+        "10",
         "desktop",
         False,
     )
+    assert (event.country, event.region, event.city) == ("DE", "DE-BY", "Munich")
+    assert (event.referrer_source, event.channel) == ("ads", "Unassigned")  # a source without a medium
     assert event.ip_prefix == "203.0.113.0"
-    assert event.visitor_id == visitor_id(b"s" * 32, 42, "203.0.113.77", UA)
+    assert event.visitor_id == visitor_id(b"v" * 32, 42, "203.0.113.77", UA)
     assert event.event_id[14] == "7"  # UUIDv7
     assert orjson.loads(event.properties) == {"title": "T"}
-    assert b"203.0.113.77" not in event.encode()
+    assert b"203.0.113.77" not in event.encode(hint)
+    assert hint == SessionHint(event.visitor_id, "", 1800, NOW, NOW)
+    assert orjson.loads(event.encode(hint)) == {
+        **orjson.loads(event.encode()),
+        "_session": f"{event.visitor_id}||1800|{NOW}|{NOW}",
+    }
+
+
+def test_near_a_salt_change_the_hint_names_the_visitor_under_the_previous_salt_too():
+    item = check_event({"event": "pageview", "url": "https://example.com/"})
+    event, hint = enrich(item, 7, arrival(), Visitor(b"v" * 32, b"p" * 32, 600))
+    assert hint.previous_visitor_id == visitor_id(b"p" * 32, 7, "203.0.113.77", UA) != event.visitor_id
+    assert hint.timeout_seconds == 600
+
+
+def test_salt_periods_of_each_rotation():
+    moment = 1_764_633_600_000 + 5 * 3_600_000  # 2025-12-02 05:00 UTC, a Tuesday
+    day, week, month = (salt_period(moment, rotation) for rotation in ("daily", "weekly", "monthly"))
+    assert (day.name, day.start_ms, day.ttl_seconds) == ("2025-12-02", 1_764_633_600_000, 2 * 86_400)
+    assert (week.name, week.start_ms) == ("2025-W49", 1_764_633_600_000 - 86_400_000)  # from Monday
+    assert (month.name, month.start_ms, month.ttl_seconds) == ("2025-12", 1_764_547_200_000, 32 * 86_400)
+    assert previous_period(day, "daily").name == "2025-12-01"
+    assert previous_period(week, "weekly").name == "2025-W48"
+    assert previous_period(month, "monthly").name == "2025-11"
+    # ISO weeks cross years: Wednesday 2025-12-31 is in week 1 of 2026
+    assert salt_period(1_767_139_200_000 + 3_600_000, "weekly").name == "2026-W01"
+
+
+@given(st.integers(0, 4_102_444_800_000), st.sampled_from(["daily", "weekly", "monthly"]))
+def test_a_period_holds_its_moment_and_its_name_changes_only_at_its_end(moment, rotation):
+    period = salt_period(moment, rotation)
+    assert period.start_ms <= moment
+    assert salt_period(period.start_ms, rotation) == period
+    assert salt_period(period.start_ms - 1, rotation).name != period.name
+    assert needs_alias(period.start_ms, period, 1800) and not needs_alias(period.start_ms + 3_600_001, period, 1800)
 
 
 def test_enrich_prefers_the_user_agent_in_the_event_over_the_header():
     item = check_event({"event": "signup", "url": "https://example.com/", "user_agent": "curl/8.0"})
-    event = enrich(item, 1, arrival())
+    event, _ = enrich(item, 1, arrival(), VISITOR)
     assert (event.user_agent, event.is_bot, event.path, event.client_time) == ("curl/8.0", True, "/", None)

@@ -21,6 +21,7 @@ from ingest.events import Topics
 from ingest.handoff.sink import InMemorySink
 from ingest.handoff.spool import SpoolFull
 from storage.config import load
+from storage.redis.salts import Cached
 
 SHOP = "shop.example.com"
 QUIET = "quiet.example.com"  # a site with custom events switched off
@@ -46,7 +47,9 @@ def cached_pixel(config, sink: InMemorySink) -> Pixel:
             UNKNOWN: (until, Unserved.UNKNOWN),
         }
     )
-    pixel.salts.day, pixel.salts.salt, pixel.salts.shared = time.strftime("%Y-%m-%d", time.gmtime()), b"s" * 32, True
+    for days_ago in (0, 1):  # today's salt, and yesterday's for the first minutes of a day
+        day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - days_ago * 86_400))
+        pixel.salts.periods[day] = Cached(b"s" * 32, shared=True, retry_at=0.0)
     return pixel
 
 

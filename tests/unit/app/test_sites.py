@@ -1,10 +1,14 @@
-"""Which claim serves a host (app/pixel/sites.py resolve): the rule alone, over made-up claims."""
+"""Which claim serves a host (app/pixel/sites.py resolve): the rule alone, over made-up claims; and
+a site's excluded paths (Site.excludes)."""
 
+import time
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.pixel.domains import EXCLUDED_PATH, EXCLUDED_PATH_MAX
 from app.pixel.sites import Site, Unserved, resolve
 from storage.postgres.domains import with_parents
 
@@ -22,6 +26,10 @@ def claim(workspace_id: int, host: str, verified: bool = False) -> dict:
         "events": True,
         "sessions": True,
         "sample_rate": 1.0,
+        "session_timeout_minutes": 30,
+        "honor_privacy_signals": True,
+        "excluded_paths": [],
+        "visitor_id_rotation": "daily",
         "verified_at": NOW if verified else None,
     }
 
@@ -86,3 +94,102 @@ def test_an_unverified_claim_never_serves_a_host_another_workspace_claims(raw, h
     if any(c["verified_at"] for c in relevant):
         deepest = max((c for c in relevant if c["verified_at"]), key=lambda c: len(c["host"]))
         assert owner(result) == deepest["workspace_id"]
+
+
+# -- excluded paths ---------------------------------------------------------------------------
+
+
+def site(*patterns: str) -> Site:
+    return Site.from_row({**claim(1, "example.org"), "excluded_paths": list(patterns)})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "excluded"),
+    [
+        # `**` as a whole last segment: everything under it, and the path itself (our choice:
+        # "/admin/**" means the admin section, /admin included).
+        ("/admin/**", "/admin", True),
+        ("/admin/**", "/admin/", True),
+        ("/admin/**", "/admin/a/b", True),
+        ("/admin/**", "/administrator", False),
+        ("/admin/**", "/x/admin/a", False),
+        # `*`: within one segment only (an empty segment too).
+        ("/blog/*", "/blog/x", True),
+        ("/blog/*", "/blog/", True),
+        ("/blog/*", "/blog/x/y", False),
+        ("/blog/*", "/blog", False),
+        ("/*/edit", "/post-1/edit", True),
+        ("/*/edit", "/a/b/edit", False),
+        ("/*.html", "/index.html", True),
+        ("/*.html", "/a/index.html", False),
+        # `**` as a whole inner segment: any number of segments, none included.
+        ("/shop/**/cart", "/shop/cart", True),
+        ("/shop/**/cart", "/shop/eu/de/cart", True),
+        ("/shop/**/cart", "/shop/eu/de/cart/x", False),
+        # `**` inside a segment: anything, slashes included.
+        ("/docs**", "/docs-v2/a/b", True),
+        ("/**.pdf", "/files/2026/report.pdf", True),
+        ("/**", "/", True),
+        # Literal: a whole path, case and trailing slash as written.
+        ("/checkout", "/checkout", True),
+        ("/checkout", "/checkout/", False),
+        ("/checkout", "/Checkout", False),
+        ("/checkout", "/checkout/done", False),
+        # Regex metacharacters and dots are literal.
+        ("/a.b", "/a.b", True),
+        ("/a.b", "/axb", False),
+        ("/c++/(x)|[y]$^{2}", "/c++/(x)|[y]$^{2}", True),
+        ("/c++", "/cc+", False),
+        ("/v1\\d", "/v1\\d", True),
+        ("/v1\\d", "/v12", False),
+        ("/%7Euser/*", "/%7Euser/page", True),
+        # Any path is answered: non-ASCII, and a lone surrogate (which UTF-8, RE2's input, cannot hold).
+        ("/a/*", "/a/caf\u00e9", True),
+        ("/a/*", "/a/\ud800", True),
+        ("/a/*", "/b/\ud800", False),
+    ],
+)
+def test_an_excluded_path_glob_matches_as_documented(pattern, path, excluded):
+    assert site(pattern).excludes(path) is excluded
+
+
+def test_a_site_without_excluded_paths_excludes_nothing_and_any_pattern_of_a_list_excludes():
+    assert not site().excludes("/")
+    several = site("/admin/**", "/preview/*", "/checkout")
+    assert [several.excludes(p) for p in ("/admin/x", "/preview/1", "/checkout", "/products/1")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+
+
+def test_one_compiled_pattern_serves_every_site_with_the_same_list():
+    assert site("/a/**", "/b").excluded is site("/a/**", "/b").excluded
+    assert site("/a/**").excluded is not site("/b/**").excluded
+
+
+def test_patterns_that_would_backtrack_stay_linear_in_the_path():
+    """Globs are the site owner's, paths anyone's: `re` needs seconds for this pair."""
+    nasty = site("/**a**a**a**a**b", "/*a*a*a*a*b", "/**/**/**/**/x")
+    started = time.perf_counter()
+    assert not nasty.excludes("/" + "a" * 2000)
+    assert not nasty.excludes("/a" * 1000)
+    assert time.perf_counter() - started < 0.1
+
+
+# Patterns the domain body accepts, without wildcards.
+LITERAL = st.from_regex(EXCLUDED_PATH, fullmatch=True).filter(lambda p: "*" not in p and len(p) <= EXCLUDED_PATH_MAX)
+ANY_PATTERN = st.from_regex(EXCLUDED_PATH, fullmatch=True).filter(lambda p: len(p) <= EXCLUDED_PATH_MAX)
+
+
+@given(LITERAL)
+def test_a_pattern_without_wildcards_matches_itself_and_nothing_longer(pattern):
+    assert site(pattern).excludes(pattern)
+    assert not site(pattern).excludes(pattern + "x")
+
+
+@given(ANY_PATTERN, st.text(max_size=60))
+def test_any_accepted_pattern_compiles_and_answers_for_any_path(pattern, path):
+    assert site(pattern).excludes("/" + path) in (True, False)
+    assert site(pattern, "/**").excludes("/" + path)

@@ -55,4 +55,6 @@ def test_drop_reasons_keep_their_stored_values():
         "unknown_domain",
         "disabled",
         "spool_full",
+        "consent",
+        "excluded",
     ]
