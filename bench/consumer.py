@@ -52,7 +52,7 @@ import orjson  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
-from ingest.events import PixelEvent, SessionHint, Topics, ch_time, event_id, now_ms, workspace_key  # noqa: E402
+from ingest.events import PixelEvent, Topics, ch_time, event_id, now_ms, session_prefix, workspace_key  # noqa: E402
 from ingest.topics import ensure_topics  # noqa: E402
 from ingest.worker.batch import ConsumedRecord  # noqa: E402
 from ingest.worker.sessions import Sessions  # noqa: E402
@@ -114,7 +114,7 @@ def make_events(n: int) -> list[bytes]:
             channel="Email",
             source="json",
         )
-        events.append(event.encode(SessionHint(visitor, "", 1800, at, at)))
+        events.append(event.encode(session_prefix(visitor, "", 1800, at, at)))
     return events
 
 

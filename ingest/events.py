@@ -98,34 +98,28 @@ class PixelEvent:
     channel: str  # app/pixel/channels.py CHANNELS
     source: str  # json | beacon | gif | batch
 
-    def encode(self, hint: "SessionHint | None" = None) -> bytes:
-        """The record's value; with a hint, `"_session":"…"` comes first (the consumer cuts it off)."""
+    def encode(self, session: bytes = b"") -> bytes:
+        """The record's value; `session` (session_prefix) goes first, and the consumer cuts it off."""
         data = orjson.dumps(self)  # orjson serialises dataclasses natively: 2 µs instead of 22 with asdict
-        return data if hint is None else hint.prefix() + data[1:]
+        return session + data[1:] if session else data
 
 
-@dataclass(frozen=True, slots=True)
-class SessionHint:
+def session_prefix(
+    visitor_id: str, previous_visitor_id: str, timeout_seconds: int, time_ms: int, received_ms: int
+) -> bytes:
     """What the consumer needs to put an event in its session (ingest/worker/sessions.py), sent ahead
     of the event's columns so that it is read without decoding the record: `{"_session":"v|p|T|t|r",`
-    — visitor id, the visitor's id under the previous salt (only near a salt change, else empty), the
-    site's session timeout in seconds (0: the site does not want sessions), the event's time and its
-    arrival time in epoch milliseconds. The workspace comes from the record's key."""
-
-    visitor_id: str
-    previous_visitor_id: str
-    timeout_seconds: int
-    time_ms: int
-    received_ms: int
-
-    def prefix(self) -> bytes:
-        return b'{"_session":"%s|%s|%d|%d|%d",' % (
-            self.visitor_id.encode(),
-            self.previous_visitor_id.encode(),
-            self.timeout_seconds,
-            self.time_ms,
-            self.received_ms,
-        )
+    — the visitor id, the visitor's id under the previous salt (only near a salt change, else empty),
+    the site's session timeout in seconds (0: the site does not want sessions), the event's time and
+    its arrival in epoch milliseconds. The workspace comes from the record's key. Bytes, not an
+    object: this is made once per accepted event (0.35 µs against 1.1 µs for a dataclass)."""
+    return b'{"_session":"%s|%s|%d|%d|%d",' % (
+        visitor_id.encode(),
+        previous_visitor_id.encode(),
+        timeout_seconds,
+        time_ms,
+        received_ms,
+    )
 
 
 class DropReason(enum.StrEnum):

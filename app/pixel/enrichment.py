@@ -22,7 +22,7 @@ from app.pixel.channels import acquisition
 from app.pixel.geo import NOWHERE, Location
 from app.pixel.user_agents import parse as parse_agent
 from app.pixel.validation import TrackedInput
-from ingest.events import PixelEvent, SessionHint, ch_time, event_id
+from ingest.events import PixelEvent, ch_time, event_id, session_prefix
 
 # A client clock further than this behind is taken as wrong (or an event replayed from a
 # long-closed tab); its time is clamped so that hourly rollups are not rewritten days later.
@@ -164,17 +164,14 @@ def _utm_params(query: str) -> dict[str, str]:
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class Visitor:
-    """The salts an event's visitor id is made with, and the site's session timeout."""
-
-    salt: bytes  # of the site's current salt period
-    previous_salt: bytes | None  # of the period before, near a change (needs_alias), else None
-    timeout_seconds: int  # 0: the site does not want sessions
+# The salts an event's visitor id is made with — of the site's current salt period, and of the one
+# before near a change (needs_alias), else None — and the site's session timeout in seconds (0: the
+# site does not want sessions). A tuple: one is made per event.
+Visitor = tuple[bytes, bytes | None, int]
 
 
-def enrich(item: TrackedInput, workspace_id: int, arrival: Arrival, visitor: Visitor) -> tuple[PixelEvent, SessionHint]:
-    """The wire record of one accepted event, and its session hint."""
+def enrich(item: TrackedInput, workspace_id: int, arrival: Arrival, visitor: Visitor) -> tuple[PixelEvent, bytes]:
+    """The wire record of one accepted event, and its session prefix (ingest/events.py session_prefix)."""
     user_agent = item.user_agent or arrival.user_agent
     agent = parse_agent(user_agent)
     utm = utm_params(item.parts.query)
@@ -189,12 +186,12 @@ def enrich(item: TrackedInput, workspace_id: int, arrival: Arrival, visitor: Vis
         item.host,
     )
     place = arrival.location
-    visitor_key = visitor_id(visitor.salt, workspace_id, arrival.address, user_agent)
-    previous = visitor.previous_salt
-    hint = SessionHint(
+    salt, previous, timeout = visitor
+    visitor_key = visitor_id(salt, workspace_id, arrival.address, user_agent)
+    session = session_prefix(
         visitor_key,
         "" if previous is None else visitor_id(previous, workspace_id, arrival.address, user_agent),
-        visitor.timeout_seconds,
+        timeout,
         at,
         arrival.received_ms,
     )
@@ -234,4 +231,4 @@ def enrich(item: TrackedInput, workspace_id: int, arrival: Arrival, visitor: Vis
         channel=came_from.channel,
         source=arrival.source,
     )
-    return event, hint
+    return event, session

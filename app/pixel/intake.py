@@ -27,7 +27,7 @@ from app.pixel.enrichment import Arrival, Visitor, enrich, needs_alias, previous
 from app.pixel.geo import Geo, cdn_location
 from app.pixel.sites import Site, SiteCache, Unserved
 from app.pixel.validation import USER_AGENT_MAX, TrackedInput, check_event, page_host
-from ingest.events import DropReason, PixelEvent, SessionHint, Topics, now_ms, workspace_key
+from ingest.events import DropReason, PixelEvent, Topics, now_ms, workspace_key
 from ingest.handoff.drops import DropCounter
 from ingest.handoff.sink import Sink
 from ingest.handoff.spool import SpoolFull
@@ -51,7 +51,7 @@ class Verdict(enum.StrEnum):
 class Accepted:
     workspace_id: int
     event: PixelEvent
-    hint: SessionHint
+    session: bytes  # ingest/events.py session_prefix
     status: ClassVar[Verdict] = Verdict.ACCEPTED
 
     def result(self, index: int) -> dict:
@@ -121,9 +121,9 @@ class Pixel:
             return None
         timeout = site.session_timeout_minutes * 60 if site.sessions else 0
         if not needs_alias(received_ms, period, timeout):
-            return Visitor(salt, None, timeout)
+            return salt, None, timeout
         previous = self.salts.cached(previous_period(period, rotation).name)
-        return None if previous is None else Visitor(salt, previous, timeout)
+        return None if previous is None else (salt, previous, timeout)
 
     async def visitor(self, site: Site, received_ms: int) -> Visitor:
         """cached_visitor's answer, asking Redis for the salts it lacks (once per period and process)."""
@@ -196,13 +196,13 @@ class Pixel:
         if site.excluded is not None and site.excludes(checked.parts.path or "/"):
             return Dropped(DropReason.EXCLUDED, site.workspace_id)
         visitor = self.cached_visitor(site, arrival.received_ms) or await self.visitor(site, arrival.received_ms)
-        event, hint = enrich(checked, site.workspace_id, arrival, visitor)
+        event, session = enrich(checked, site.workspace_id, arrival, visitor)
         if event.is_bot and not self.settings.pixel_keep_bots:
             return Dropped(DropReason.BOT, site.workspace_id)
         point = checked.sample_key if checked.sample_key is not None else sample_point(event.visitor_id)
         if point >= site.sample_rate:
             return Dropped(DropReason.SAMPLED_OUT, site.workspace_id)
-        return Accepted(site.workspace_id, event, hint)
+        return Accepted(site.workspace_id, event, session)
 
     def known_workspace(self, data: object) -> int:
         """The workspace an unusable event was meant for, if its URL names a cached site."""
@@ -216,7 +216,7 @@ class Pixel:
         if not accepted:
             return
         events = [o.event for o in accepted]
-        records = [(workspace_key(o.workspace_id), o.event.encode(o.hint)) for o in accepted]
+        records = [(workspace_key(o.workspace_id), o.event.encode(o.session)) for o in accepted]
         try:
             await self.sink.send_many(self.topics.pixel, records)
         except SpoolFull:

@@ -256,9 +256,7 @@ class Consumer:
         self.assigned.set()
 
     async def _restore_sessions(self, partitions: list[int]) -> None:
-        found = await self.thread.call(
-            stored_sessions.open_sessions, self.client, self.sessions.topic, partitions, HORIZON_MS
-        )
+        found = await self.thread.call(stored_sessions.open_sessions, self.client, partitions, HORIZON_MS)
         for partition, (watermark, sessions) in found.items():
             self.sessions.restore(partition, watermark, sessions)
 

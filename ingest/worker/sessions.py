@@ -18,7 +18,7 @@ records (the event's time t and its arrival r, both in the record's hint), never
 consumer's clock — and the rebuilt state is what those records leave behind. So a restart, a
 rebalance, or a replay of the topic from its start into an empty ClickHouse, gives every event the
 same session id. For event e of visitor v on a site with timeout T, in a partition whose newest
-arrival so far is W:
+arrival so far among events of sites with sessions on is W:
 1. T = 0 (the site has sessions off): session id 0, nothing remembered.
 2. r < W − LATE_BOUND: e arrived late (e.g. replayed from a spool after a long Kafka outage): late.
 3. v's current session s is the last one v started or joined, unless its last arrival is older
@@ -32,7 +32,6 @@ current session; the consumer counts them (`late_events`). Ids are a keyed-free 
 """
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 
 LATE_BIT = 1 << 63
@@ -44,10 +43,12 @@ LATE_BOUND_MS = 30 * 60 * 1000
 # unless its client clock is more than LATE_BOUND behind.
 MAX_TIMEOUT_MS = 240 * 60 * 1000
 HORIZON_MS = MAX_TIMEOUT_MS + LATE_BOUND_MS
-# Forget expired visitors whenever the watermark has moved this far since the last sweep.
-SWEEP_EVERY_MS = 5 * 60 * 1000
-# {"_session":"<visitor>|<previous visitor>|<timeout s>|<time ms>|<received ms>",  (ingest/events.py SessionHint)
-HINT = re.compile(rb'\{"_session":"([^"|\\]*)\|([^"|\\]*)\|([0-9]+)\|([0-9]+)\|([0-9]+)",')
+# Forget expired visitors whenever the watermark has moved this far since the last sweep: a sweep
+# copies the partition's map, so not often (memory holds at most 1.5 horizons of visitors).
+SWEEP_EVERY_MS = HORIZON_MS // 2
+# {"_session":"<visitor>|<previous visitor>|<timeout s>|<time ms>|<received ms>",  (ingest/events.py session_prefix)
+HINT_START = b'{"_session":"'
+HINT_END = b'",'
 
 
 @dataclass(slots=True)
@@ -64,9 +65,9 @@ class PartitionState:
 
     watermark: int = 0  # newest arrival seen (epoch ms)
     swept_at: int = 0
-    visitors: dict[tuple[int, str], Session] = field(default_factory=dict)
+    visitors: dict[tuple[int, bytes], Session] = field(default_factory=dict)
 
-    def current(self, key: tuple[int, str]) -> Session | None:
+    def current(self, key: tuple[int, bytes]) -> Session | None:
         session = self.visitors.get(key)
         if session is not None and session.last_received < self.watermark - HORIZON_MS:
             return None
@@ -80,19 +81,22 @@ class PartitionState:
         self.swept_at = self.watermark
 
 
-def session_id(workspace_id: int, visitor_id: str, time_ms: int, received_ms: int, late: bool) -> int:
-    digest = hashlib.blake2b(b"%d|%s|%d|%d" % (workspace_id, visitor_id.encode(), time_ms, received_ms), digest_size=8)
+def session_id(workspace_id: int, visitor_id: bytes, time_ms: int, received_ms: int, late: bool) -> int:
+    digest = hashlib.blake2b(b"%d|%s|%d|%d" % (workspace_id, visitor_id, time_ms, received_ms), digest_size=8)
     value = int.from_bytes(digest.digest(), "big") & ID_MASK or 1
     return value | LATE_BIT if late else value
 
 
-def assign(state: PartitionState, workspace_id: int, hint: tuple[str, str, int, int, int]) -> tuple[int, bool]:
+Hint = tuple[bytes, bytes, int, int, int]  # visitor, previous visitor, timeout s, time ms, received ms
+
+
+def assign(state: PartitionState, workspace_id: int, hint: Hint) -> tuple[int, bool]:
     """The event's session id and whether it is late (rules 1–6 above), updating `state`."""
     visitor, previous, timeout_s, t, r = hint
-    if r > state.watermark:
-        state.watermark = r
     if timeout_s == 0 or not visitor:
         return 0, False
+    if r > state.watermark:
+        state.watermark = r
     if r < state.watermark - LATE_BOUND_MS:
         return session_id(workspace_id, visitor, t, r, True), True
     key = (workspace_id, visitor)
@@ -118,15 +122,6 @@ def assign(state: PartitionState, workspace_id: int, hint: tuple[str, str, int, 
     return session.id, False
 
 
-def parse_hint(value: bytes) -> tuple[tuple[str, str, int, int, int], int] | None:
-    """(visitor, previous visitor, timeout s, time ms, received ms) and where the columns start; None without a hint."""
-    match = HINT.match(value)
-    if match is None:
-        return None
-    visitor, previous, timeout, t, r = match.groups()
-    return (visitor.decode(), previous.decode(), int(timeout), int(t), int(r)), match.end()
-
-
 def workspace_of(key: bytes | None) -> int:
     try:
         return int(key or b"0")
@@ -141,6 +136,7 @@ class Sessions:
         self.topic = pixel_topic
         self.partitions: dict[int, PartitionState] = {}
         self.counts = {"late_events": 0}
+        self.workspaces: dict[bytes | None, int] = {}  # record key → workspace id
 
     def rewrite(self, topic: str, partition: int, records: list) -> None:
         """Give each pixel record its session: the hint is replaced by `"session_id":N` (in place,
@@ -151,13 +147,26 @@ class Sessions:
         if state is None:
             state = self.partitions[partition] = PartitionState()
         late = 0
+        workspaces = self.workspaces
         for record in records:
+            # parse_hint, inlined: this loop runs once per pixel record.
             value = record.value
-            parsed = parse_hint(value) if value else None
-            if parsed is None:
+            if not value or not value.startswith(HINT_START):
                 continue  # a record without a hint (an older API): stored with session_id 0
-            hint, cut = parsed
-            workspace = workspace_of(record.key)
+            cut = value.find(HINT_END, 13)
+            parts = value[13:cut].split(b"|") if cut > 0 else []
+            if len(parts) != 5:
+                continue
+            visitor, previous, timeout, t, r = parts
+            try:
+                hint = (visitor, previous, int(timeout), int(t), int(r))
+            except ValueError:
+                continue
+            cut += 2
+            key = record.key
+            workspace = workspaces.get(key)
+            if workspace is None:
+                workspace = workspaces[key] = workspace_of(key)
             sid, is_late = assign(state, workspace, hint)
             late += is_late
             record.value = b'{"session_id":%d,' % sid + value[cut:]
@@ -170,7 +179,7 @@ class Sessions:
             self.partitions.pop(partition, None)
 
     def restore(
-        self, partition: int, watermark: int, sessions: list[tuple[int, list[str], int, int, int, int]]
+        self, partition: int, watermark: int, sessions: list[tuple[int, list[str] | list[bytes], int, int, int, int]]
     ) -> None:
         """Rebuild a partition's state from ClickHouse: its newest arrival, and the sessions whose last
         arrival is within HORIZON of it as (workspace, visitor ids, id, start, end, last arrival).
@@ -182,7 +191,7 @@ class Sessions:
                 continue
             session = Session(sid, start, end, last_received)
             for visitor in visitors:
-                key = (workspace, visitor)
+                key = (workspace, visitor.encode() if isinstance(visitor, str) else visitor)
                 known = state.visitors.get(key)
                 if known is None or known.end < session.end:
                     state.visitors[key] = session

@@ -7,11 +7,12 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from storage.errors import Unavailable
 
+# The newest arrival among each partition's session events (ingest/worker/sessions.py's W).
 WATERMARKS = """
-SELECT partition, toUnixTimestamp64Milli(max(received))
-FROM session_watermarks
-WHERE topic = {topic:String} AND partition IN {partitions:Array(UInt32)}
-GROUP BY partition"""
+SELECT _partition, toUnixTimestamp64Milli(max(last_received))
+FROM sessions_state
+WHERE _partition IN {partitions:Array(UInt32)}
+GROUP BY _partition"""
 # Sessions with an event that arrived since `since`, whole: their rows in other parts count too.
 OPEN_SESSIONS = """
 SELECT max(_partition), workspace_id, session_id,
@@ -29,12 +30,10 @@ GROUP BY workspace_id, session_id"""
 OpenSession = tuple[int, list[str], int, int, int, int]  # workspace, visitor ids, id, start, end, last arrival
 
 
-def open_sessions(
-    client, topic: str, partitions: list[int], horizon_ms: int
-) -> dict[int, tuple[int, list[OpenSession]]]:
+def open_sessions(client, partitions: list[int], horizon_ms: int) -> dict[int, tuple[int, list[OpenSession]]]:
     """partition → (its newest arrival in epoch ms, the sessions with an arrival within horizon_ms of it)."""
     try:
-        marks = client.query(WATERMARKS, parameters={"topic": topic, "partitions": partitions}).result_rows
+        marks = client.query(WATERMARKS, parameters={"partitions": partitions}).result_rows
         watermarks = {int(p): int(ms) for p, ms in marks}
         found: dict[int, tuple[int, list[OpenSession]]] = {p: (watermarks.get(p, 0), []) for p in partitions}
         if not watermarks:

@@ -3,8 +3,8 @@
 -- `sessions` reads it back as one row per session. A session's rows merge whatever batches its
 -- events came in, so a session is never cut at an hour or a day, and the ordering argument
 -- (time, event_id) makes entry/exit pages the same whatever order the rows arrived in.
--- The consumer rebuilds its state from sessions_state and session_watermarks when it is assigned a
--- partition; _partition and last_received are there for that.
+-- The consumer rebuilds its state from sessions_state when it is assigned a partition;
+-- _partition and last_received are there for that.
 CREATE TABLE IF NOT EXISTS sessions_state (
     workspace_id UInt64,
     session_id UInt64,
@@ -111,15 +111,3 @@ SELECT
 FROM sessions AS s
 WHERE NOT s.is_late
 GROUP BY workspace_id, host, day;
-
--- The newest arrival per pixel partition: where a consumer's session state resumes from.
-CREATE TABLE IF NOT EXISTS session_watermarks (
-    topic LowCardinality(String),
-    partition UInt32,
-    received SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
-) ENGINE = AggregatingMergeTree
-ORDER BY (topic, partition);
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS session_watermarks_mv TO session_watermarks AS
-SELECT _topic AS topic, _partition AS partition, max(received_at) AS received
-FROM events GROUP BY topic, partition;

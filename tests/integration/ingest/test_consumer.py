@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.events import Drop, PixelEvent, SessionHint, Topics, ch_time, event_id, now_ms, utc_ms, workspace_key
+from ingest.events import Drop, PixelEvent, Topics, ch_time, event_id, now_ms, session_prefix, utc_ms, workspace_key
 from ingest.worker.batch import ConsumedRecord, InsertBatch
 from storage.clickhouse import gateway
 from storage.clickhouse.client import chdb_directory
@@ -102,9 +102,9 @@ def produce_pixels(topic: str, events: list[PixelEvent]) -> None:
     produce(topic, [(workspace_key(e.workspace_id), e.encode(hint(e))) for e in events])
 
 
-def hint(e: PixelEvent) -> SessionHint:
+def hint(e: PixelEvent) -> bytes:
     at = utc_ms(datetime.strptime(e.time, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC))
-    return SessionHint(e.visitor_id, "", 1800, at, at)
+    return session_prefix(e.visitor_id, "", 1800, at, at)
 
 
 def wait_for(fetch, expected, seconds=WAIT_SECONDS):

@@ -23,13 +23,13 @@ from app.pixel.enrichment import (
 )
 from app.pixel.geo import Location
 from app.pixel.validation import check_event
-from ingest.events import SessionHint, ch_time
+from ingest.events import ch_time, session_prefix
 
 NOW = 1_717_000_000_000
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
 
 
-VISITOR = Visitor(b"v" * 32, None, 1800)
+VISITOR: Visitor = (b"v" * 32, None, 1800)
 
 
 def arrival(**changes) -> Arrival:
@@ -140,7 +140,7 @@ def test_enrich_fills_every_derived_field_and_keeps_no_raw_address():
     assert event.event_id[14] == "7"  # UUIDv7
     assert orjson.loads(event.properties) == {"title": "T"}
     assert b"203.0.113.77" not in event.encode(hint)
-    assert hint == SessionHint(event.visitor_id, "", 1800, NOW, NOW)
+    assert hint == session_prefix(event.visitor_id, "", 1800, NOW, NOW)
     assert orjson.loads(event.encode(hint)) == {
         **orjson.loads(event.encode()),
         "_session": f"{event.visitor_id}||1800|{NOW}|{NOW}",
@@ -149,9 +149,10 @@ def test_enrich_fills_every_derived_field_and_keeps_no_raw_address():
 
 def test_near_a_salt_change_the_hint_names_the_visitor_under_the_previous_salt_too():
     item = check_event({"event": "pageview", "url": "https://example.com/"})
-    event, hint = enrich(item, 7, arrival(), Visitor(b"v" * 32, b"p" * 32, 600))
-    assert hint.previous_visitor_id == visitor_id(b"p" * 32, 7, "203.0.113.77", UA) != event.visitor_id
-    assert hint.timeout_seconds == 600
+    event, hint = enrich(item, 7, arrival(), (b"v" * 32, b"p" * 32, 600))
+    previous = visitor_id(b"p" * 32, 7, "203.0.113.77", UA)
+    assert previous != event.visitor_id
+    assert hint.startswith(b'{"_session":"%s|%s|600|' % (event.visitor_id.encode(), previous.encode()))
 
 
 def test_salt_periods_of_each_rotation():
