@@ -9,7 +9,10 @@ ingest worker holds it, so for chdb:// the reader asks the worker's query gatewa
 (storage/clickhouse/gateway.py) when it answers, and opens the directory itself otherwise.
 """
 
+import fcntl
+import os
 import re
+import time
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +41,9 @@ EVENTS_TTL = re.compile(r"TTL toDateTime\(time\) \+ toIntervalDay\((\d+)\)")
 TABLE_DDL = "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = {name:String}"
 # readonly=2 refuses every write but lets a query set its own settings (max_threads, …).
 READ_ONLY = {"readonly": 2}
+# A worker's gateway may be slow to answer while its loop encodes a large batch: ask again this
+# often, for this long, rather than open a directory it holds.
+GATEWAY_WAIT, GATEWAY_RETRY = 30.0, 0.5
 
 
 def connect(url: str, settings: dict | None = None):
@@ -47,15 +53,30 @@ def connect(url: str, settings: dict | None = None):
         raise Unavailable("ClickHouse", str(exc)) from exc
 
 
-def open_reader(url: str):
+def open_reader(url: str, wait: float = GATEWAY_WAIT):
     """Something with `.query(sql, parameters=None)` → `.column_names`, `.result_rows`, refusing writes.
 
-    chdb:// goes through the worker's gateway when it answers, else opens the directory here
-    (which then keeps the worker out until this process ends); http:// is always direct.
+    chdb:// goes through the worker's gateway when it answers. The directory is opened here only
+    when no process holds it (which then keeps a worker out until this process ends): while a
+    worker does, a gateway slow to answer a ping (its loop busy with a large batch) is asked again
+    for up to `wait` seconds, never bypassed — opening the directory would fail on its lock.
+    http:// is always direct.
     """
     if url.startswith("chdb:"):
-        reader = gateway.Reader(gateway.socket_path(chdb_directory(url)))
-        if reader.answers():
+        directory = chdb_directory(url)
+        reader = gateway.Reader(gateway.socket_path(directory))
+        deadline = time.monotonic() + wait
+        while not reader.answers():
+            if not held_elsewhere(directory):
+                break
+            if time.monotonic() >= deadline:
+                raise Unavailable(
+                    "ClickHouse",
+                    f"{directory} is open in another process (an ingest worker?) whose query gateway "
+                    f"did not answer for {wait:.0f} s",
+                )
+            time.sleep(GATEWAY_RETRY)
+        else:
             return reader
     try:
         return DirectReader(clickhouse_connect.get_client(dsn=url, settings=READ_ONLY))
@@ -79,6 +100,22 @@ class DirectReader:
 
     def close(self) -> None:
         self.client.close()
+
+
+def held_elsewhere(directory: str) -> bool:
+    """Whether an embedded ClickHouse engine has `directory` open: it keeps an exclusive flock on
+    its `status` file for as long as it runs (what "Cannot lock file …/status" refers to)."""
+    try:
+        fd = os.open(os.path.join(directory, "status"), os.O_RDONLY)
+    except OSError:
+        return False  # never opened, or not readable by us: opening it will say which
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the shared lock, if taken
+    return False
 
 
 def chdb_directory(url: str) -> str:

@@ -1,9 +1,17 @@
 """The read gateway: statements it takes, and a real worker refusing writes through it."""
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from storage.clickhouse import gateway
-from storage.clickhouse.client import chdb_directory, open_reader
+from storage.clickhouse.client import chdb_directory, held_elsewhere, open_reader
+from storage.errors import Unavailable
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(
@@ -70,3 +78,35 @@ def test_gateway_passes_parameters_and_returns_columns(ingest_env, ingest_worker
         "SELECT {n:UInt32} + 1 AS next, {names:Array(String)} AS names", parameters={"n": 41, "names": ["a", "b"]}
     )
     assert result.column_names == ("next", "names") and result.result_rows == [(42, ["a", "b"])]
+
+
+def test_a_reader_never_opens_a_directory_another_process_holds(tmp_path):
+    """A gateway that does not answer (here: none at all) while another process has the engine
+    open: the reader waits and says so, instead of opening the directory and failing on its lock."""
+    url = f"chdb://{tmp_path / 'held'}"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from storage.clickhouse.client import connect\n"
+            f"client = connect({url!r})\n"
+            "client.query('SELECT 1')\n"
+            "print('open', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        assert held_elsewhere(chdb_directory(url))
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="open in another process"):
+            open_reader(url, wait=1.5)
+        assert time.monotonic() - started >= 1.5  # it asked the gateway again until the deadline
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not held_elsewhere(chdb_directory(url))  # the holder is gone: the directory may be opened here
