@@ -55,11 +55,16 @@ class Arrival:
 
 @dataclass(frozen=True, slots=True)
 class Period:
-    """One salt period of a rotation: its name (the salt's Redis key), when it began, how long its salt lives."""
+    """One salt period of a rotation: its name (the salt's Redis key), when it begins and ends."""
 
     name: str
     start_ms: int
-    ttl_seconds: int
+    end_ms: int  # the next period's start
+
+    @property
+    def salt_expires_at(self) -> int:
+        """Epoch seconds when its salt is deleted: a day after the period ends, for late events."""
+        return self.end_ms // 1000 + 86_400
 
 
 @lru_cache(maxsize=64)
@@ -69,12 +74,12 @@ def _period(day: int, rotation: str) -> Period:
     if rotation == "weekly":  # ISO weeks begin on Monday
         first = day - date.tm_wday
         year, week, _ = datetime.date.fromordinal(EPOCH_ORDINAL + first).isocalendar()
-        return Period(f"{year}-W{week:02d}", first * DAY_MS, 8 * 86_400)
+        return Period(f"{year}-W{week:02d}", first * DAY_MS, (first + 7) * DAY_MS)
     if rotation == "monthly":
         first = day - date.tm_mday + 1
         days = calendar.monthrange(date.tm_year, date.tm_mon)[1]
-        return Period(f"{date.tm_year}-{date.tm_mon:02d}", first * DAY_MS, (days + 1) * 86_400)
-    return Period(time.strftime("%Y-%m-%d", date), day * DAY_MS, 2 * 86_400)
+        return Period(f"{date.tm_year}-{date.tm_mon:02d}", first * DAY_MS, (first + days) * DAY_MS)
+    return Period(time.strftime("%Y-%m-%d", date), day * DAY_MS, (day + 1) * DAY_MS)
 
 
 def salt_period(at_ms: int, rotation: str) -> Period:

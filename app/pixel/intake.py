@@ -130,7 +130,7 @@ class Pixel:
         rotation = site.visitor_id_rotation
         current = salt_period(received_ms, rotation)
         for period in (current, previous_period(current, rotation)):
-            await self.salts.for_period(period.name, period.ttl_seconds)
+            await self.salts.for_period(period.name, period.salt_expires_at)
         visitor = self.cached_visitor(site, received_ms)
         assert visitor is not None  # both salts are cached now (shared, or local for RETRY_SECONDS)
         return visitor

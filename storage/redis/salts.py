@@ -51,19 +51,20 @@ class Salts:
             return entry.salt
         return None
 
-    async def for_period(self, period: str, ttl_seconds: int = SALT_TTL_SECONDS) -> bytes:
-        """The salt of `period`, kept in Redis `ttl_seconds` from its first use."""
+    async def for_period(self, period: str, expires_at: int) -> bytes:
+        """The salt of `period`, deleted from Redis at `expires_at` (epoch seconds)."""
         salt = self.cached(period)
-        return salt if salt is not None else await self._fetch(period, ttl_seconds)
+        return salt if salt is not None else await self._fetch(period, {"exat": expires_at})
 
     async def for_day(self, day: str) -> bytes:
-        """`day` is 'YYYY-MM-DD' (UTC)."""
-        return await self.for_period(day, SALT_TTL_SECONDS)
+        """`day` is 'YYYY-MM-DD' (UTC); its salt lives SALT_TTL_SECONDS from first use (the limiter's)."""
+        salt = self.cached(day)
+        return salt if salt is not None else await self._fetch(day, {"ex": SALT_TTL_SECONDS})
 
-    async def _fetch(self, period: str, ttl_seconds: int) -> bytes:
+    async def _fetch(self, period: str, expiry: dict) -> bytes:
         entry = self.periods.get(period)
         try:
-            salt = await self._shared(period, ttl_seconds)
+            salt = await self._shared(period, expiry)
         except (RedisError, OSError) as exc:
             if entry is None:  # keep a local salt for the whole outage, not one per retry
                 entry = Cached(os.urandom(SALT_BYTES), True, 0.0)
@@ -81,10 +82,10 @@ class Salts:
             del self.periods[next(iter(self.periods))]  # the oldest asked for
         self.periods[period] = entry
 
-    async def _shared(self, period: str, ttl_seconds: int) -> bytes:
+    async def _shared(self, period: str, expiry: dict) -> bytes:
         # SET NX then GET in one transaction: the first process of the period decides the salt.
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(salt_key(period), os.urandom(SALT_BYTES).hex(), nx=True, ex=ttl_seconds)
+            pipe.set(salt_key(period), os.urandom(SALT_BYTES).hex(), nx=True, **expiry)
             pipe.get(salt_key(period))
             _created, value = await pipe.execute()
         return bytes.fromhex(value.decode() if isinstance(value, bytes) else value)

@@ -158,9 +158,11 @@ def test_near_a_salt_change_the_hint_names_the_visitor_under_the_previous_salt_t
 def test_salt_periods_of_each_rotation():
     moment = 1_764_633_600_000 + 5 * 3_600_000  # 2025-12-02 05:00 UTC, a Tuesday
     day, week, month = (salt_period(moment, rotation) for rotation in ("daily", "weekly", "monthly"))
-    assert (day.name, day.start_ms, day.ttl_seconds) == ("2025-12-02", 1_764_633_600_000, 2 * 86_400)
+    assert (day.name, day.start_ms, day.end_ms) == ("2025-12-02", 1_764_633_600_000, 1_764_720_000_000)
+    assert day.salt_expires_at == 1_764_720_000 + 86_400  # a day after the day ends
     assert (week.name, week.start_ms) == ("2025-W49", 1_764_633_600_000 - 86_400_000)  # from Monday
-    assert (month.name, month.start_ms, month.ttl_seconds) == ("2025-12", 1_764_547_200_000, 32 * 86_400)
+    assert (month.name, month.start_ms, month.end_ms) == ("2025-12", 1_764_547_200_000, 1_767_225_600_000)
+    assert week.end_ms - week.start_ms == 7 * 86_400_000
     assert previous_period(day, "daily").name == "2025-12-01"
     assert previous_period(week, "weekly").name == "2025-W48"
     assert previous_period(month, "monthly").name == "2025-11"
@@ -171,8 +173,9 @@ def test_salt_periods_of_each_rotation():
 @given(st.integers(0, 4_102_444_800_000), st.sampled_from(["daily", "weekly", "monthly"]))
 def test_a_period_holds_its_moment_and_its_name_changes_only_at_its_end(moment, rotation):
     period = salt_period(moment, rotation)
-    assert period.start_ms <= moment
-    assert salt_period(period.start_ms, rotation) == period
+    assert period.start_ms <= moment < period.end_ms
+    assert salt_period(period.start_ms, rotation) == period == salt_period(period.end_ms - 1, rotation)
+    assert salt_period(period.end_ms, rotation).start_ms == period.end_ms
     assert salt_period(period.start_ms - 1, rotation).name != period.name
     assert needs_alias(period.start_ms, period, 1800) and not needs_alias(period.start_ms + 3_600_001, period, 1800)
 
