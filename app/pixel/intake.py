@@ -129,8 +129,10 @@ class Pixel:
         """cached_visitor's answer, asking Redis for the salts it lacks (once per period and process)."""
         rotation = site.visitor_id_rotation
         current = salt_period(received_ms, rotation)
-        for period in (current, previous_period(current, rotation)):
-            await self.salts.for_period(period.name, period.salt_expires_at)
+        await self.salts.for_period(current.name, current.salt_expires_at)
+        if needs_alias(received_ms, current, site.session_timeout_minutes * 60 if site.sessions else 0):
+            before = previous_period(current, rotation)  # its salt is still kept: it ended under a day ago
+            await self.salts.for_period(before.name, before.salt_expires_at)
         visitor = self.cached_visitor(site, received_ms)
         assert visitor is not None  # both salts are cached now (shared, or local for RETRY_SECONDS)
         return visitor

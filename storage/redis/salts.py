@@ -54,7 +54,9 @@ class Salts:
     async def for_period(self, period: str, expires_at: int) -> bytes:
         """The salt of `period`, deleted from Redis at `expires_at` (epoch seconds)."""
         salt = self.cached(period)
-        return salt if salt is not None else await self._fetch(period, {"exat": expires_at})
+        # Never a time already past: Redis would drop the key at once and the GET find nothing.
+        expiry = {"exat": max(expires_at, int(time.time() + RETRY_SECONDS))}
+        return salt if salt is not None else await self._fetch(period, expiry)
 
     async def for_day(self, day: str) -> bytes:
         """`day` is 'YYYY-MM-DD' (UTC); its salt lives SALT_TTL_SECONDS from first use (the limiter's)."""
