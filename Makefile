@@ -62,7 +62,7 @@ env: venv
 	@$(STACK) env
 
 # The benchmark suite (bench/suite.py): every benchmark in sequence under one `run`, one results
-# file bench/results/<date>-<host>.json, one table, charts. QUICK=1: the short version (< 3 min).
+# file bench/results/<date>-<host>.json, one table, charts. QUICK=1: the short version (~4 min).
 # Installs what it needs on first use: wrk (apt-get), matplotlib (pip), vegeta (go install).
 bench-tools: venv
 	@command -v wrk >/dev/null || (echo "[make] installing wrk (apt-get)"; apt-get install -y -qq wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk))

@@ -15,10 +15,11 @@ from app.access.rate_limits import FailedAuthLimit, LocalLimiter, RedisHealth
 from app.http import health, metrics, openapi
 from app.http.middleware import BodyDeadline, request_middleware
 from app.http.routing import Route, Services, ServicesHolder, endpoint, fallback
+from app.mcp_servers import analytics
 from app.pixel import domains
 from app.pixel import track as pixel
 from app.pixel.intake import Pixel
-from app.resources import api_keys, entitlements, mcp, seo, webhooks, workspaces
+from app.resources import api_keys, entitlements, mcp, seo, stats, webhooks, workspaces
 from app.resources.ledger import Ledger
 from ingest.events import Topics
 from ingest.handoff.producer import DurableProducer
@@ -42,7 +43,7 @@ def api_routes(config: Config | None = None) -> list[Route]:
         + seo.ROUTES
         + mcp.routes(config)
     )
-    routes += pixel.ROUTES + domains.ROUTES + webhooks.ROUTES
+    routes += pixel.ROUTES + domains.ROUTES + stats.ROUTES + webhooks.ROUTES
     return routes + openapi.routes_for(routes)
 
 
@@ -90,6 +91,7 @@ def configure_lifespan(app: Application, config: Config, topics: Topics, holder:
         workspace_cache = WorkspaceCache(pool, shared.database_url, api.workspace_cache_seconds)
         await workspace_cache.start()
         redis = create_client(shared.redis_url)
+        analytics.connect_servers(registry, pool, redis, workspace_cache)
         authenticator = create_authenticator(api, pool, redis)
         authenticator.start()  # also PINGs Redis while it is marked down
         producer = create_producer(config, topics)

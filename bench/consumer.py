@@ -6,7 +6,7 @@ What it measures, for PixelEvent-shaped rows (~600 bytes of JSON each, ~770 with
   `python -m ingest` starts against a fresh chdb directory, and the clock runs from its
   "consuming … as group" log line (just before it joins the group, so the fetches it starts while
   its assignment is still being settled count) to the moment `SELECT count() FROM events`
-  (through its query gateway, polled every 20 ms) reaches N. That is group join + fetch + splice
+  (through its ClickHouse HTTP interface, polled every 20 ms) reaches N. That is group join + fetch + splice
   + INSERT (with the rollup views) + offset commit; process start-up and schema excluded.
   ``rows_per_s_after_first_batch`` counts from the first batch in: the rate once fetching and
   inserting overlap, without the start (nothing to insert yet) but with the last INSERT alone.
@@ -26,7 +26,9 @@ directories of its own and removes them. Results go to
 bench/results/<YYYY-MM-DD>-<hostname>-consumer.json.
 
     .venv/bin/python -m storage.local_stack run -- .venv/bin/python bench/consumer.py [--rows N]
-        [--batch-rows R] [--batch-ms M] [--partitions 6] [--skip-plain]   (R, M: the worker's defaults)
+        [--batch-rows R] [--batch-ms M] [--partitions 6] [--skip-plain] [--query-loop]
+        (R, M: the worker's defaults; --query-loop: an analyst's query runs over and over through
+        the worker's HTTP interface during the drain, to see what reads cost the inserts)
 """
 
 import argparse
@@ -39,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -179,7 +182,18 @@ def busy_seconds() -> float:
     return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def drain(env: dict, n: int, log_path: Path) -> dict:
+ANALYST_QUERY = "SELECT path, uniqExact(visitor_id) FROM events GROUP BY path ORDER BY 2 DESC LIMIT 10"
+
+
+def query_loop(url: str, stop: threading.Event, done: list[int]) -> None:
+    """An analyst beside the consumer: one query after another until `stop`."""
+    reader = open_reader(url)
+    while not stop.is_set():
+        reader.query(ANALYST_QUERY)
+        done.append(1)
+
+
+def drain(env: dict, n: int, log_path: Path, with_queries: bool = False) -> dict:
     with open(log_path, "w") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "ingest"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -191,13 +205,18 @@ def drain(env: dict, n: int, log_path: Path) -> dict:
                 raise SystemExit(f"the worker exited; log:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.005)
         started, cpu = time.perf_counter(), (cpu_seconds(worker.pid), cpu_seconds(broker), busy_seconds())
+        poll = open_reader(env["CLICKHOUSE_URL"])  # the worker's HTTP interface, up before "consuming"
+        stop, queries = threading.Event(), list[int]()
+        if with_queries:
+            threading.Thread(target=query_loop, args=(env["CLICKHOUSE_URL"], stop, queries), daemon=True).start()
         count, first = 0, None  # first: (time, count) when the first batch was in
         while count < n:
             time.sleep(POLL_SECONDS)
-            count = open_reader(env["CLICKHOUSE_URL"]).query("SELECT count() FROM events").result_rows[0][0]
+            count = poll.query("SELECT count() FROM events").result_rows[0][0]
             if count and first is None:
                 first = (time.perf_counter(), count)
         seconds = time.perf_counter() - started
+        stop.set()
         after_first = (n - first[1]) / (time.perf_counter() - first[0]) if count > first[1] else None
         used = (cpu_seconds(worker.pid) - cpu[0], cpu_seconds(broker) - cpu[1], busy_seconds() - cpu[2])
         reader = open_reader(env["CLICKHOUSE_URL"])
@@ -211,6 +230,7 @@ def drain(env: dict, n: int, log_path: Path) -> dict:
     cores = os.cpu_count() or 1
     return {
         "seconds": seconds,
+        "analyst_queries": len(queries),
         "rows_per_s": n / seconds,
         "rows_per_s_after_first_batch": after_first,
         "cpu_us_per_row": {
@@ -322,6 +342,7 @@ def main() -> None:
     p.add_argument("--batch-ms", type=int, default=shipped.batch_ms)
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--skip-plain", action="store_true", help="only the consumer")
+    p.add_argument("--query-loop", action="store_true", help="an analyst's query loop beside the consumer")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS:,} rows instead of --rows (make bench QUICK=1)")
     args = p.parse_args()
     if args.quick:
@@ -360,9 +381,10 @@ def measure(args, bootstrap: str, run: str, topics: Topics, workdir: Path) -> di
         "SLUICE_CONSUMER_BATCH_ROWS": str(args.batch_rows),
         "SLUICE_CONSUMER_BATCH_MS": str(args.batch_ms),
         "SLUICE_LOG_LEVEL": "info",
+        "SLUICE_CLICKHOUSE_HTTP": "127.0.0.1:0",  # any free port: readers find it in the directory
     }
     try:
-        consumer = drain(env, args.rows, workdir / "worker.log")
+        consumer = drain(env, args.rows, workdir / "worker.log", args.query_loop)
     finally:
         asyncio.run(delete_topics(bootstrap, [*topics.ingested(), topics.dead_letter]))
     shutil.rmtree(workdir / "consumer-chdb", ignore_errors=True)

@@ -94,6 +94,12 @@ ROWS = {
     ],
     "consumer": [("consumer", "consumer alone, into chdb")],
     "webhooks": [("webhooks", "webhook deliveries")],
+    "stats": [
+        ("stats_timeseries", "stats: 7-day timeseries, p50"),
+        ("stats_top_pages", "stats: top pages, p50"),
+        ("stats_top_sources", "stats: top sources, p50"),
+        ("stats_countries", "stats: countries, p50"),
+    ],
 }
 HTTP_TITLES = dict(ROWS["http_api"])
 
@@ -239,12 +245,39 @@ def webhooks(doc: dict) -> list[Figure]:
     ]
 
 
+def stats(doc: dict) -> list[Figure]:
+    titles, out = dict(ROWS["stats"]), []
+    for name, q in doc["queries"].items():
+        ways, same = q["ways"], q.get("same_answer", {})
+        planner, raw = ways["planner"], ways["raw_sql"]
+        over_http = f"; over HTTP {ways['http']['p50_ms']:,.1f} ms" if "http" in ways else ""
+        differ = [way for way, ok in same.items() if not ok]
+        out.append(
+            Figure(
+                f"stats_{name}",
+                titles.get(f"stats_{name}", name),
+                planner["p50_ms"],
+                "ms",
+                raw["p50_ms"],
+                "hand-written SQL on events",
+                planner["p50_ms"] / raw["p50_ms"] if raw["p50_ms"] else None,
+                better="lower",
+                status="refused" if differ else "ok",
+                note=f"from {q['source']}; p99 {planner['p99_ms']:,.1f} ms; its SQL alone "
+                f"{ways['planned_sql']['p50_ms']:,.1f} ms{over_http}; {doc['seed']['events']:,} events"
+                + (f"; answers differ: {', '.join(differ)}" if differ else ""),
+            )
+        )
+    return out
+
+
 EXTRACTORS = {
     "http_api": http_api,
     "redis_scripts": redis_scripts,
     "pixel_e2e": pixel_e2e,
     "consumer": consumer,
     "webhooks": webhooks,
+    "stats": stats,
 }
 
 

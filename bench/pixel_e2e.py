@@ -44,8 +44,7 @@ from tenants import Scratch
 
 sys.path.insert(0, str(ROOT))
 
-from storage.clickhouse import gateway  # noqa: E402
-from storage.clickhouse.client import chdb_directory  # noqa: E402
+from storage.clickhouse.client import worker_reader  # noqa: E402
 
 BENCHMARK = "pixel_e2e"
 REQUIRED_ENV = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
@@ -96,8 +95,10 @@ def clickhouse_url(scratch: Scratch) -> str:
 
 
 def count_rows(scratch: Scratch, workspace_id: int) -> tuple[int, int]:
-    """(rows, distinct event ids) of the workspace in ClickHouse, through the worker's socket only."""
-    reader = gateway.Reader(gateway.socket_path(chdb_directory(clickhouse_url(scratch))))
+    """(rows, distinct event ids) of the workspace in ClickHouse, through the worker's HTTP interface only."""
+    reader = worker_reader(clickhouse_url(scratch))
+    if reader is None:
+        raise RuntimeError("the ingest worker's ClickHouse HTTP interface does not answer")
     result = reader.query(
         "SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = {ws:UInt64}",
         parameters={"ws": workspace_id},
@@ -260,7 +261,7 @@ def execute(args, scratch: Scratch, procs: dict) -> list[Phase]:
         f"topics {scratch.prefix}*; chdb {clickhouse_url(scratch)}",
         flush=True,
     )
-    env = {**scratch.env(), "CLICKHOUSE_URL": clickhouse_url(scratch)}
+    env = {**scratch.env(), "CLICKHOUSE_URL": clickhouse_url(scratch), "SLUICE_CLICKHOUSE_HTTP": "127.0.0.1:0"}
     print("start the ingest worker (unpinned)", flush=True)
     procs["worker"] = start_worker(scratch, env)
     port = harness.free_port()

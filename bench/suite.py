@@ -56,6 +56,13 @@ STEPS = [
     ("pixel_e2e", "end to end, sustained: HTTP → Kafka → ClickHouse, count check", [], ["--quick"], (170, 45)),
     ("consumer", "the ingest consumer alone vs a plain insert", [], ["--quick"], (45, 12)),
     ("webhooks", "webhook deliveries vs raw POSTs", [], ["--quick"], (35, 10)),
+    (
+        "stats",
+        "Stats API queries over 10M stored events vs the same SQL run directly",
+        ["--http"],
+        ["--quick", "--http"],
+        (570, 75),
+    ),
 ]
 # consumer.py writes its own file (another engineer's script); the suite moves it into the run.
 OWN_RESULT_FILE = {"consumer"}
@@ -178,7 +185,7 @@ def _sigterm(signum, frame):  # noqa: ARG001
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="the short version: a sanity check in under 3 minutes")
+    ap.add_argument("--quick", action="store_true", help="the short version: a sanity check in about 4 minutes")
     args = ap.parse_args()
     problem = preflight()
     if problem:

@@ -1,28 +1,30 @@
 """Command line of the ingest worker: `python -m ingest [consume]` and `python -m ingest query SQL`.
 
-`consume` (the default) assembles the worker: ClickHouse schema, Kafka topics, the read gateway
-when ClickHouse is embedded (chdb://), then the consumer until SIGTERM or Ctrl-C. `query` runs one
-read-only SQL query against the configured ClickHouse, through the running worker when it holds
-the chdb directory (storage/clickhouse/client.py open_reader).
+`consume` (the default) assembles the worker: ClickHouse schema, Kafka topics, ClickHouse's HTTP
+interface when ClickHouse is embedded (chdb://; storage/clickhouse/http_interface.py), then the
+consumer until SIGTERM or Ctrl-C. `query` sends one read-only SQL query to ClickHouse's HTTP
+interface (the server's, or the worker's when it holds the chdb directory) and streams the answer
+to stdout in any ClickHouse format; with a chdb directory no process holds it runs in process.
 """
 
 import argparse
 import asyncio
-import csv
+import contextlib
 import logging
 import os
 import signal
 import sys
 
-import orjson
+import httpx
 
 from ingest.events import Topics
 from ingest.topics import ensure_topics
 from ingest.worker.consumer import Consumer
 from storage.clickhouse import client as clickhouse
-from storage.clickhouse.gateway import Gateway, QueryFailed, socket_path
+from storage.clickhouse import http_interface, readers
+from storage.clickhouse.client import QueryFailed
 from storage.clickhouse.writer import ClickHouseThread
-from storage.config import Config, load_or_exit
+from storage.config import Config, WorkerConfig, load_or_exit
 from storage.errors import Unavailable
 
 log = logging.getLogger("ingest")
@@ -36,12 +38,12 @@ async def consume(config: Config) -> None:
     try:
         client = await open_clickhouse(thread, config)
         await create_topics(config)
-        gateway = await start_gateway(thread, config.shared.clickhouse_url)
+        interface = await start_http_interface(config.shared.clickhouse_url, config.worker)
         try:
             await run_consumer(Consumer(config, thread, client), config.worker.consumer_group)
         finally:
-            if gateway is not None:
-                await gateway.close()
+            if interface is not None:
+                await interface.close()
             await thread.call(client.close)
     finally:
         thread.shutdown()
@@ -71,15 +73,37 @@ async def create_topics(config: Config) -> None:
     )
 
 
-async def start_gateway(thread: ClickHouseThread, url: str) -> Gateway | None:
+def limits(worker: WorkerConfig) -> readers.Limits:
+    return readers.Limits(
+        max_execution_time=worker.clickhouse_http_max_execution_seconds,
+        max_result_bytes=worker.clickhouse_http_max_result_bytes,
+        max_memory_usage=worker.clickhouse_http_max_memory_bytes,
+    )
+
+
+async def start_http_interface(url: str, worker: WorkerConfig) -> http_interface.HttpInterface | None:
     """Embedded ClickHouse only: other processes cannot open the directory this one holds."""
-    if not url.startswith("chdb:"):
+    if not url.startswith("chdb:") or worker.clickhouse_http == "off":
         return None
-    reader = await thread.call(clickhouse.connect, url, settings=clickhouse.READ_ONLY)
-    gateway = Gateway(socket_path(clickhouse.chdb_directory(url)), thread.call, reader)
-    await gateway.start()
-    log.info("query gateway on %s (python -m ingest query 'SELECT …' uses it)", gateway.path)
-    return gateway
+    host, port = http_interface.parse_address(worker.clickhouse_http)
+    settings = http_interface.Settings(
+        host, port, dict(worker.clickhouse_http_users), limits(worker), worker.clickhouse_http_readers
+    )
+    interface = http_interface.HttpInterface(clickhouse.chdb_directory(url), settings)
+    try:
+        await interface.start()
+    except OSError as exc:
+        raise SystemExit(
+            f"SLUICE_CLICKHOUSE_HTTP={worker.clickhouse_http}: cannot listen there ({exc.strerror or exc}); "
+            "another process (another worker?) uses the port: choose another address, or `off`"
+        ) from None
+    log.info(
+        "ClickHouse HTTP interface (read-only) on %s: curl '%s/?query=SELECT+1', any ClickHouse client, "
+        "or python -m ingest query 'SELECT …'",
+        interface.url,
+        interface.url,
+    )
+    return interface
 
 
 async def run_consumer(consumer: Consumer, group: str) -> None:
@@ -116,33 +140,49 @@ async def finish(running: asyncio.Task) -> None:
 # --- python -m ingest query --------------------------------------------------------------------
 
 
-def query(config: Config, sql: str, fmt: str) -> None:
-    reader = clickhouse.open_reader(config.shared.clickhouse_url)
-    try:
-        result = reader.query(sql)
-    finally:
-        reader.close()
-    write_result(result.column_names, result.result_rows, fmt)
-
-
-def write_result(columns, rows, fmt: str) -> None:
-    if fmt == "json":
-        for row in rows:
-            sys.stdout.write(orjson.dumps(dict(zip(columns, row, strict=True)), default=str).decode() + "\n")
-    elif fmt == "csv":
-        out = csv.writer(sys.stdout)
-        out.writerow(columns)
-        out.writerows(rows)
+def query(config: Config, sql: str, fmt: str | None) -> None:
+    """Stream the answer of `sql` to stdout; a FORMAT clause in the SQL wins over `fmt`."""
+    fmt = fmt or ("PrettyCompactMonoBlock" if sys.stdout.isatty() else "TSV")
+    url = config.shared.clickhouse_url
+    if url.startswith("chdb:"):
+        directory = clickhouse.chdb_directory(url)
+        endpoint = clickhouse.worker_endpoint(directory)
+        if endpoint is None:
+            return query_in_process(directory, sql, fmt, limits(config.worker))
     else:
-        print(table(columns, rows))
-        print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", file=sys.stderr)
+        endpoint = clickhouse.server_endpoint(url)
+    query_over_http(endpoint, sql, fmt)
 
 
-def table(columns, rows) -> str:
-    cells = [[str(c) for c in columns]] + [["" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+def query_over_http(endpoint: clickhouse.Endpoint, sql: str, fmt: str) -> None:
+    params = {"default_format": fmt, **({"database": endpoint.database} if endpoint.database else {})}
+    headers = {"X-ClickHouse-User": endpoint.user, "X-ClickHouse-Key": endpoint.password}
+    try:
+        with httpx.stream(
+            "POST", endpoint.url + "/", params=params, content=sql.encode(), headers=headers, timeout=None
+        ) as response:
+            if response.status_code != 200:
+                raise QueryFailed(response.read().decode("utf-8", "replace").strip())
+            for chunk in response.iter_bytes():
+                sys.stdout.buffer.write(chunk)
+    except httpx.HTTPError as exc:
+        raise Unavailable("ClickHouse", f"{endpoint.url}: {exc}") from exc
+    sys.stdout.buffer.flush()
+
+
+def query_in_process(directory: str, sql: str, fmt: str, query_limits: readers.Limits) -> None:
+    """No worker holds the directory: the same checks and formats, in this process."""
+    connection = readers.ReaderConnection(directory, query_limits)
+    try:
+        checked = connection.check(sql)
+        with contextlib.closing(connection.stream(checked, fmt, {}, {})) as chunks:
+            for chunk in chunks:
+                sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+    except readers.QueryError as exc:
+        raise QueryFailed(exc.text()) from None
+    finally:
+        connection.close()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -150,12 +190,11 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     sub.add_parser("consume", help="run the consumer (the default)")
     q = sub.add_parser("query", help="run one read-only SQL query against the configured ClickHouse")
-    q.add_argument("sql", help='e.g. "SELECT count() FROM events"')
+    q.add_argument("sql", nargs="?", help='e.g. "SELECT count() FROM events" (default: read from stdin)')
     q.add_argument(
         "--format",
-        choices=("table", "json", "csv"),
-        default="table",
-        help="table (default), json (one object per line) or csv",
+        help="any ClickHouse output format (CSVWithNames, JSONEachRow, Parquet, …); default: "
+        "PrettyCompactMonoBlock at a terminal, TSV otherwise. A FORMAT clause in the SQL wins.",
     )
     return p
 
@@ -168,7 +207,7 @@ def main() -> None:
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         if args.command == "query":
-            return query(config, args.sql, args.format)
+            return query(config, args.sql if args.sql is not None else sys.stdin.read(), args.format)
         asyncio.run(consume(config))
     except QueryFailed as exc:
         raise SystemExit(f"query failed: {exc}") from None

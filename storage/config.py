@@ -208,6 +208,20 @@ class CaBundle:
         return raw
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """`name:sha256hex,…`: users and the SHA-256 of each one's password (never the password)."""
+
+    allowed: str = "comma-separated name:sha256hex (64 hex digits)"
+
+    def __call__(self, raw: str) -> tuple[tuple[str, str], ...]:
+        pairs = [item.partition(":") for item in _items(raw)]
+        valid = (re.fullmatch(r"[A-Za-z0-9_.-]+", n) and re.fullmatch(r"[0-9a-fA-F]{64}", h) for n, _, h in pairs)
+        if not pairs or not all(valid):
+            raise ValueError(raw)
+        return tuple((name, digest.lower()) for name, _, digest in pairs)
+
+
 def _items(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
@@ -431,6 +445,21 @@ class ApiConfig:
         "e.g. `10.0.0.2,[::1]:5353`.",
         "empty (the system's resolver)",
     )
+    # A dashboard's queries over rollups take tens of milliseconds: 20 s a minute is hundreds of them,
+    # and one workspace's scans of raw events cannot hold ClickHouse for more than a third of it.
+    stats_budget_ms: int = variable(
+        "SLUICE_STATS_BUDGET_MS",
+        ONE_UP,
+        20_000,
+        "Milliseconds of ClickHouse time a workspace's Stats API queries (and MCP analytics tools) may spend per "
+        "minute; past it they answer 429 with `Retry-After` until the minute turns.",
+    )
+    stats_max_execution_seconds: float = variable(
+        "SLUICE_STATS_MAX_EXECUTION_SECONDS",
+        POSITIVE,
+        10.0,
+        "ClickHouse's `max_execution_time` for each Stats API query; one that runs longer answers 504.",
+    )
 
 
 @dataclass(frozen=True)
@@ -449,6 +478,32 @@ class WorkerConfig:
     )
     events_ttl_days: int = variable(
         "SLUICE_EVENTS_TTL_DAYS", ONE_UP, 400, "Raw events older than this are deleted by ClickHouse (TTL)."
+    )
+    clickhouse_http: str = variable(
+        "SLUICE_CLICKHOUSE_HTTP",
+        Text("host:port (port 0: any free one) or off", r"off|(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*):\d{1,5}"),
+        "127.0.0.1:8123",
+        "With chdb://, the worker serves ClickHouse's HTTP interface (read-only) here for every reader and "
+        "any ClickHouse client; `off` serves none (then only the worker can read the directory).",
+    )
+    clickhouse_http_users: tuple[tuple[str, str], ...] = variable(
+        "SLUICE_CLICKHOUSE_HTTP_USERS",
+        Credentials(),
+        (),
+        "Analysts of that interface, e.g. `ana:<sha256 of her password>`. None: any user, from this machine only.",
+        "none",
+    )
+    clickhouse_http_readers: int = variable(
+        "SLUICE_CLICKHOUSE_HTTP_READERS", Integer(1, 64), 2, "Queries that interface runs at once (more wait briefly)."
+    )
+    clickhouse_http_max_execution_seconds: int = variable(
+        "SLUICE_CLICKHOUSE_HTTP_MAX_EXECUTION_SECONDS", ONE_UP, 60, "A query there stops after this long."
+    )
+    clickhouse_http_max_result_bytes: int = variable(
+        "SLUICE_CLICKHOUSE_HTTP_MAX_RESULT_BYTES", ONE_UP, 1_000_000_000, "…or when its result passes this size…"
+    )
+    clickhouse_http_max_memory_bytes: int = variable(
+        "SLUICE_CLICKHOUSE_HTTP_MAX_MEMORY_BYTES", ONE_UP, 4_000_000_000, "…or when it needs more memory than this."
     )
 
 

@@ -108,6 +108,9 @@ def ingest_env(tmp_path_factory):
         "SLUICE_KAFKA_PARTITIONS": "2",
         "CLICKHOUSE_URL": f"chdb://{tmp_path_factory.mktemp('clickhouse')}",
         "SLUICE_SPOOL_DIR": str(tmp_path_factory.mktemp("spool")),
+        # Any free port for the worker's ClickHouse HTTP interface: concurrent runs share the machine
+        # (readers find the port in the chdb directory).
+        "SLUICE_CLICKHOUSE_HTTP": "127.0.0.1:0",
     }
 
 
@@ -263,7 +266,7 @@ def ingest_worker(ingest_env, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def clickhouse_query(ingest_worker, ingest_env):
-    """sql (and parameters) → list of row tuples, through open_reader: the worker's query gateway,
+    """sql (and parameters) → list of row tuples, through open_reader: the worker's ClickHouse HTTP interface,
     as `python -m ingest query` does (the worker holds the chdb directory)."""
     from storage.clickhouse.client import open_reader
 

@@ -1,6 +1,6 @@
 """The scope catalogue and the one function that decides whether scopes grant another."""
 
-RESOURCES = ("workspaces", "api-keys", "webhooks", "entitlements", "seo", "mcp", "pixel")
+RESOURCES = ("workspaces", "api-keys", "webhooks", "entitlements", "seo", "mcp", "pixel", "stats")
 ACTIONS = {
     "workspaces": ("read", "write", "delete"),
     "api-keys": ("read", "write", "delete"),
@@ -9,6 +9,7 @@ ACTIONS = {
     "seo": ("read", "write"),
     "mcp": ("read", "write"),
     "pixel": ("read", "write", "delete"),  # the pixel's registered domains
+    "stats": ("read",),  # the Stats API over the workspace's sites
 }
 ALL_SCOPES = tuple(f"{r}:{a}" for r in RESOURCES for a in ACTIONS[r])
 WILDCARDS = ("*",) + tuple(f"{r}:*" for r in RESOURCES)

@@ -27,7 +27,7 @@ ERROR_DESCRIPTIONS = {
     429: "Over the rate limit (`rate_limit_exceeded`); `Retry-After` says when to retry",
     502: "An upstream (MCP) server failed or is unreachable (`bad_gateway`)",
     503: "A dependency is unavailable (`service_unavailable`); `Retry-After` says when to retry",
-    504: "An upstream (MCP) call passed its deadline (`gateway_timeout`)",
+    504: "An upstream call (an MCP server, a ClickHouse query) passed its deadline (`gateway_timeout`)",
 }
 # What the HTTP server (granian) answers before the API sees a request, with no body.
 SERVER_REFUSALS = {
@@ -150,6 +150,8 @@ def _operation(route: Route) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "Success", "headers": _headers(success_headers)}
     if route.answer is not None:
         success["content"] = {"application/json": {"schema": route.answer}}
+    if route.csv:
+        success.setdefault("content", {})["text/csv"] = {"schema": {"type": "string"}}
     responses: dict[str, dict[str, Any]] = {str(status): success for status in (route.status, *route.also)}
     codes = set(route.errors) | {405}
     if route.scope:

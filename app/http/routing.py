@@ -106,6 +106,7 @@ class Route:
     listing: ListingSpec | None = None  # a list endpoint: its parameters come from the listing spec
     answer: dict | None = None  # JSON Schema of the success answer's body
     also: tuple[int, ...] = ()  # other success statuses with the same answer (the pixel's 207)
+    csv: bool = False  # the answer is also served as text/csv (Accept: text/csv)
     errors: tuple[int, ...] = field(default=())
 
 

@@ -1,9 +1,9 @@
-"""Storage: read-only analytics over one workspace's rows in ClickHouse (the MCP `analytics` server).
+"""Storage: one workspace's metered usage in ClickHouse (the MCP `analytics` server's feature_usage;
+its other tools are Stats API queries, storage/clickhouse/stats.py).
 
-Every query is a constant here with typed bind parameters; the workspace id is always one of them
-and comes from the caller's API key, never from tool arguments. Counts use uniqExact(event_id), so
-a replayed event not yet merged away is counted once whatever the table engine. Synchronous:
-async callers use asyncio.to_thread.
+The query is a constant with typed bind parameters; the workspace id is always one of them and
+comes from the caller's API key, never from tool arguments. Synchronous: async callers use
+asyncio.to_thread.
 """
 
 from datetime import datetime
@@ -11,28 +11,11 @@ from datetime import datetime
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from storage.clickhouse import client as clickhouse
-from storage.clickhouse.gateway import QueryFailed
+from storage.clickhouse.client import QueryFailed
 from storage.errors import Unavailable
 
 # A result an assistant can read in one go; the tools' schemas cap `limit` at this too.
 MAX_ROWS = 100
-RANGE = """workspace_id = {workspace_id:UInt64}
-  AND time >= fromUnixTimestamp64Milli({start:Int64}, 'UTC')
-  AND time < fromUnixTimestamp64Milli({end:Int64}, 'UTC')"""
-EVENT_COUNTS = f"""
-SELECT event, uniqExact(event_id) AS events
-FROM events WHERE {RANGE}
-  AND ({{event:Nullable(String)}} IS NULL OR event = {{event:Nullable(String)}})
-GROUP BY event ORDER BY events DESC, event LIMIT {{limit:UInt32}}"""
-TOP_PAGES = f"""
-SELECT path, uniqExact(event_id) AS events, uniqExact(visitor_id) AS visitors
-FROM events WHERE {RANGE} AND event = {{event:String}}
-GROUP BY path ORDER BY events DESC, path LIMIT {{limit:UInt32}}"""
-UNIQUE_VISITORS = f"""
-SELECT toDate(time, 'UTC') AS day, uniqExact(visitor_id) AS visitors
-FROM events WHERE {RANGE}
-GROUP BY day ORDER BY day LIMIT {{limit:UInt32}}"""
-UNIQUE_VISITORS_TOTAL = f"SELECT uniqExact(visitor_id) AS visitors FROM events WHERE {RANGE}"
 # FINAL: usage_events is a ReplacingMergeTree; replayed rows collapse before summing.
 FEATURE_USAGE = """
 SELECT feature, sum(quantity) AS quantity, count() AS records
@@ -76,25 +59,6 @@ def _rows(reader, sql: str, params: dict) -> list[dict]:
         raise Unavailable("ClickHouse", str(exc)) from exc
     names = result.column_names
     return [dict(zip(names, row, strict=True)) for row in result.result_rows]
-
-
-def event_counts(
-    reader, workspace_id: int, start: datetime, end: datetime, event: str | None, limit: int
-) -> list[dict]:
-    """[{event, events}] most frequent first."""
-    return _rows(reader, EVENT_COUNTS, _params(workspace_id, start, end, limit, event=event))
-
-
-def top_pages(reader, workspace_id: int, start: datetime, end: datetime, event: str, limit: int) -> list[dict]:
-    """[{path, events, visitors}] for one event name (pageview by default), busiest first."""
-    return _rows(reader, TOP_PAGES, _params(workspace_id, start, end, limit, event=event))
-
-
-def unique_visitors(reader, workspace_id: int, start: datetime, end: datetime) -> tuple[int, list[dict]]:
-    """(visitors over the whole range, [{day, visitors}] per UTC day, at most MAX_ROWS days)."""
-    params = _params(workspace_id, start, end, MAX_ROWS)
-    total = _rows(reader, UNIQUE_VISITORS_TOTAL, params)
-    return (int(total[0]["visitors"]) if total else 0), _rows(reader, UNIQUE_VISITORS, params)
 
 
 def feature_usage(

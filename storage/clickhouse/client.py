@@ -5,23 +5,26 @@ log. The client is synchronous (chdb has no async API): async callers use asynci
 Failures leave as `Unavailable`.
 
 Readers call `open_reader(url)`: a chdb directory can be open in one process at a time and the
-ingest worker holds it, so for chdb:// the reader asks the worker's query gateway
-(storage/clickhouse/gateway.py) when it answers, and opens the directory itself otherwise.
+ingest worker holds it, so for chdb:// the reader is a clickhouse-connect HTTP client of the
+worker's HTTP interface (storage/clickhouse/http_interface.py) when the worker holds the
+directory, and opens the directory itself only when no process does.
 """
 
 import fcntl
 import os
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import clickhouse_connect
+import httpx
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
-from storage.clickhouse import gateway
-from storage.errors import Unavailable
+from storage.clickhouse import http_interface
+from storage.errors import StorageError, Unavailable
 
 SCHEMA = Path(__file__).parent / "schema"
 # FINAL: rows a replay duplicated may not be merged yet; FINAL collapses them before summing.
@@ -41,9 +44,23 @@ EVENTS_TTL = re.compile(r"TTL toDateTime\(time\) \+ toIntervalDay\((\d+)\)")
 TABLE_DDL = "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = {name:String}"
 # readonly=2 refuses every write but lets a query set its own settings (max_threads, …).
 READ_ONLY = {"readonly": 2}
-# A worker's gateway may be slow to answer while its loop encodes a large batch: ask again this
+# A worker may be slow to answer while it starts or its loop encodes a large batch: ask again this
 # often, for this long, rather than open a directory it holds.
-GATEWAY_WAIT, GATEWAY_RETRY = 30.0, 0.5
+WORKER_WAIT, WORKER_RETRY, PING_TIMEOUT = 30.0, 0.5, 2.0
+
+
+class QueryFailed(StorageError):
+    """ClickHouse refused the query (syntax, unknown table, a write asked of a read-only reader)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A ClickHouse HTTP interface: a server's, or the ingest worker's for its chdb directory."""
+
+    url: str  # scheme://host:port, no credentials
+    user: str
+    password: str
+    database: str | None = None
 
 
 def connect(url: str, settings: dict | None = None):
@@ -53,39 +70,83 @@ def connect(url: str, settings: dict | None = None):
         raise Unavailable("ClickHouse", str(exc)) from exc
 
 
-def open_reader(url: str, wait: float = GATEWAY_WAIT):
+def open_reader(url: str, wait: float = WORKER_WAIT):
     """Something with `.query(sql, parameters=None)` → `.column_names`, `.result_rows`, refusing writes.
 
-    chdb:// goes through the worker's gateway when it answers. The directory is opened here only
-    when no process holds it (which then keeps a worker out until this process ends): while a
-    worker does, a gateway slow to answer a ping (its loop busy with a large batch) is asked again
-    for up to `wait` seconds, never bypassed — opening the directory would fail on its lock.
-    http:// is always direct.
+    chdb:// goes through the worker's HTTP interface while a worker holds the directory, asked
+    again for up to `wait` seconds when slow to answer, never bypassed (opening the directory
+    would fail on its lock); the directory is opened here only when no process holds it (which
+    then keeps a worker out until this process ends). http:// is always direct.
     """
-    if url.startswith("chdb:"):
-        directory = chdb_directory(url)
-        reader = gateway.Reader(gateway.socket_path(directory))
-        deadline = time.monotonic() + wait
-        while not reader.answers():
-            if not held_elsewhere(directory):
-                break
-            if time.monotonic() >= deadline:
-                raise Unavailable(
-                    "ClickHouse",
-                    f"{directory} is open in another process (an ingest worker?) whose query gateway "
-                    f"did not answer for {wait:.0f} s",
-                )
-            time.sleep(GATEWAY_RETRY)
-        else:
-            return reader
+    worker = worker_endpoint(chdb_directory(url), wait) if url.startswith("chdb:") else None
+    if worker is not None:
+        return _worker_reader(worker)
     try:
         return DirectReader(clickhouse_connect.get_client(dsn=url, settings=READ_ONLY))
     except (ClickHouseError, OSError) as exc:
         raise Unavailable("ClickHouse", str(exc)) from exc
 
 
-class DirectReader:
-    """A read-only clickhouse-connect client whose errors read like the gateway's."""
+def worker_reader(url: str) -> "WorkerReader | None":
+    """A reader of the worker holding chdb:// `url` if its HTTP interface answers now; None
+    otherwise (never the directory itself: for callers racing a worker that is starting)."""
+    worker = answering_worker(chdb_directory(url))
+    return _worker_reader(worker) if worker is not None else None
+
+
+def _worker_reader(worker: Endpoint) -> "WorkerReader":
+    host, port = http_interface.parse_address(worker.url.split("://", 1)[1])
+    try:
+        client = clickhouse_connect.get_client(
+            host=host, port=port, username=worker.user, password=worker.password, settings=READ_ONLY
+        )
+    except (ClickHouseError, OSError) as exc:
+        raise Unavailable("ClickHouse", str(exc)) from exc
+    return WorkerReader(client)
+
+
+def worker_endpoint(directory: str, wait: float = WORKER_WAIT) -> Endpoint | None:
+    """The HTTP interface of the worker holding `directory`; None when no process holds it.
+    Unavailable when one does but its interface does not answer within `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = answering_worker(directory)
+        if found is not None:
+            return found
+        if not held_elsewhere(directory):
+            return None
+        if time.monotonic() >= deadline:
+            raise Unavailable(
+                "ClickHouse",
+                f"{directory} is open in another process (an ingest worker?) whose HTTP interface "
+                f"(SLUICE_CLICKHOUSE_HTTP) did not answer for {wait:.0f} s",
+            )
+        time.sleep(WORKER_RETRY)
+
+
+def answering_worker(directory: str) -> Endpoint | None:
+    """The worker's interface from its key file, if it answers a ping now."""
+    info = http_interface.read_key_file(directory)
+    if info is None:
+        return None
+    try:
+        ok = httpx.get(f"{info['url']}/ping", timeout=PING_TIMEOUT).status_code == 200
+    except httpx.HTTPError:
+        return None
+    return Endpoint(info["url"], info["user"], info["key"]) if ok else None
+
+
+def server_endpoint(url: str) -> Endpoint:
+    """http(s)://user:pass@host:port/db → its HTTP interface."""
+    parts = urlsplit(url)
+    port = parts.port or (8443 if parts.scheme == "https" else 8123)
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    database = parts.path.strip("/") or None
+    return Endpoint(f"{parts.scheme}://{host}:{port}", parts.username or "default", parts.password or "", database)
+
+
+class ClientReader:
+    """A read-only clickhouse-connect client; its errors leave as `Unavailable` or `QueryFailed`."""
 
     def __init__(self, client):
         self.client = client
@@ -96,10 +157,18 @@ class DirectReader:
         except OperationalError as exc:
             raise Unavailable("ClickHouse", str(exc)) from exc
         except ClickHouseError as exc:
-            raise gateway.QueryFailed(str(exc)) from exc
+            raise QueryFailed(str(exc)) from exc
 
     def close(self) -> None:
         self.client.close()
+
+
+class DirectReader(ClientReader):
+    """Reads ClickHouse itself: a server, or a chdb directory no other process holds."""
+
+
+class WorkerReader(ClientReader):
+    """Reads through the HTTP interface of the ingest worker holding the chdb directory."""
 
 
 def held_elsewhere(directory: str) -> bool:

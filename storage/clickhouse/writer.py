@@ -1,8 +1,9 @@
 """Storage stage "write": the ingest consumer's batched INSERTs into ClickHouse.
 
 Every function here is synchronous and must run on the one ClickHouse thread (`ClickHouseThread`):
-chdb has only the sync client and one engine per process, and one thread keeps inserts and the
-gateway's reads (storage/clickhouse/gateway.py) from interleaving on its connection.
+chdb has only the sync client, and one thread keeps the inserts in order on the writer's connection.
+Analysts' reads run on reader sessions of their own (storage/clickhouse/readers.py), so a long
+query never waits for an insert nor holds one up.
 
 A batch arrives as JSONEachRow bytes, one record value per line with its Kafka coordinates
 spliced in (`source_row`), so no record is decoded in Python on the way. ClickHouse's refusal of

@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from storage.clickhouse.client import open_reader
+from storage.clickhouse.client import worker_reader
 from storage.local_stack.kafka import DedicatedBroker
 from storage.postgres import domains
 from tests.conftest import ROOT, running_api
@@ -193,7 +193,7 @@ def private_pipeline_env(server_env: dict, tmp_path: Path, **extra) -> dict:
 def counter(env: dict, workspace_id: int):
     def count():
         try:
-            reader = open_reader(env["CLICKHOUSE_URL"]) if _gateway_up(env) else None
+            reader = worker_reader(env["CLICKHOUSE_URL"])
         except Exception:  # noqa: BLE001 - the worker is restarting: nothing to read now
             reader = None
         if reader is None:
@@ -211,13 +211,6 @@ def counter(env: dict, workspace_id: int):
             reader.close()
 
     return count
-
-
-def _gateway_up(env: dict) -> bool:
-    from storage.clickhouse import gateway
-    from storage.clickhouse.client import chdb_directory
-
-    return gateway.Reader(gateway.socket_path(chdb_directory(env["CLICKHOUSE_URL"]))).answers()
 
 
 class Load(threading.Thread):

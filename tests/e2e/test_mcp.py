@@ -194,6 +194,7 @@ def test_servers_are_listed_with_tool_names(mcp, tenant):
         "top_pages",
         "unique_visitors",
         "feature_usage",
+        "stats_query",
     ]
 
 

@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 
 from ingest.events import Drop, PixelEvent, Topics, ch_time, event_id, now_ms, session_prefix, utc_ms, workspace_key
 from ingest.worker.batch import ConsumedRecord, InsertBatch
-from storage.clickhouse import gateway
-from storage.clickhouse.client import chdb_directory
+from storage.clickhouse.client import worker_reader
 
 ROOT = Path(__file__).resolve().parents[3]
 WAIT_SECONDS = 60
@@ -155,17 +154,19 @@ class Worker:
             raise
 
     def query(self, sql: str, parameters=None) -> list[tuple]:
-        """Through the worker's gateway only, waiting for it: open_reader's fallback would open the
-        chdb directory here while a restarted worker is still opening it, and lock it out."""
-        reader = gateway.Reader(gateway.socket_path(chdb_directory(self.env["CLICKHOUSE_URL"])))
+        """Through the worker's HTTP interface only, waiting for it: open_reader's fallback would open
+        the chdb directory here while a restarted worker is still opening it, and lock it out."""
         deadline = time.monotonic() + WAIT_SECONDS
-        while not reader.answers():
+        while (reader := worker_reader(self.env["CLICKHOUSE_URL"])) is None:
             if time.monotonic() >= deadline:
                 raise AssertionError(
-                    f"the worker's query gateway does not answer; its log:\n{self.log.read_text()[-3000:]}"
+                    f"the worker's HTTP interface does not answer; its log:\n{self.log.read_text()[-3000:]}"
                 )
             time.sleep(0.1)
-        return reader.query(sql, parameters=parameters).result_rows
+        try:
+            return reader.query(sql, parameters=parameters).result_rows
+        finally:
+            reader.close()
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +182,7 @@ def own_env(tmp_path_factory):
         # small, quick batches: many insert/commit windows for a kill to land in
         "SLUICE_CONSUMER_BATCH_ROWS": "500",
         "SLUICE_CONSUMER_BATCH_MS": "50",
+        "SLUICE_CLICKHOUSE_HTTP": "127.0.0.1:0",
     }
 
 
