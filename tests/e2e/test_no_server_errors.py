@@ -487,8 +487,19 @@ def query_names(route) -> list[str]:
     return list(route.query.fields) if route.query is not None else []
 
 
+def merged(schema: dict) -> dict:
+    """An object whose `oneOf` only says which fields it requires (the Stats API's `site` or
+    `site_id`): the object, with the first alternative's required fields."""
+    alternatives = schema.get("oneOf", ())
+    if "properties" in schema and alternatives and all(set(a) <= {"required"} for a in alternatives):
+        rest = {k: v for k, v in schema.items() if k != "oneOf"}
+        return {**rest, "required": [*schema.get("required", ()), *alternatives[0].get("required", ())]}
+    return schema
+
+
 def example(schema: dict, owner: dict):
     """A plausible valid value: required fields, and the containers among the optional ones."""
+    schema = merged(schema)
     if "oneOf" in schema:
         return example(schema["oneOf"][0], owner)
     values = schema.get("examples") or [v for v in schema.get("enum", ()) if v is not None]
@@ -524,6 +535,8 @@ def named_example(name: str, schema: dict, owner: dict):
         return f"{uuid.uuid4().hex}.example"
     if name == "url":
         return f"https://{owner['host']}/page"
+    if name == "site":
+        return owner["host"]  # the Stats API's site: the owner's pixel domain, so queries get all the way
     return example(schema, owner)
 
 
@@ -543,7 +556,7 @@ def schema_at(route, body: dict, path: tuple) -> dict:
         tools = {t.name: t for t in [*filesystem.tools(4096), *analytics.TOOLS]}
         schema, path = tools[body["tool"]].input_schema, path[1:]
     else:
-        whole = body_schema(route)
+        whole = merged(body_schema(route))
         schema = whole["oneOf"][0] if "oneOf" in whole else whole
     for step in path:
         schema = schema.get("items", {}) if isinstance(step, int) else schema.get("properties", {}).get(step, {})
