@@ -38,6 +38,7 @@ import orjson
 
 from storage.clickhouse import readers
 from storage.clickhouse.readers import Limits, QueryError, ReaderConnection
+from storage.clickhouse.writer import INSERTS
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ QUEUED_PER_READER = 2
 # Chunks a reader thread produces ahead of the client: a slow client holds a few blocks, not a result.
 CHUNKS_AHEAD = 4
 IDLE_SECONDS = 30.0
+# How long a query waits for the INSERT in progress (about a second for 100k rows) to end.
+INSERT_WAIT = 30.0
 # The HTTP interface's own parameters, not settings (what clickhouse-connect and @clickhouse/client send).
 HTTP_PARAMS = frozenset(
     {"query", "session_id", "session_timeout", "session_check", "compress", "decompress", "wait_end_of_query"}
@@ -219,6 +222,8 @@ class ReaderPool:
         self.ready.wait()
         try:
             while (job := self.jobs.get()) is not None:
+                # Between INSERTs, so a batch is in every table or in none (a slower one: go ahead).
+                INSERTS.wait_idle(INSERT_WAIT)
                 _answer(conn, job)
         finally:
             conn.close()

@@ -12,7 +12,10 @@ away, a broken connection — leaves as `Unavailable`, and the batch is retried 
 """
 
 import asyncio
+import contextlib
 import re
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
@@ -94,12 +97,38 @@ def source_rows(records, topic: bytes) -> bytearray:
     return block
 
 
+class InsertGate:
+    """Lets this process's readers start a query only between INSERTs. An INSERT makes its rows
+    visible in its table before in the views it feeds (rollups, sessions), so a query started in
+    between would count a batch in `events` and not in `pageviews_daily`. Inserts never wait."""
+
+    def __init__(self):
+        self._idle = threading.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def inserting(self) -> Iterator[None]:
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._idle.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Whether no INSERT runs (waiting up to `timeout` for the current one to end)."""
+        return self._idle.wait(timeout)
+
+
+INSERTS = InsertGate()
+
+
 def insert_rows(client, table: str, rows: bytes | list[bytes | bytearray]) -> int:
     """One INSERT of JSONEachRow `rows` (newline-separated objects, or parts of them) into `table`; rows written."""
     try:
-        summary = client.raw_insert(
-            table, insert_block=_block(client, rows), fmt="JSONEachRow", settings=INSERT_SETTINGS
-        )
+        with INSERTS.inserting():
+            summary = client.raw_insert(
+                table, insert_block=_block(client, rows), fmt="JSONEachRow", settings=INSERT_SETTINGS
+            )
     except (ClickHouseError, OSError) as exc:
         raise _translate(exc) from exc
     return int(summary.written_rows)

@@ -205,6 +205,10 @@ WRITE_ROUTES = {
     ("PATCH", "/api/v1/pixel/domains/{id}"): Row(domains_state, domain, {"enabled": False}, {"id": "domain"}),
     ("DELETE", "/api/v1/pixel/domains/{id}"): Row(domains_state, domain, fill={"id": "domain"}),
     ("POST", "/api/v1/pixel/domains/{id}/verify"): Row(domains_state, domain, fill={"id": "domain"}),
+    # A read by POST (scope stats:read), refused like the writes; it changes nothing either way.
+    ("POST", "/api/v1/stats/query"): Row(
+        domains_state, domain, {"site": "sneaky.example", "metrics": ["visitors"], "date_range": "7d"}
+    ),
     ("POST", "/api/v1/webhooks"): Row(webhooks_state, body={"url": "https://example.com/sneaky", "events": ["seo.*"]}),
     ("PATCH", "/api/v1/webhooks/{id}"): Row(webhooks_state, webhook, {"is_active": False}, {"id": "webhook"}),
     ("DELETE", "/api/v1/webhooks/{id}"): Row(webhooks_state, webhook, fill={"id": "webhook"}),

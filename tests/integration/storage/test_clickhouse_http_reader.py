@@ -80,3 +80,48 @@ def test_query_command_on_a_directory_nobody_holds_runs_in_process_with_the_same
         [*run, "SELECT file('/etc/passwd')"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert refused.returncode == 1 and "Code: 497" in refused.stderr
+
+
+GATED = """
+import asyncio, sys, threading, time
+import httpx
+from storage.clickhouse.http_interface import HttpInterface, Settings
+from storage.clickhouse.writer import INSERTS
+
+async def main():
+    interface = HttpInterface(sys.argv[1], Settings("127.0.0.1", 0))
+    await interface.start()
+    order, inserting = [], threading.Event()
+
+    def insert():  # stands for an INSERT in progress: the table has the rows, its views not yet
+        with INSERTS.inserting():
+            inserting.set()
+            time.sleep(3)
+            order.append("insert done")
+
+    def query():
+        inserting.wait()
+        httpx.get(interface.url + "/", params={"query": "SELECT 1"}, timeout=60).raise_for_status()
+        order.append("query answered")
+
+    threads = [threading.Thread(target=insert), threading.Thread(target=query)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        await asyncio.to_thread(t.join)
+    print(",".join(order), flush=True)
+    await interface.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_query_waits_for_the_insert_in_progress(tmp_path):
+    """An INSERT makes its rows visible in its table before in the views it feeds: a query that
+    arrives meanwhile starts after it, so a reader that saw rows in `events` finds them in the
+    rollups on its next query."""
+    done = subprocess.run(
+        [sys.executable, "-c", GATED, str(tmp_path / "ch")], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "insert done,query answered"
