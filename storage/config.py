@@ -479,6 +479,13 @@ class WorkerConfig:
     events_ttl_days: int = variable(
         "SLUICE_EVENTS_TTL_DAYS", ONE_UP, 400, "Raw events older than this are deleted by ClickHouse (TTL)."
     )
+    fault_kill_after_batches: int = variable(
+        "SLUICE_FAULT_KILL_AFTER_BATCHES",
+        ZERO_UP,
+        0,
+        "Fault injection for tests, never set in production: after this many batches are inserted, "
+        "the worker SIGKILLs itself before committing their offsets (0: never).",
+    )
     clickhouse_http: str = variable(
         "SLUICE_CLICKHOUSE_HTTP",
         Text("host:port (port 0: any free one) or off", r"off|(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*):\d{1,5}"),

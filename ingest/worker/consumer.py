@@ -32,6 +32,8 @@ import asyncio
 import gc
 import logging
 import math
+import os
+import signal
 import time
 
 import orjson
@@ -96,6 +98,7 @@ class Consumer:
         self.sessions = Sessions(topics.pixel)
         self.assigned = asyncio.Event()
         self.counts = {"rows": 0, "batches": 0, "skipped_replayed": 0}
+        self.kill_after_batches = worker.fault_kill_after_batches
         self._lock = asyncio.Lock()  # one flush at a time: the loop's or the rebalance's
         self._inflight: asyncio.Task | None = None  # the batch being inserted and committed
 
@@ -165,6 +168,10 @@ class Consumer:
     async def _land(self, batch: InsertBatch) -> None:
         started = time.perf_counter()
         rows = await self._insert(batch)
+        if self.counts["batches"] + 1 == self.kill_after_batches:
+            # The dangerous moment, on purpose: rows and views in, offsets not committed.
+            log.warning("SLUICE_FAULT_KILL_AFTER_BATCHES=%d: killing this worker now", self.kill_after_batches)
+            os.kill(os.getpid(), signal.SIGKILL)
         offsets = batch.next_offsets()
         for tp, next_offset in offsets.items():
             self.floor[(tp.topic, tp.partition)] = max(self.floor.get((tp.topic, tp.partition), -1), next_offset - 1)
@@ -219,7 +226,7 @@ class Consumer:
             log.warning("offset commit failed (%s); ClickHouse's stored offsets cover it", exc)
 
     async def _stored(self) -> dict[tuple[str, int], int]:
-        return await self.thread.call(writer.stored_offsets, self.client, list(self.tables))
+        return await self.thread.call(writer.stored_offsets, self.client, dict(self.tables))
 
     async def resume_from_stored(self, assigned) -> None:
         """Seek each newly assigned partition past what ClickHouse already holds, once its session

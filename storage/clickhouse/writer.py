@@ -34,6 +34,18 @@ SELECT topic, partition, max(max_offset)
 FROM ingest_offsets
 WHERE topic IN {topics:Array(String)}
 GROUP BY topic, partition"""
+# The offsets in a table's newest part of each partition (month): its last INSERT's parts are
+# among them, and may be in while the views it feeds (ingest_offsets too) are not, when the
+# worker died in between.
+NEWEST_PART_OFFSETS = """
+SELECT _topic, _partition, max(_offset)
+FROM {table:Identifier}
+WHERE _topic IN {topics:Array(String)}
+  AND _part IN (
+    SELECT argMax(name, max_block_number) FROM system.parts
+    WHERE database = currentDatabase() AND table = {table:String} AND active
+    GROUP BY partition_id)
+GROUP BY _topic, _partition"""
 ERROR_CODE = re.compile(r"Code: (\d+)")
 # ClickHouse error codes that mean "this data is bad", as opposed to "ClickHouse is unwell":
 # CANNOT_PARSE_TEXT 6, CANNOT_PARSE_ESCAPE_SEQUENCE 25, CANNOT_PARSE_QUOTED_STRING 26,
@@ -143,13 +155,26 @@ def _block(client, rows: bytes | list[bytes | bytearray]):
     return iter(parts) if clickhouse_connect_internals.is_embedded(client) else b"".join(parts)
 
 
-def stored_offsets(client, topics: list[str]) -> dict[tuple[str, int], int]:
-    """(topic, partition) → the highest offset whose row is in ClickHouse; absent when none."""
+def stored_offsets(client, tables: dict[str, str]) -> dict[tuple[str, int], int]:
+    """(topic, partition) → the highest offset whose row is in ClickHouse; absent when none.
+
+    `tables`: topic → the table its records go to. `ingest_offsets` holds what every INSERT
+    stored, but it is fed by a view, and a table's new part is visible before its views have
+    run: a worker killed in between left rows that `ingest_offsets` does not know. So each
+    table's newest part of each month (the last INSERT's parts are among them) is read too."""
+    found: dict[tuple[str, int], int] = {}
     try:
-        result = client.query(STORED_OFFSETS, parameters={"topics": topics})
+        rows = client.query(STORED_OFFSETS, parameters={"topics": list(tables)}).result_rows
+        for table in sorted(set(tables.values())):
+            topics = [topic for topic, t in tables.items() if t == table]
+            params = {"table": table, "topics": topics}
+            rows += client.query(NEWEST_PART_OFFSETS, parameters=params).result_rows
     except (ClickHouseError, OSError) as exc:
         raise Unavailable("ClickHouse", str(exc)) from exc
-    return {(topic, int(partition)): int(offset) for topic, partition, offset in result.result_rows}
+    for topic, partition, offset in rows:
+        key = (topic, int(partition))
+        found[key] = max(found.get(key, -1), int(offset))
+    return found
 
 
 def _translate(exc: Exception) -> StorageError:

@@ -1,10 +1,10 @@
 """Sessions do not depend on how the consumer got through the stream: a worker killed with SIGKILL
-mid-stream and restarted (its state rebuilt from ClickHouse) gives every event the session an
-uninterrupted worker gives it, reading the same topic from its start into an empty ClickHouse —
-which is also what replaying Kafka from the start does."""
+between an insert and its offset commit and restarted (its state rebuilt from ClickHouse) gives
+every event the session an uninterrupted worker gives it, reading the same topic from its start
+into an empty ClickHouse — which is also what replaying Kafka from the start does."""
 
 import random
-import time
+import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +12,15 @@ import httpx
 
 from storage.clickhouse.client import open_reader
 from tests.conftest import running_api
-from tests.e2e.test_ingestion import counter, private_pipeline_env, site, wait_for_count, wait_for_log, worker
+from tests.e2e.test_ingestion import (
+    DRAIN_TIMEOUT,
+    Worker,
+    counter,
+    private_pipeline_env,
+    site,
+    wait_for_count,
+    worker,
+)
 
 VISITORS = 25
 REQUESTS = 40
@@ -92,19 +100,22 @@ def test_a_killed_worker_gives_every_event_the_session_an_uninterrupted_one_does
         assert wait_for_count(counter(whole, ws["id"]), accepted) == (accepted, accepted)
         expected_events, expected_sessions = stored_sessions(whole, ws["id"])
 
-    # Small batches, and a SIGKILL once some but not all of them are in.
+    # Small batches, and a SIGKILL at the dangerous moment: the third batch's rows (and every view
+    # they feed) are in, its offsets not committed. A kill in the middle of an INSERT, between a
+    # table's part and its views, is not covered: the views would miss that batch.
     broken = own(env, tmp_path, "broken", SLUICE_CONSUMER_BATCH_ROWS="50", SLUICE_CONSUMER_BATCH_MS="20")
     log = tmp_path / "broken.log"
-    with worker(broken, log) as w:
-        wait_for_log(log, "partitions assigned")
-        count = counter(broken, ws["id"])
-        while count()[0] < accepted // 3:
-            time.sleep(0.05)
-        w.kill()
-        assert count()[0] < accepted, "the worker finished before it was killed: nothing was proven"
-        w.start()
+    w = Worker({**broken, "SLUICE_FAULT_KILL_AFTER_BATCHES": "3"}, log)
+    w.start()
+    try:
+        assert w.process.wait(DRAIN_TIMEOUT) == -signal.SIGKILL, log.read_text()[-3000:]
+    finally:
+        w.stop()
+    count = counter(broken, ws["id"])
+    with worker(broken, log):
         assert wait_for_count(count, accepted) == (accepted, accepted)
         events, sessions = stored_sessions(broken, ws["id"])
+    assert "killing this worker now" in log.read_text()
 
     assert events == expected_events
     assert sessions == expected_sessions

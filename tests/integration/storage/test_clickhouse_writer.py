@@ -1,4 +1,10 @@
-"""Row splicing and schema statement splitting: the pure parts of the ClickHouse writer."""
+"""Row splicing and schema statement splitting: the pure parts of the ClickHouse writer; and the
+offsets a resumed worker seeks past, on real chdb in a child process (one directory per process)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 from hypothesis import given
@@ -7,6 +13,7 @@ from hypothesis import strategies as st
 from storage.clickhouse import client
 from storage.clickhouse.writer import DATA_ERRORS, Rejected, _translate, source_row, source_rows
 
+ROOT = Path(__file__).resolve().parents[3]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
@@ -80,3 +87,39 @@ def test_data_errors_are_rejections_and_the_rest_is_unavailability():
     assert 469 in DATA_ERRORS
     assert not isinstance(_translate(DatabaseError("Code: 60. Table default.x does not exist")), Rejected)
     assert not isinstance(_translate(OperationalError("Code: 27. connection reset")), Rejected)
+
+
+TORN_INSERT = """
+import json, sys, uuid
+from storage.clickhouse import client as ch
+from storage.clickhouse.writer import insert_rows, stored_offsets
+
+c = ch.connect("chdb://" + sys.argv[1])
+ch.apply_schema(c)
+
+def rows(offsets, day):
+    return b"".join(
+        json.dumps({"event_id": str(uuid.uuid4()), "workspace_id": 1, "feature": "f", "quantity": 1,
+                    "occurred_at": day, "_topic": "t", "_partition": 0, "_offset": o}).encode() + b"\\n"
+        for o in offsets)
+
+insert_rows(c, "usage_events", rows(range(0, 5), "2026-10-31 23:00:00.000"))
+last = rows(range(5, 8), "2026-10-31 23:30:00.000") + rows(range(8, 10), "2026-11-01 00:10:00.000")
+insert_rows(c, "usage_events", last)  # one INSERT, a part in each month
+print(json.dumps(sorted(stored_offsets(c, {"t": "usage_events"}).items())))
+# The worker died after the last INSERT's parts were in and before the views it feeds ran:
+c.command("TRUNCATE TABLE ingest_offsets")
+print(json.dumps(sorted(stored_offsets(c, {"t": "usage_events"}).items())))
+"""
+
+
+def test_stored_offsets_see_the_last_insert_even_when_its_views_did_not_run(tmp_path):
+    """A resumed worker seeks past every row in ClickHouse: a part whose views (ingest_offsets
+    among them) never ran, because the worker died in between, still counts, in every month."""
+    done = subprocess.run(
+        [sys.executable, "-c", TORN_INSERT, str(tmp_path / "ch")], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with_view, without_view = done.stdout.splitlines()
+    assert json.loads(with_view) == [[["t", 0], 9]]
+    assert json.loads(without_view) == [[["t", 0], 9]]
