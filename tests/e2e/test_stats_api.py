@@ -17,17 +17,9 @@ import pytest
 from app.access.scopes import ALL_SCOPES
 from storage.postgres import domains
 from tests.conftest import running_api
+from tests.e2e.test_enrichment import CHROME_WINDOWS, GOOGLEBOT, SAFARI_IPHONE
 from tests.geo_fixture import build_city_db
 
-CHROME_WINDOWS = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/120.0.6099.109 Safari/537.36"
-)
-SAFARI_IPHONE = (
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.4 Mobile/15E148 Safari/604.1"
-)
-GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 WAIT = 120
 
 
