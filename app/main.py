@@ -49,9 +49,11 @@ def api_routes(config: Config | None = None) -> list[Route]:
 
 def configure_routes(router: Router, holder: ServicesHolder, config: Config | None = None) -> list[Route]:
     routes = api_routes(config)
-    for route in routes:
+    # Served, not documented: the pixel's first-party aliases (SLUICE_PIXEL_PATH) of documented routes.
+    served = routes + (pixel.first_party_routes(config.api.pixel_path) if config is not None else [])
+    for route in served:
         router.add(route.method, route.path, endpoint(route, holder))
-    router.fallback = fallback(routes, holder)
+    router.fallback = fallback(served, holder)
     return routes
 
 

@@ -407,6 +407,20 @@ class ApiConfig:
         "`pixel/track` and `pixel/config` requests per minute per client IP.",
     )
     pixel_max_batch: int = variable("SLUICE_PIXEL_MAX_BATCH", ONE_UP, 100, "Most events in one batch request.")
+    pixel_path: str = variable(
+        "SLUICE_PIXEL_PATH",
+        # Not under /api: the aliases must not shadow (or be mistaken for) an API route.
+        Text(
+            "a path such as `/x7`: `/`-separated segments of letters, digits, `_` and `-`, not under `/api`, "
+            "no trailing slash",
+            r"(?!/api(?:/|$))(?:/[A-Za-z0-9_-]+)+",
+        ),
+        "",
+        "A neutral prefix `P` under which the API also serves the script (`P/s.js`), track (`P/e`) and config "
+        "(`P/c`), names ad blockers do not know. Proxy it from the site's own origin and load the script with "
+        '`data-endpoint="P"` (forward `X-Forwarded-For` and list the proxy in `SLUICE_TRUSTED_PROXIES`).',
+        "empty (off)",
+    )
     pixel_config_cache_seconds: int = variable(
         "SLUICE_PIXEL_CONFIG_CACHE_SECONDS",
         ZERO_UP,

@@ -239,5 +239,5 @@ def opted_out(request: Request) -> bool:
 
 
 def wanted(site: Site, event: str) -> bool:
-    """The site's features: "pageview" events need pageviews on, any other event needs events on."""
-    return site.pageviews if event == "pageview" else site.events
+    """The site's features: pageviews and their engagement need pageviews on, any other event needs events on."""
+    return site.pageviews if event == "pageview" or event == "engagement" else site.events

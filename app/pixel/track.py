@@ -1,4 +1,5 @@
-"""HTTP: the pixel — /api/v1/pixel/config, /api/v1/pixel/track (POST, GET 1×1 GIF, OPTIONS) and /pixel.js.
+"""HTTP: the pixel — /api/v1/pixel/config, /api/v1/pixel/track (POST, GET 1×1 GIF, OPTIONS) and /pixel.js;
+with SLUICE_PIXEL_PATH, the same again under that prefix as /c, /e and /s.js.
 
 A track request goes: admit the client's IP (one Redis round trip, or the local limiter while
 Redis is away; every answer after it carries the budget's headers) → read the body (413) → with an
@@ -12,7 +13,6 @@ and shapes answers. Whatever is not accepted is counted by reason (ingest/handof
 import dataclasses
 import functools
 import re
-from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
@@ -29,6 +29,7 @@ from app.pixel import domains
 from app.pixel.domains import normalise_host
 from app.pixel.enrichment import Arrival
 from app.pixel.intake import Accepted, Dropped, Outcome, Pixel, Rejected, Verdict
+from app.pixel.script import SCRIPT
 from app.pixel.sites import Site, Unserved
 from app.pixel.validation import (
     MAX_BATCH,
@@ -48,7 +49,6 @@ GIF = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
-SCRIPT = (Path(__file__).parent / "pixel.js").read_bytes()
 DROP_REASON = b"X-Sluice-Drop-Reason"
 NO_STORE = [(b"Cache-Control", b"no-store, no-cache, must-revalidate, max-age=0"), (b"Pragma", b"no-cache")]
 SCRIPT_HEADERS = [(b"Cache-Control", b"public, max-age=86400"), (b"Access-Control-Allow-Origin", b"*")]
@@ -368,3 +368,14 @@ ROUTES = [
     Route("GET", "/pixel.js", get_pixel_script, None, "The tracking script", "Pixel"),
     Route("GET", BASE + "/pixel.js", get_pixel_script, None, "The tracking script", "Pixel"),
 ]
+# SLUICE_PIXEL_PATH's names for the script, track and config: blockers' lists name pixel.js and /track.
+FIRST_PARTY = {BASE + "/pixel.js": "/s.js", BASE + "/track": "/e", BASE + "/config": "/c"}
+
+
+def first_party_routes(prefix: str) -> list[Route]:
+    """The routes of the script, track and config again under `prefix` (none when it is empty): the
+    same handlers, so the same limits, CORS and answers. app/main.py registers them without
+    documenting them: /openapi.json describes each operation once, at its /api/v1 path."""
+    if not prefix:
+        return []
+    return [dataclasses.replace(r, path=prefix + FIRST_PARTY[r.path]) for r in ROUTES if r.path in FIRST_PARTY]

@@ -298,7 +298,9 @@ BODY = Body(
             unique=True,
             description="visitors: unique visitors; visits: sessions; pageviews; events: all events; bounce_rate: % of "
             "visits with one pageview; visit_duration: mean seconds; views_per_visit; conversion_rate: % of visitors "
-            "who sent an event:goal of the filters",
+            "who sent an event:goal of the filters; time_on_page: mean engaged seconds of the pageviews the script "
+            "measured (1 decimal); scroll_depth: their mean deepest scroll, a whole %. The last two are pageviews' "
+            "and take no event:name or event:goal",
         ),
         "date_range": DateRange(),
         "dimensions": List(

@@ -3,6 +3,9 @@
 SQL is assembled only from constants chosen by name (a dimension's column expression, a metric's
 aggregate); every value from the query is a typed bind parameter, and the workspace (and the site,
 unless a query asks for all of them) always constrain it. Bots (`events.is_bot`) are never counted.
+Engagement events (pixel.js's time and scroll measurements) are not something a visitor did: no
+metric counts them but time_on_page and scroll_depth, as Plausible does (they still end a visit:
+visit_duration runs to the last engaged moment).
 
 Two scopes, joined on the dimensions when a query asks for both:
 - event metrics (visitors, pageviews, events, conversion_rate) aggregate events: from the
@@ -15,6 +18,12 @@ Two scopes, joined on the dimensions when a query asks for both:
   host that started in the range, late ones left out (as `sessions_daily`);
   time:* buckets are those of the session's start. Always from raw rows. A visit cannot be split
   by event:* or property:* dimensions: asking for both is InvalidQuery.
+- engagement metrics (time_on_page, scroll_depth) are event metrics over pageviews: each pageview in
+  the range with an engagement event (schema/0010_engagement.sql; its events are read up to a day
+  past the range) counts once, with the sum of their engaged_ms and the max of their scroll_depth.
+  Dimensions and filters apply to the pageview's row, so time:* buckets are the pageview's; event:name
+  and event:goal would select other events, so asking for them is InvalidQuery. Always from raw rows.
+  Unlike Plausible, no event:page is needed: without it the average is over every page.
 visit:* values are the session's first event's. For country, region, city, device, browser, os and
 their versions an event's own value is that: a visitor id is one address and one user agent, so
 they do not change within a visit, and the rollup serves them honestly (country, device, browser,
@@ -26,7 +35,8 @@ metrics row by row and visit metrics to sessions with such an event (a negated o
 one). event:goal values are event names.
 Visitors are `uniq` on both paths (as Plausible): exact below 65,536 visitors, and merging the
 rollup's states gives the same number as counting the raw rows. Rates and durations are rounded to
-2 decimals; bounce_rate and conversion_rate are percentages.
+2 decimals, time_on_page (seconds) to 1; bounce_rate and conversion_rate are percentages, and
+scroll_depth a whole percentage.
 """
 
 import re
@@ -48,9 +58,13 @@ METRICS = (
     "visit_duration",
     "views_per_visit",
     "conversion_rate",
+    "time_on_page",
+    "scroll_depth",
 )
 VISIT_METRICS = ("visits", "bounce_rate", "visit_duration", "views_per_visit")
-RATE_METRICS = ("bounce_rate", "visit_duration", "views_per_visit", "conversion_rate")
+ENGAGEMENT_METRICS = ("time_on_page", "scroll_depth")
+# Decimal places of a metric's value; the others are integers.
+DECIMALS = {"bounce_rate": 2, "visit_duration": 2, "views_per_visit": 2, "conversion_rate": 2, "time_on_page": 1}
 PROPERTY_PREFIX = "property:"
 OPERATORS = ("is", "is_not", "contains", "contains_not", "matches", "matches_not")
 MAX_LIMIT = 10_000
@@ -119,10 +133,10 @@ _PROPERTY = (
     "if(JSONType(properties, {k}) = 'String', JSONExtractString(properties, {k}), JSONExtractRaw(properties, {k}))"
 )
 
-EVENTS_WHERE = """workspace_id = {workspace_id:UInt64} AND NOT is_bot
+EVENTS_WHERE = """workspace_id = {workspace_id:UInt64} AND NOT is_bot AND event != 'engagement'
   AND ({host:Nullable(String)} IS NULL OR host = {host:Nullable(String)})
   AND time >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') AND time < fromUnixTimestamp64Milli({end:Int64}, 'UTC')"""
-ROLLUP_WHERE = """workspace_id = {workspace_id:UInt64}
+ROLLUP_WHERE = """workspace_id = {workspace_id:UInt64} AND event != 'engagement'
   AND ({host:Nullable(String)} IS NULL OR host = {host:Nullable(String)})
   AND hour >= toDateTime(intDiv({start:Int64}, 1000), 'UTC') AND hour < toDateTime(intDiv({end:Int64}, 1000), 'UTC')"""
 SESSIONS_WHERE = f"""workspace_id = {{workspace_id:UInt64}}
@@ -176,6 +190,23 @@ SESSIONS_FROM_EVENTS = f"""(
     GROUP BY workspace_id, session_id
   )
 ) AS sessions"""
+# Each pageview's engagement: what its engagement events (schema/0010_engagement.sql) add up to. An
+# engagement event comes after its pageview, up to a day after the range for a pageview near its end.
+ENGAGEMENT_JOIN = """
+LEFT JOIN (
+  SELECT pageview_id AS g_id, sum(engaged_ms) AS g_ms, max(scroll_depth) AS g_depth, 1 AS g_seen
+  FROM events
+  WHERE workspace_id = {workspace_id:UInt64} AND event = 'engagement' AND pageview_id != ''
+    AND time >= fromUnixTimestamp64Milli({start:Int64}, 'UTC')
+    AND time < fromUnixTimestamp64Milli({end:Int64}, 'UTC') + INTERVAL 1 DAY
+  GROUP BY pageview_id
+) AS g ON e.pageview_id = g.g_id"""
+# Over the pageviews with engagement (an unmatched row reads g_seen 0); 0 when there are none.
+ENGAGED = "event = 'pageview' AND g_seen = 1"
+ENGAGEMENT_AGGREGATES = {
+    "time_on_page": f"if(countIf({ENGAGED}) = 0, 0, round(avgIf(g_ms, {ENGAGED}) / 1000, 1))",
+    "scroll_depth": f"if(countIf({ENGAGED}) = 0, 0, round(avgIf(g_depth, {ENGAGED})))",
+}
 # Event metrics over events rows / stats_hourly rows; $c is the condition a goal adds (see run()).
 EVENT_AGGREGATES = {
     "visitors": ("uniqIf(visitor_id, $c)", "uniqMergeIf(visitors, $c)"),
@@ -290,6 +321,10 @@ def _validate(query: StatsQuery) -> None:
         raise InvalidQuery(f"{visit[0]} cannot be broken down by {split[0]}: a visit spans several events")
     if "conversion_rate" in query.metrics and _split_goal(query.filters)[0] is None:
         raise InvalidQuery('conversion_rate needs an ["is", "event:goal", [...]] filter at the top level')
+    engagement = [m for m in query.metrics if m in ENGAGEMENT_METRICS]
+    names = [d for d in (*query.dimensions, *sorted(_filter_dims(query.filters))) if d in ("event:name", "event:goal")]
+    if engagement and names:
+        raise InvalidQuery(f"{engagement[0]} is measured on pageviews: {names[0]} does not apply to it")
 
 
 def _validate_filter(f: Filter, depth: int, count: list[int]) -> None:
@@ -376,7 +411,7 @@ def _whole_hours(query: StatsQuery) -> bool:
 
 def _rollup_for(query: StatsQuery) -> str | None:
     """The narrowest rollup that answers `query`, if any."""
-    if any(m in VISIT_METRICS for m in query.metrics):
+    if any(m in VISIT_METRICS or m in ENGAGEMENT_METRICS for m in query.metrics):
         return None
     needed = set()
     for dim in set(query.dimensions) | _filter_dims(query.filters):
@@ -443,13 +478,19 @@ def _event_sql(query: StatsQuery, metrics: list[tuple[int, str]], params: _Param
     compiler = _Compiler(params, "event")
     goal_sql = compiler.filter(goal) if goal is not None else "1"
     dims = [f"{_dimension_sql(d, 'event', params, rollup)} AS d{i}" for i, d in enumerate(query.dimensions)]
-    aggs = [f"{EVENT_AGGREGATES[m][rollup].replace('$c', goal_sql)} AS m{i}" for i, m in metrics]
+    aggs = [f"{_event_aggregate(m, rollup).replace('$c', goal_sql)} AS m{i}" for i, m in metrics]
     used = set(query.dimensions) | _filter_dims(query.filters)
     join = "" if rollup or not any(d in DIMS and DIMS[d].first for d in used) else FIRST_JOIN
+    if any(m in ENGAGEMENT_METRICS for _, m in metrics):
+        join += ENGAGEMENT_JOIN
     where = ROLLUP_WHERE if rollup else EVENTS_WHERE
     if rest is not None:
         where += f"\n  AND {compiler.filter(rest)}"
     return _select(dims, aggs, f"{table or 'events AS e'}{join}", where, len(query.dimensions))
+
+
+def _event_aggregate(metric: str, rollup: bool) -> str:
+    return ENGAGEMENT_AGGREGATES[metric] if metric in ENGAGEMENT_METRICS else EVENT_AGGREGATES[metric][rollup]
 
 
 def _visit_sql(query: StatsQuery, metrics: list[tuple[int, str]], params: _Params) -> str:
@@ -554,5 +595,5 @@ def _metric_values(metrics: tuple[str, ...], values) -> list:
         number = float(value) if value is not None else 0.0
         if number != number:  # NaN: nothing to average
             number = 0.0
-        out.append(round(number, 2) if metric in RATE_METRICS else int(number))
+        out.append(round(number, DECIMALS[metric]) if metric in DECIMALS else int(round(number)))
     return out

@@ -64,14 +64,15 @@ def ask(client, headers, site: str, metrics: list[str], **fields) -> dict:
     return r.json()
 
 
-def wait_for(client, headers, site: str, events: int, visits: int) -> None:
+def wait_for(client, headers, site: str, **expected) -> None:
+    """Until the site's metrics (by name) are the expected figures: every event sent has landed."""
     deadline = time.monotonic() + WAIT
     while True:
-        found = ask(client, headers, site, ["events", "visits"])["results"][0]["metrics"]
-        if found == [events, visits] or time.monotonic() > deadline:
+        found = ask(client, headers, site, list(expected))["results"][0]["metrics"]
+        if found == list(expected.values()) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert found == [events, visits]
+    assert found == list(expected.values())
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +240,92 @@ def test_pagination_order_and_total_rows(stats_api, site):
     assert answer["query"]["pagination"] == {"limit": 1, "offset": 1}
     first = query(stats_api, headers, {**body, "pagination": {"limit": 1}}).json()
     assert rows(first) == [(("/pricing",), (1,))]
+
+
+@pytest.fixture(scope="module")
+def engaged_site(stats_api, tenants):
+    """A site whose pageviews the script measured: visitor A (Germany) reads / for 30 + 12 s down to
+    80 %, then /pricing for 5 s to the end; visitor B (US) reads / for 9 s, 20 %, then views / again
+    and leaves before any engagement. Returns (site, headers, each pageview's day)."""
+    ws = tenants.workspace()
+    host = register(tenants, ws["id"])
+    now = datetime.now(UTC)
+
+    def at(minutes_ago: float) -> str:
+        return stamp(now - timedelta(minutes=minutes_ago))
+
+    def pageview(path: str, pageview_id: str, minutes_ago: float) -> dict:
+        properties = {"title": path, "pageview_id": pageview_id}
+        return {
+            "event": "pageview",
+            "url": f"https://{host}{path}",
+            "properties": properties,
+            "timestamp": at(minutes_ago),
+        }
+
+    def engagement(path: str, pageview_id: str, minutes_ago: float, ms: int, depth: int) -> dict:
+        properties = {"pageview_id": pageview_id, "engaged_ms": ms, "scroll_depth": depth}
+        return {
+            "event": "engagement",
+            "url": f"https://{host}{path}",
+            "properties": properties,
+            "timestamp": at(minutes_ago),
+        }
+
+    a, b, c, d = "a" * 16, "b" * 16, "c" * 16, "d" * 16
+    first = [
+        pageview("/", a, 20),
+        engagement("/", a, 19, 30_000, 40),
+        engagement("/", a, 15, 12_000, 80),
+        pageview("/pricing", b, 10),
+        engagement("/pricing", b, 9, 5_000, 100),
+    ]
+    assert track(stats_api, first, "192.0.2.10")["accepted"] == 5
+    second = [pageview("/", c, 5), engagement("/", c, 4, 9_000, 20), pageview("/", d, 3)]
+    assert track(stats_api, second, "198.51.100.20", SAFARI_IPHONE)["accepted"] == 3
+    headers = {"Authorization": f"Bearer {tenants.key(ws['id'])}"}
+    # Engagement events are measurements, not events: 4 events (the pageviews) once all 8 have landed.
+    wait_for(stats_api, headers, host, events=4, visits=2, time_on_page=18.7, scroll_depth=67)
+    days = {pv: (now - timedelta(minutes=m)).date().isoformat() for pv, m in ((a, 20), (b, 10), (c, 5), (d, 3))}
+    return host, headers, days
+
+
+def test_time_on_page_and_scroll_depth_of_measured_pageviews(stats_api, engaged_site):
+    host, headers, days = engaged_site
+    metrics = ["pageviews", "time_on_page", "scroll_depth"]
+    answer = ask(stats_api, headers, host, metrics)
+    assert answer["results"] == [{"dimensions": [], "metrics": [4, 18.7, 67]}]  # (42 + 5 + 9) / 3 s, (80+100+20)/3 %
+    assert answer["meta"]["source"] == "events"
+    by_page = ask(stats_api, headers, host, metrics, dimensions=["event:page"])
+    assert rows(by_page) == [(("/",), (3, 25.5, 50)), (("/pricing",), (1, 5.0, 100))]
+    by_country = ask(stats_api, headers, host, [*metrics, "visits"], dimensions=["visit:country"])
+    assert rows(by_country) == [(("DE",), (2, 23.5, 90, 1)), (("US",), (2, 9.0, 20, 1))]
+    pricing = ask(stats_api, headers, host, metrics[1:], filters=[["is", "event:page", ["/pricing"]]])
+    assert pricing["results"][0]["metrics"] == [5.0, 100]
+    # A day's figures are its pageviews' (the four are minutes apart: one day, or two across midnight).
+    measured = {"a" * 16: (42_000, 80), "b" * 16: (5_000, 100), "c" * 16: (9_000, 20)}
+    expected = []
+    for day in sorted(set(days.values())):
+        seen = [measured[pv] for pv, d in days.items() if d == day and pv in measured]
+        time_on_page = round(sum(ms for ms, _ in seen) / len(seen) / 1000, 1) if seen else 0.0
+        scroll = round(sum(depth for _, depth in seen) / len(seen)) if seen else 0
+        expected.append(((day,), (sum(d == day for d in days.values()), time_on_page, scroll)))
+    assert rows(ask(stats_api, headers, host, metrics, dimensions=["time:day"])) == expected
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"dimensions": ["event:name"]},
+        {"filters": [["is", "event:name", ["pageview"]]]},
+        {"filters": [["is", "event:goal", ["signup"]]], "metrics": ["conversion_rate", "time_on_page"]},
+    ],
+)
+def test_engagement_metrics_refuse_event_names_and_goals(stats_api, engaged_site, change):
+    host, headers, _ = engaged_site
+    r = query(stats_api, headers, {"site": host, "metrics": ["time_on_page"], "date_range": "7d", **change})
+    assert r.status_code == 422, r.text
+    assert "measured on pageviews" in r.json()["errors"]["body"][0]
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,18 @@ SELECT generateUUIDv7(number), 1, if(number = 2, 'signup', 'pageview'), now64(3)
     if(number < 3, 11, 12), 'Chrome', 'Windows', 'desktop', if(number < 3, 'DE', 'US'),
     if(number < 3, 'DE-BY', 'US-CA'), 'pixel', 0, number
 FROM numbers(4)"""
+# v1's pageview of /pricing as pixel.js measures it: two engagement events, 30 s + 12 s, 40 % then 80 %.
+ENGAGEMENT = """
+INSERT INTO events (event_id, workspace_id, event, time, received_at, url, host, path, properties, visitor_id,
+    session_id, country, region, _topic, _partition, _offset)
+SELECT generateUUIDv7(number), 1, if(number = 0, 'pageview', 'engagement'), now64(3) - INTERVAL (9 - number) MINUTE,
+    now64(3), 'https://shop.test/pricing', 'shop.test', '/pricing',
+    [
+        '{"title":"Pricing","pageview_id":"00112233aabbccdd"}',
+        '{"pageview_id":"00112233aabbccdd","engaged_ms":30000,"scroll_depth":40}',
+        '{"pageview_id":"00112233aabbccdd","engaged_ms":12000,"scroll_depth":80}'
+    ][number + 1], 'v1', 11, 'DE', 'DE-BY', 'pixel', 0, 100 + number
+FROM numbers(3)"""
 
 
 def run_in_chdb(tmp_path: Path, statements: list[str], queries: list[str]) -> list[list]:
@@ -55,10 +67,10 @@ def example_queries() -> list[str]:
 
 def test_example_queries_run_and_the_analytics_ones_answer(tmp_path):
     queries = example_queries()
-    assert len(queries) == 15
-    answers = run_in_chdb(tmp_path, [SEED], queries)
+    assert len(queries) == 16
+    answers = run_in_chdb(tmp_path, [SEED, ENGAGEMENT], queries)
     titles = [q.splitlines()[0] for q in queries]
-    # Sessions, bounce rate, countries, channels and devices: each answers on the seeded rows.
+    # Sessions, bounce rate, countries, channels, devices and time on page: each answers on the seeded rows.
     for title, rows in list(zip(titles, answers, strict=True))[10:]:
         assert rows, f"{title} found nothing"
     daily = answers[10]  # (a day's rows: the seeded sessions may straddle midnight)
@@ -69,6 +81,7 @@ def test_example_queries_run_and_the_analytics_ones_answer(tmp_path):
     assert channels == {("Organic Search", "Google"): "1", ("Direct", ""): "1"}
     countries = {row[0] for row in answers[12]}
     assert countries == {"DE", "US"}
+    assert answers[15] == [["/pricing", "1", "42.0", "80.0"]], "one measured pageview: 42 s, 80 %"
 
 
 def test_the_column_reference_names_every_column_of_every_table(tmp_path):

@@ -1,60 +1,44 @@
-"""app/pixel/pixel.js in a simulated page (node's vm): what it sends, where, and when it stays quiet."""
+"""What the API serves as the tracking script: app/pixel/pixel.js built by app/pixel/script.py, and
+no more than its size budget. What the script does is proven in a real browser (tests/browser)."""
 
-import json
-import shutil
-import subprocess
-from pathlib import Path
+import gzip
+import re
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-HARNESS = Path(__file__).with_name("pixel_script_harness.js")
-ENABLED = {"enabled": True, "features": {"pageviews": True, "events": True, "sessions": True}, "sample_rate": 1.0}
+from app.pixel.script import BUDGET_GZIPPED, GZIPPED_BYTES, SOURCE_PATH, build
+from tests.unit.app.test_pixel_http import api  # noqa: F401 (the in-process application fixture)
+
+PATHS = ["/pixel.js", "/api/v1/pixel/pixel.js"]
 
 
-def run_script(config: dict, random: float = 0.25) -> list[dict]:
-    node = shutil.which("node")
-    assert node, "node is needed to run the tracking script (Debian package nodejs)"
-    out = subprocess.run(
-        [node, str(HARNESS), str(ROOT / "app" / "pixel" / "pixel.js"), json.dumps(config), str(random)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+@pytest.mark.parametrize("path", PATHS)
+async def test_the_served_script_is_the_source_in_the_repo_built(api, path):  # noqa: F811
+    client, _, _ = api
+    r = await client.get(path)
+    assert r.status == 200
+    assert r.content_type().startswith(b"application/javascript")
+    served = await r.read()
+    assert served == build(SOURCE_PATH.read_text())
+    # Built: no comment and no indentation left, local names shortened, what the page names kept.
+    assert b"/*" not in served and b"\n  " not in served and b"sampleKey" not in served
+    for kept in (b"sluice", b'"data-"', b"sendBeacon", b'"text/plain"', b"/api/v1/pixel"):
+        assert kept in served
+    assert r.headers.get_first(b"Access-Control-Allow-Origin") == b"*"
 
 
-def events_of(sent: list[dict]) -> list[dict]:
-    return [e for beacon in sent for e in (beacon["body"] if isinstance(beacon["body"], list) else [beacon["body"]])]
+def test_a_page_pays_at_most_the_budget_for_it():
+    served = build(SOURCE_PATH.read_text())
+    assert len(gzip.compress(served, 9)) == GZIPPED_BYTES <= BUDGET_GZIPPED == 2500
 
 
-def test_pageviews_queued_and_custom_events_go_out_as_text_plain_beacons_to_the_api():
-    sent = run_script(ENABLED)
-    assert {b["url"] for b in sent} == {"https://api.sluice.test/api/v1/pixel/track"}
-    assert {b["type"] for b in sent} == {"text/plain"}  # no CORS preflight
-    events = events_of(sent)
-    assert [(e["event"], e["url"]) for e in events] == [
-        ("pageview", "https://shop.example/a?utm_source=news"),  # on load
-        ("early", "https://shop.example/a?utm_source=news"),  # called before the script loaded
-        ("signup", "https://shop.example/a?utm_source=news"),
-        ("pageview", "https://shop.example/b"),  # SPA navigation, flushed on pagehide
-    ]
-    assert events[0]["referrer"] == "https://www.google.com/" and events[0]["properties"] == {"title": "Shop"}
-    assert events[2]["properties"] == {"plan": "pro"}
-    assert {e["sample_key"] for e in events} == {0.25} and all(isinstance(e["timestamp"], int) for e in events)
+def test_the_readme_states_the_size_it_is():
+    readme = (SOURCE_PATH.parents[2] / "README.md").read_text()
+    stated = re.search(r"pixel\.js is ([0-9.]+) KB gzipped", readme)
+    assert stated, "README's pixel section says how big the script is"
+    assert float(stated.group(1)) == round(GZIPPED_BYTES / 1000, 1)
 
 
-def test_a_disabled_or_unknown_site_sends_nothing():
-    assert run_script({"enabled": False}) == []
-
-
-@pytest.mark.parametrize("draw, expected", [(0.2, 4), (0.7, 0)])
-def test_sample_rate_keeps_a_page_whole_or_not_at_all(draw, expected):
-    sent = run_script({**ENABLED, "sample_rate": 0.5}, random=draw)
-    assert len(events_of(sent)) == expected
-
-
-def test_switched_off_features_are_not_sent():
-    sent = run_script({**ENABLED, "features": {"pageviews": False, "events": True}})
-    assert [e["event"] for e in events_of(sent)] == ["early", "signup"]
+def test_a_script_a_browser_of_the_time_could_not_run_is_refused_at_build():
+    with pytest.raises(Exception, match="Unexpected|Illegal|ECMA"):
+        build("const f = (a) => a;")

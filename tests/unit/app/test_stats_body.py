@@ -101,3 +101,46 @@ def test_explicit_ranges_are_accepted_in_order_and_refused_otherwise(first, last
         assert stats_body.parse(body).date_range == (first, last)
     else:
         assert "after" in errors_of(body)["date_range"][0]
+
+
+NOW = datetime(2026, 2, 14, 12, 0, tzinfo=UTC)
+
+
+def planned(body: dict) -> tuple[str, dict, str]:
+    """The planner's (sql, parameters, source) for a body, as the route would run it."""
+    query, _ = stats_body.to_query(stats_body.parse({**BASE, **body}), 1, "shop.example", "UTC", NOW, TODAY)
+    return stats.plan(query)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"metrics": ["time_on_page", "scroll_depth"]},
+        {"metrics": ["pageviews", "time_on_page"], "dimensions": ["event:page"]},
+        {"metrics": ["scroll_depth"], "dimensions": ["time:day"], "filters": [["contains", "event:page", ["/blog"]]]},
+        {"metrics": ["visits", "time_on_page"], "dimensions": ["visit:country"]},
+    ],
+)
+def test_engagement_metrics_are_read_from_raw_rows(body):
+    sql, _, source = planned(body)
+    assert source == "events" and "sum(engaged_ms)" in sql
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"metrics": ["time_on_page"], "dimensions": ["event:name"]},
+        {"metrics": ["events", "scroll_depth"], "filters": [["is", "event:name", ["pageview"]]]},
+        {"metrics": ["time_on_page"], "filters": [["not", ["is", "event:goal", ["signup"]]]]},
+        {"metrics": ["conversion_rate", "scroll_depth"], "filters": [["is", "event:goal", ["signup"]]]},
+    ],
+)
+def test_engagement_metrics_refuse_what_selects_other_events_than_pageviews(body):
+    with pytest.raises(stats.InvalidQuery, match="measured on pageviews"):
+        planned(body)
+
+
+def test_metric_values_are_rounded_as_documented():
+    values = stats._metric_values(("time_on_page", "scroll_depth", "bounce_rate", "pageviews"), (18.66, 66.6, 1 / 3, 3))
+    assert values == [18.7, 67, 0.33, 3]
+    assert isinstance(values[1], int)

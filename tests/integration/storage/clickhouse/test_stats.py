@@ -61,6 +61,36 @@ ROWS = [
     row(WS, HOST, 107, "v4", "2026-11-12 00:00:00", "pageview", "/", DIRECT, DE),
 ]
 
+# Engagement (another workspace's rows, so the site's figures above stay as they are): e1 reads / for
+# 42 s (two engagement events) down to 80 %, then /pricing for 5 s to the end; e2 reads / for 9 s, 20 %,
+# until after the range's end; e3's pageview was never measured; e4's pageview came before the range.
+ENGAGED_WS = 7003
+
+
+def viewed(session, visitor, time, path, where, pageview_id):
+    props = json.dumps({"title": path, "pageview_id": pageview_id})
+    return row(ENGAGED_WS, HOST, session, visitor, time, "pageview", path, DIRECT, where, props=props)
+
+
+def engaged(session, visitor, time, path, where, pageview_id, ms, depth):
+    props = json.dumps({"pageview_id": pageview_id, "engaged_ms": ms, "scroll_depth": depth})
+    return row(ENGAGED_WS, HOST, session, visitor, time, "engagement", path, DIRECT, where, props=props)
+
+
+ENGAGED_ROWS = [
+    viewed(401, "e1", "2026-11-10 10:00:00", "/", DE, "a1"),
+    engaged(401, "e1", "2026-11-10 10:00:30", "/", DE, "a1", 30_000, 40),
+    engaged(401, "e1", "2026-11-10 10:05:00", "/", DE, "a1", 12_000, 80),
+    viewed(401, "e1", "2026-11-10 10:10:00", "/pricing", DE, "b1"),
+    engaged(401, "e1", "2026-11-10 10:11:00", "/pricing", DE, "b1", 5_000, 100),
+    viewed(402, "e2", "2026-11-11 23:50:00", "/", US, "c1"),
+    engaged(402, "e2", "2026-11-12 00:20:00", "/", US, "c1", 9_000, 20),
+    viewed(403, "e3", "2026-11-11 12:00:00", "/", FR, "d1"),
+    engaged(403, "e3", "2026-11-11 12:01:00", "/", FR, "", 99_000, 99),  # no pageview's
+    viewed(400, "e4", "2026-11-09 23:00:00", "/", FR, "z1"),
+    engaged(400, "e4", "2026-11-10 00:10:00", "/", FR, "z1", 60_000, 90),
+]
+
 SERVER = """
 import asyncio, json, sys
 from storage.clickhouse import client as ch
@@ -117,7 +147,7 @@ def reader(tmp_path_factory):
         text=True,
     )
     assert child.stdin is not None and child.stdout is not None
-    child.stdin.write(json.dumps([insert_statement(ROWS)]) + "\n")
+    child.stdin.write(json.dumps([insert_statement(ROWS + ENGAGED_ROWS)]) + "\n")
     child.stdin.flush()
     assert child.stdout.readline().strip() == "ready"
     yield worker_reader("chdb://" + str(directory))
@@ -139,7 +169,8 @@ ALL = ("visitors", "visits", "pageviews", "events", "bounce_rate", "visit_durati
 
 
 def test_every_metric_over_the_site_counts_people_not_bots_nor_other_sites(reader):
-    assert rows(reader, query(ALL)) == [(3, 4, 6, 8, 50.0, 375.0, 1.5)]
+    # 7 events: v3's engagement is a measurement of its pageview, not an event (v3 still bounced).
+    assert rows(reader, query(ALL)) == [(3, 4, 6, 7, 50.0, 375.0, 1.5)]
 
 
 def test_other_workspace_and_other_host_see_only_their_own_rows(reader):
@@ -152,19 +183,19 @@ def test_pages_break_down_events_and_are_served_from_the_rollup(reader):
     q = query(("visitors", "pageviews", "events"), dimensions=("event:page",))
     result = stats.run(reader, q)
     assert result.source == "rollup" and result.total_rows == 3
-    expected = [("/", 2, 3, 4), ("/pricing", 2, 2, 3), ("/blog", 1, 1, 1)]
+    expected = [("/", 2, 3, 3), ("/pricing", 2, 2, 3), ("/blog", 1, 1, 1)]
     assert rows(reader, q) == rows(reader, q, source="events") == expected
 
 
 def test_event_names_break_down(reader):
     q = query(("visitors", "events"), dimensions=("event:name",))
-    assert rows(reader, q) == [("pageview", 3, 6), ("engagement", 1, 1), ("signup", 1, 1)]
+    assert rows(reader, q) == [("pageview", 3, 6), ("signup", 1, 1)]  # engagement is no event
 
 
 def test_source_is_the_visits_first_event_for_events_and_visits_alike(reader):
     q = query(("visitors", "pageviews", "events", "visits", "bounce_rate"), dimensions=("visit:source",))
     assert stats.plan(q)[2] == "events"
-    assert rows(reader, q) == [("", 2, 2, 3, 2, 100.0), ("Facebook", 1, 2, 2, 1, 0.0), ("Google", 1, 2, 3, 1, 0.0)]
+    assert rows(reader, q) == [("", 2, 2, 2, 2, 100.0), ("Facebook", 1, 2, 2, 1, 0.0), ("Google", 1, 2, 3, 1, 0.0)]
 
 
 @pytest.mark.parametrize(
@@ -204,16 +235,16 @@ def test_device_like_dimensions_count_events_from_the_rollup_as_from_raw_rows(re
 def test_days_follow_the_time_zone_and_a_half_hour_zone_reads_raw_rows(reader):
     utc = query(("visitors", "pageviews", "events", "visits"), dimensions=("time:day",))
     assert stats.plan(utc)[2] == "events"  # visits
-    assert rows(reader, utc) == [("2026-11-10", 2, 4, 5, 3), ("2026-11-11", 2, 2, 3, 1)]
+    assert rows(reader, utc) == [("2026-11-10", 2, 4, 5, 3), ("2026-11-11", 2, 2, 2, 1)]
     kolkata = query(("visitors", "pageviews", "events", "visits"), dimensions=("time:day",), time_zone="Asia/Kolkata")
-    assert rows(reader, kolkata) == [("2026-11-10", 2, 3, 4, 2), ("2026-11-11", 2, 3, 4, 2)]
+    assert rows(reader, kolkata) == [("2026-11-10", 2, 3, 4, 2), ("2026-11-11", 2, 3, 3, 2)]
     hours = query(("events",), dimensions=("time:hour",), time_zone="Asia/Kolkata")
     assert stats.plan(hours)[2] == "events"
     assert rows(reader, hours) == [
         ("2026-11-10 15:00:00", 3),
         ("2026-11-10 16:00:00", 1),
         ("2026-11-11 05:00:00", 2),
-        ("2026-11-11 17:00:00", 2),
+        ("2026-11-11 17:00:00", 1),
     ]
     berlin = query(("events",), dimensions=("time:hour",), time_zone="Europe/Berlin")
     assert stats.plan(berlin)[2] == "rollup"
@@ -257,7 +288,7 @@ def test_conversion_rate_is_the_share_of_visitors_who_reached_the_goal(reader):
             (2, 2),
         ),
         (Combined("and", (Condition("is", "visit:country", ("DE",)), Condition("is", "event:page", ("/",)))), (1, 2)),
-        (Negated(Condition("is", "event:name", ("pageview",))), (2, 0)),
+        (Negated(Condition("is", "event:name", ("pageview",))), (1, 0)),  # v1's signup (engagement is none)
         (
             Negated(
                 Combined("or", (Condition("is", "visit:device", ("mobile",)), Condition("is", "event:page", ("/",))))
@@ -294,8 +325,46 @@ def test_order_limit_and_offset_page_through_rows_with_the_total(reader):
 
 
 @pytest.mark.parametrize(
+    ("dimensions", "time_zone", "expected"),
+    [
+        ((), "UTC", [(4, 18.7, 67)]),  # (42 + 5 + 9) / 3 s; (80 + 100 + 20) / 3 %
+        (("event:page",), "UTC", [("/", 3, 25.5, 50), ("/pricing", 1, 5.0, 100)]),
+        (("time:day",), "UTC", [("2026-11-10", 2, 23.5, 90), ("2026-11-11", 2, 9.0, 20)]),
+        # A pageview's bucket is its own time's: e2's 23:50 UTC is the 12th in Kolkata.
+        (
+            ("time:day",),
+            "Asia/Kolkata",
+            [("2026-11-10", 2, 23.5, 90), ("2026-11-11", 1, 0.0, 0), ("2026-11-12", 1, 9.0, 20)],
+        ),
+        (("visit:country",), "UTC", [("DE", 2, 23.5, 90), ("FR", 1, 0.0, 0), ("US", 1, 9.0, 20)]),
+    ],
+)
+def test_time_on_page_and_scroll_depth_average_the_measured_pageviews(reader, dimensions, time_zone, expected):
+    q = query(
+        ("pageviews", "time_on_page", "scroll_depth"),
+        workspace_id=ENGAGED_WS,
+        dimensions=dimensions,
+        time_zone=time_zone,
+    )
+    assert stats.plan(q)[2] == "events"
+    assert rows(reader, q) == expected
+
+
+def test_engagement_metrics_follow_page_filters_and_sit_beside_visit_metrics(reader):
+    page = query(
+        ("time_on_page", "scroll_depth"), workspace_id=ENGAGED_WS, filters=Condition("is", "event:page", ("/",))
+    )
+    assert rows(reader, page) == [(25.5, 50)]
+    q = query(("visits", "time_on_page"), workspace_id=ENGAGED_WS, dimensions=("visit:country",))
+    assert rows(reader, q) == [("DE", 1, 23.5), ("FR", 1, 0.0), ("US", 1, 9.0)]
+    assert rows(reader, query(("time_on_page", "scroll_depth"))) == [(0.0, 0)]  # no engagement measured
+
+
+@pytest.mark.parametrize(
     "bad",
     [
+        query(("time_on_page",), dimensions=("event:name",)),
+        query(("scroll_depth",), filters=Negated(Condition("is", "event:goal", ("signup",)))),
         query(("conversion_rate",)),
         query(("visits",), dimensions=("event:page",)),
         query(("bounce_rate",), dimensions=("property:plan",)),
