@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STACK := $(PY) -m storage.local_stack
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast contract lint typecheck check up down status env venv bench bench-tools bench-check bench-asgi clean
+.PHONY: run test test-fast contract lint typecheck check up down status stack-status env venv bench bench-tools bench-check bench-asgi clean
 
 $(VENV)/.installed: pyproject.toml
 	@echo "[make] creating the virtualenv in $(VENV) and installing dependencies (first run takes a few minutes)"
@@ -55,7 +55,15 @@ up: venv
 down: venv
 	@$(STACK) down
 
+# What runs: the stack's services, then Sluice's own processes and how they do (`python -m app
+# status`: API, worker, dispatcher, consumer lag, spool, webhooks; exit 1 when anything is wrong).
+# Starts nothing. The stack's part alone: `make stack-status`.
 status: venv
+	@$(STACK) status
+	@echo
+	@eval "$$($(STACK) env)" && $(PY) -m app status
+
+stack-status: venv
 	@$(STACK) status
 
 env: venv

@@ -1,8 +1,9 @@
 """Command line: `python -m app migrate | create-workspace | create-key | set-tier | set-entitlement |
-counters | serve | run`."""
+counters | serve | run | status`."""
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
@@ -10,7 +11,7 @@ from redis.exceptions import RedisError
 
 from app.access.scopes import KNOWN
 from app.access.tokens import generate_key
-from app.cli import counters, supervisor
+from app.cli import counters, status, supervisor
 from app.resources.features import AMOUNT_MAX, FEATURES
 from app.resources.workspaces import TIERS, slugify
 from storage.clickhouse import client as clickhouse
@@ -22,6 +23,9 @@ from storage.postgres.pool import create_pool
 from storage.redis.client import close_client, create_client
 from storage.redis.key_gate import RECORD_TTL_SECONDS, KeyGate
 from storage.redis.quota import QuotaStore
+from storage.telemetry import logs
+
+log = logging.getLogger("sluice.serve")
 
 
 async def run_migrate(config: Config, _args) -> None:
@@ -154,6 +158,13 @@ def report_drift(checked: list, show_all: bool) -> int:
     return 1 if drifting else 0
 
 
+async def run_status(config: Config, _args) -> int:
+    """One screen: what runs and how it does; exit code 1 when anything fails."""
+    lines = await status.collect(config)
+    print(status.render(lines, colour=sys.stdout.isatty()))
+    return status.exit_code(lines)
+
+
 # Seconds granian waits before starting a worker again after one died: a worker that crashes at
 # once is retried at this pace instead of in a tight loop, and a lone crash costs one worker's share.
 RESPAWN_INTERVAL_SECONDS = 1
@@ -177,6 +188,10 @@ def serve_command(config: Config, workers: int) -> list[str]:
         str(workers),
         "--log-level",
         config.shared.log_level,
+        # granian's own lines in Sluice's format; one access line per request, the API's `sluice.access`.
+        "--log-config",
+        str(logs.GRANIAN_LOG_CONFIG),
+        "--no-access-log",
         "--no-ws",
         "--http1-header-read-timeout",
         str(config.api.header_timeout_seconds * 1000),
@@ -190,7 +205,9 @@ def serve_command(config: Config, workers: int) -> list[str]:
 def run_serve(config: Config, args) -> None:
     workers = args.workers or config.api.workers
     command = serve_command(config, workers)
-    print(f"serving on http://{config.api.host}:{config.api.port} with {workers} worker(s)", file=sys.stderr)
+    # Through the log, not print: a collector reading JSON lines gets nothing else on this stream.
+    logs.setup("api", config.shared)
+    log.info("serving on http://%s:%d with %d worker(s)", config.api.host, config.api.port, workers)
     os.execv(command[0], command)
 
 
@@ -251,6 +268,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int)
     run = sub.add_parser("run", help="migrate, then serve the API and run the ingest worker until Ctrl-C")
     run.add_argument("--workers", type=int)
+    sub.add_parser("status", help="services, API, lag, spool, webhooks and inserts at a glance (exit 1: trouble)")
     return p
 
 
@@ -268,6 +286,7 @@ def main() -> None:
         "set-tier": run_set_tier,
         "set-entitlement": run_set_entitlement,
         "counters": run_counters,
+        "status": run_status,
     }
     try:
         code = asyncio.run(command[args.command](config, args))

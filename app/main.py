@@ -1,7 +1,6 @@
 """Assembles the application: configuration, pools, routes, middleware, lifespan."""
 
 import gc
-import logging
 import os
 from collections.abc import AsyncIterator
 
@@ -13,7 +12,8 @@ from redis.asyncio import Redis
 from app.access.auth import Authenticator
 from app.access.rate_limits import FailedAuthLimit, LocalLimiter, RedisHealth
 from app.http import health, metrics, openapi
-from app.http.middleware import BodyDeadline, request_middleware
+from app.http.metrics import Exposition
+from app.http.middleware import UNMATCHED, BodyDeadline, observed
 from app.http.routing import Route, Services, ServicesHolder, endpoint, fallback
 from app.mcp_servers import analytics
 from app.pixel import domains
@@ -29,14 +29,18 @@ from storage.postgres.workspace_cache import WorkspaceCache
 from storage.redis.client import close_client, create_client
 from storage.redis.idempotency import IdempotencyStore
 from storage.redis.key_gate import KeyGate
+from storage.telemetry import logs
+from storage.telemetry import metrics as telemetry
+from storage.telemetry.metrics import ApiMetrics
 
 
-def api_routes(config: Config | None = None) -> list[Route]:
+def api_routes(config: Config | None = None, exposition: Exposition | None = None) -> list[Route]:
     """Every route of the API; tests read this table to check each one's scope. With the
-    configuration, the document also shows each built-in MCP tool's arguments."""
+    configuration, the document also shows each built-in MCP tool's arguments; without an
+    exposition, /metrics answers 404 (SLUICE_METRICS=off)."""
     routes = (
         health.ROUTES
-        + metrics.ROUTES
+        + metrics.routes(exposition)
         + workspaces.ROUTES
         + api_keys.ROUTES
         + entitlements.ROUTES
@@ -47,17 +51,21 @@ def api_routes(config: Config | None = None) -> list[Route]:
     return routes + openapi.routes_for(routes)
 
 
-def configure_routes(router: Router, holder: ServicesHolder, config: Config | None = None) -> list[Route]:
-    routes = api_routes(config)
+def configure_routes(
+    router: Router, holder: ServicesHolder, config: Config | None = None, exposition: Exposition | None = None
+) -> list[Route]:
+    """Each route's endpoint behind observed() (app/http/middleware.py), which names it by its template."""
+    routes = api_routes(config, exposition)
     # Served, not documented: the pixel's first-party aliases (SLUICE_PIXEL_PATH) of documented routes.
     served = routes + (pixel.first_party_routes(config.api.pixel_path) if config is not None else [])
+    observations = exposition.metrics if exposition is not None else None
     for route in served:
-        router.add(route.method, route.path, endpoint(route, holder))
-    router.fallback = fallback(served, holder)
+        router.add(route.method, route.path, observed(route.path, endpoint(route, holder), observations))
+    router.fallback = observed(UNMATCHED, fallback(served, holder), observations)
     return routes
 
 
-def create_producer(config: Config, topics: Topics) -> DurableProducer:
+def create_producer(config: Config, topics: Topics, metrics: ApiMetrics | None = None) -> DurableProducer:
     api = config.api
     return DurableProducer(
         config.shared.kafka_bootstrap_servers,
@@ -68,11 +76,14 @@ def create_producer(config: Config, topics: Topics) -> DurableProducer:
         spool_max_bytes=api.spool_max_bytes,
         partitions=config.shared.kafka_partitions,
         topics=(topics.pixel, topics.usage, topics.dropped, topics.dead_letter),
+        metrics=metrics,
     )
 
 
-def create_authenticator(api: ApiConfig, pool: asyncpg.Pool, redis: Redis) -> Authenticator:
-    health = RedisHealth()  # the process's one view of Redis: the pixel shares it (app/http/metrics.py reports it)
+def create_authenticator(
+    api: ApiConfig, pool: asyncpg.Pool, redis: Redis, metrics: ApiMetrics | None = None
+) -> Authenticator:
+    health = RedisHealth(metrics=metrics)  # the process's one view of Redis: the pixel shares it
     local = LocalLimiter(api.workers) if api.rate_limits else None
     failures = (
         FailedAuthLimit(redis, health, api.auth_failures_per_minute, api.workers, api.trusted_proxies)
@@ -82,9 +93,12 @@ def create_authenticator(api: ApiConfig, pool: asyncpg.Pool, redis: Redis) -> Au
     return Authenticator(pool, KeyGate(redis, api.rate_limits), local, api.last_used_flush_seconds, health, failures)
 
 
-def configure_lifespan(app: Application, config: Config, topics: Topics, holder: ServicesHolder) -> None:
+def configure_lifespan(
+    app: Application, config: Config, topics: Topics, holder: ServicesHolder, exposition: Exposition | None = None
+) -> None:
     """Starts the pools, clients and producer, then sets the Services built from them on `holder`."""
     shared, api = config.shared, config.api
+    metrics = exposition.metrics if exposition is not None else None
 
     @app.lifespan
     async def resources() -> AsyncIterator[None]:
@@ -94,11 +108,11 @@ def configure_lifespan(app: Application, config: Config, topics: Topics, holder:
         await workspace_cache.start()
         redis = create_client(shared.redis_url)
         analytics.connect_servers(registry, pool, redis, workspace_cache)
-        authenticator = create_authenticator(api, pool, redis)
+        authenticator = create_authenticator(api, pool, redis, metrics)
         authenticator.start()  # also PINGs Redis while it is marked down
-        producer = create_producer(config, topics)
+        producer = create_producer(config, topics, metrics)
         await producer.start()  # never waits long for Kafka: it spools meanwhile
-        intake = Pixel(config, pool, redis, producer, authenticator.health)
+        intake = Pixel(config, pool, redis, producer, authenticator.health, metrics)
         holder.services = Services(
             config,
             topics,
@@ -113,10 +127,14 @@ def configure_lifespan(app: Application, config: Config, topics: Topics, holder:
             workspaces=workspace_cache,
         )
         intake.start()
+        if exposition is not None:
+            exposition.start(pool, redis, producer, authenticator.health)
         tune_gc()
         try:
             yield
         finally:
+            if exposition is not None:
+                await exposition.stop()
             await intake.stop()  # its last drop counts go out with the producer's flush
             await producer.stop()  # flushes to Kafka, or leaves the rest in the spool
             await authenticator.stop()
@@ -140,18 +158,29 @@ def create_app(config: Config | None = None) -> BodyDeadline:
     """The ASGI application granian serves (`app.main:create_app`: configured from the environment),
     BlackSheep's inside the body read deadline."""
     config = config or load_or_exit(os.environ)
-    logging.basicConfig(level=config.shared.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup("api", config.shared)
     holder = ServicesHolder()
-    app = build_application(holder, config)
-    configure_lifespan(app, config, Topics.with_prefix(config.shared.kafka_topic_prefix), holder)
+    exposition = create_exposition() if config.api.metrics else None
+    app = build_application(holder, config, exposition)
+    configure_lifespan(app, config, Topics.with_prefix(config.shared.kafka_topic_prefix), holder, exposition)
     return BodyDeadline(app, config.api.body_timeout_seconds)
 
 
-def build_application(holder: ServicesHolder, config: Config | None = None) -> Application:
-    """Routes and middleware reading their Services from `holder`, without the lifespan that sets
-    them: tests of the HTTP layer set a Services of their own (tests/unit/app/test_pixel_http.py)."""
+def create_exposition() -> Exposition:
+    """This worker's metrics, in the directory its server's workers share (app/http/metrics.py):
+    chosen before the first metric exists, as prometheus_client requires."""
+    directory = metrics.choose_directory(os.environ)
+    metrics.prepare_directory(directory)
+    telemetry.use_directory(directory)
+    return Exposition(directory, ApiMetrics())
+
+
+def build_application(
+    holder: ServicesHolder, config: Config | None = None, exposition: Exposition | None = None
+) -> Application:
+    """Routes reading their Services from `holder`, each behind observed(), without the lifespan that
+    sets them: tests of the HTTP layer set a Services of their own (tests/unit/app/test_pixel_http.py)."""
     router = Router()
     app = Application(router=router)
-    configure_routes(router, holder, config)
-    app.middlewares.append(request_middleware)
+    configure_routes(router, holder, config, exposition)
     return app

@@ -29,6 +29,7 @@ TARGETS = {
     "consumer": Target("value", 200_000, "≥ 200,000/s"),
     "e2e_single_count": Target("check", 1.0, "stored = sent, 0 doubled"),
     "e2e_batch50_count": Target("check", 1.0, "stored = sent, 0 doubled"),
+    "metrics_cost": Target("ratio", 0.97, "≥ 0.97 × metrics off"),
 }
 
 
@@ -93,6 +94,7 @@ ROWS = {
         ("e2e_batch50", "e2e 50 events/request, into ClickHouse"),
     ],
     "consumer": [("consumer", "consumer alone, into chdb")],
+    "metrics_cost": [("metrics_cost", "pixel/track, metrics on")],
     "webhooks": [("webhooks", "webhook deliveries")],
     "stats": [
         ("stats_timeseries", "stats: 7-day timeseries, p50"),
@@ -271,6 +273,23 @@ def stats(doc: dict) -> list[Figure]:
     return out
 
 
+def metrics_cost(doc: dict) -> list[Figure]:
+    on, off = (doc["sides"][side]["summary"]["median_rps"] for side in ("on", "off"))
+    return [
+        Figure(
+            "metrics_cost",
+            dict(ROWS["metrics_cost"])["metrics_cost"],
+            on,
+            "req/s",
+            off,
+            "the same server, metrics off",
+            on / off if off else None,
+            note=f"cost {doc['cost']:.1%} (median of round pairs {doc['median_cost_by_round']:.1%}); "
+            f"CPU per request {doc['cpu_cost']:+.1%}; rounds alternate on, off",
+        )
+    ]
+
+
 EXTRACTORS = {
     "http_api": http_api,
     "redis_scripts": redis_scripts,
@@ -278,6 +297,7 @@ EXTRACTORS = {
     "consumer": consumer,
     "webhooks": webhooks,
     "stats": stats,
+    "metrics_cost": metrics_cost,
 }
 
 

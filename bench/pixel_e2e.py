@@ -143,9 +143,13 @@ def stop_worker(worker: subprocess.Popen | None) -> None:
 
 def accepted_by_server(server: Server) -> int:
     _, _, body = harness.http_get(server.port, "/metrics", {}, timeout=5)
-    for line in body.decode().splitlines():
-        if line.startswith("sluice_pixel_events_accepted_total "):
-            return int(float(line.split()[1]))
+    found = [
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in body.decode().splitlines()
+        if line.startswith("sluice_pixel_events_accepted_total{")  # one series per source
+    ]
+    if found:
+        return sum(found)
     raise Refused("the pixel server's /metrics has no sluice_pixel_events_accepted_total")
 
 

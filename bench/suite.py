@@ -56,6 +56,7 @@ STEPS = [
     ("pixel_e2e", "end to end, sustained: HTTP → Kafka → ClickHouse, count check", [], ["--quick"], (170, 45)),
     ("consumer", "the ingest consumer alone vs a plain insert", [], ["--quick"], (45, 12)),
     ("webhooks", "webhook deliveries vs raw POSTs", [], ["--quick"], (35, 10)),
+    ("metrics_cost", "pixel/track with metrics on vs off, rounds alternating", [], ["--quick"], (110, 30)),
     (
         "stats",
         "Stats API queries over 10M stored events vs the same SQL run directly",

@@ -1,10 +1,11 @@
 """Command line of the ingest worker: `python -m ingest [consume]` and `python -m ingest query SQL`.
 
-`consume` (the default) assembles the worker: ClickHouse schema, Kafka topics, ClickHouse's HTTP
-interface when ClickHouse is embedded (chdb://; storage/clickhouse/http_interface.py), then the
-consumer until SIGTERM or Ctrl-C. `query` sends one read-only SQL query to ClickHouse's HTTP
-interface (the server's, or the worker's when it holds the chdb directory) and streams the answer
-to stdout in any ClickHouse format; with a chdb directory no process holds it runs in process.
+`consume` (the default) assembles the worker: its Prometheus /metrics (SLUICE_WORKER_METRICS),
+ClickHouse schema, Kafka topics, ClickHouse's HTTP interface when ClickHouse is embedded (chdb://;
+storage/clickhouse/http_interface.py), then the consumer until SIGTERM or Ctrl-C. `query` sends
+one read-only SQL query to ClickHouse's HTTP interface (the server's, or the worker's when it holds
+the chdb directory) and streams the answer to stdout in any ClickHouse format; with a chdb
+directory no process holds it runs in process.
 """
 
 import argparse
@@ -20,12 +21,14 @@ import httpx
 from ingest.events import Topics
 from ingest.topics import ensure_topics
 from ingest.worker.consumer import Consumer
+from ingest.worker.metrics import query_done
 from storage.clickhouse import client as clickhouse
 from storage.clickhouse import http_interface, readers
 from storage.clickhouse.client import QueryFailed
 from storage.clickhouse.writer import ClickHouseThread
-from storage.config import Config, WorkerConfig, load_or_exit
+from storage.config import Config, WorkerConfig, listen_address, load_or_exit
 from storage.errors import Unavailable
+from storage.telemetry import logs, metrics
 
 log = logging.getLogger("ingest")
 
@@ -34,6 +37,7 @@ SHUTDOWN_GRACE = 20.0
 
 
 async def consume(config: Config) -> None:
+    serve_metrics(config.worker.metrics)
     thread = ClickHouseThread()
     try:
         client = await open_clickhouse(thread, config)
@@ -47,6 +51,21 @@ async def consume(config: Config) -> None:
             await thread.call(client.close)
     finally:
         thread.shutdown()
+
+
+def serve_metrics(address: str) -> None:
+    """sluice_build_info, and /metrics on `address` (SLUICE_WORKER_METRICS) unless it is `off`."""
+    metrics.build_info("worker")
+    listen = listen_address(address)
+    if listen is None:
+        return
+    try:
+        metrics.serve(*listen, "worker")
+    except OSError as exc:
+        raise SystemExit(
+            f"SLUICE_WORKER_METRICS={address}: cannot listen there ({exc.strerror or exc}); another process "
+            "(another worker?) uses the port: give each worker its own, or `off`"
+        ) from None
 
 
 async def open_clickhouse(thread: ClickHouseThread, config: Config):
@@ -89,7 +108,7 @@ async def start_http_interface(url: str, worker: WorkerConfig) -> http_interface
     settings = http_interface.Settings(
         host, port, dict(worker.clickhouse_http_users), limits(worker), worker.clickhouse_http_readers
     )
-    interface = http_interface.HttpInterface(clickhouse.chdb_directory(url), settings)
+    interface = http_interface.HttpInterface(clickhouse.chdb_directory(url), settings, query_done)
     try:
         await interface.start()
     except OSError as exc:
@@ -202,7 +221,7 @@ def parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = parser().parse_args()
     config = load_or_exit(os.environ)
-    logging.basicConfig(level=config.shared.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup("worker", config.shared)
     # aiokafka narrates every rebalance step at INFO; the consumer logs the outcome itself.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:

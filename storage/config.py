@@ -246,6 +246,16 @@ ONE_UP, ZERO_UP = Integer(1), Integer(0)
 # A rate per minute the limiters can represent: one request per microsecond at most.
 PER_MINUTE = Integer(1, 60_000_000)
 POSITIVE = Number(0, low_included=False)
+# Where a process serves HTTP of its own: `host:port` or `[v6]:port` (port 0: any free one), or `off`.
+LISTEN = Text("host:port (port 0: any free one) or off", r"off|(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*):\d{1,5}")
+
+
+def listen_address(value: str) -> tuple[str, int] | None:
+    """A LISTEN value as (host, port); None for `off`."""
+    if value == "off":
+        return None
+    host, _, port = value.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 @dataclass(frozen=True)
@@ -280,6 +290,13 @@ class SharedConfig:
         "info",
         "Log level of every process (and of granian).",
     )
+    log_format: str = variable(
+        "SLUICE_LOG_FORMAT",
+        Choice(("auto", "text", "json")),
+        "auto",
+        "`json`: one JSON object per line (`ts`, `level`, `logger`, `message`, `process`, `request_id`, and each "
+        "line's own fields); `text`: readable lines; `auto`: text when stderr is a terminal, JSON otherwise.",
+    )
     kafka_topic_prefix: str = variable(
         "SLUICE_KAFKA_TOPIC_PREFIX",
         Text("letters, digits, '.', '_' and '-'", r"[A-Za-z0-9._-]{1,200}"),
@@ -301,12 +318,25 @@ class ApiConfig:
     host: str = variable("SLUICE_HOST", Text(), "127.0.0.1", "Address the API listens on.")
     port: int = variable("SLUICE_PORT", PORT, 8000, "Port the API listens on.")
     workers: int = variable("SLUICE_WORKERS", ONE_UP, 1, "granian worker processes.")
+    metrics: bool = variable(
+        "SLUICE_METRICS",
+        Flag(),
+        True,
+        "`off`: the API observes nothing for its metrics (no cost on the hot path) and `/metrics` answers 404.",
+    )
     public_url: str = variable(
         "SLUICE_PUBLIC_URL",
         Url(("http", "https"), base=True),
         "",
         "Base of absolute URLs in `links`, e.g. `https://api.example.com`.",
         "empty (use the request's scheme and Host)",
+    )
+    api_url: str = variable(
+        "SLUICE_API_URL",
+        Url(("http", "https"), base=True),
+        "",
+        "Where `python -m app status` reaches the API (its `/readyz` and `/metrics`).",
+        "empty (`http://SLUICE_HOST:SLUICE_PORT`)",
     )
     max_body_bytes: int = variable(
         "SLUICE_MAX_BODY_BYTES", ONE_UP, 1_048_576, "Largest request body accepted; larger → 413."
@@ -502,7 +532,7 @@ class WorkerConfig:
     )
     clickhouse_http: str = variable(
         "SLUICE_CLICKHOUSE_HTTP",
-        Text("host:port (port 0: any free one) or off", r"off|(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*):\d{1,5}"),
+        LISTEN,
         "127.0.0.1:8123",
         "With chdb://, the worker serves ClickHouse's HTTP interface (read-only) here for every reader and "
         "any ClickHouse client; `off` serves none (then only the worker can read the directory).",
@@ -525,6 +555,13 @@ class WorkerConfig:
     )
     clickhouse_http_max_memory_bytes: int = variable(
         "SLUICE_CLICKHOUSE_HTTP_MAX_MEMORY_BYTES", ONE_UP, 4_000_000_000, "…or when it needs more memory than this."
+    )
+    metrics: str = variable(
+        "SLUICE_WORKER_METRICS",
+        LISTEN,
+        "127.0.0.1:9101",
+        "The worker's Prometheus `/metrics` (lag, inserts, dead letters, ClickHouse HTTP queries); `off` serves none. "
+        "Each worker on a host needs a port of its own.",
     )
 
 
@@ -582,6 +619,13 @@ class WebhooksConfig:
     )
     outbox_keep_days: int = variable(
         "SLUICE_WEBHOOK_OUTBOX_KEEP_DAYS", ZERO_UP, 7, "Fanned-out outbox events are pruned after this."
+    )
+    dispatcher_metrics: str = variable(
+        "SLUICE_DISPATCHER_METRICS",
+        LISTEN,
+        "127.0.0.1:9102",
+        "The dispatcher's Prometheus `/metrics` (outbox backlog, attempts, and the ingest consumer group's lag "
+        "seen from Kafka); `off` serves none.",
     )
 
 

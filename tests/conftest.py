@@ -25,9 +25,15 @@ from app.access.tokens import generate_key
 from storage.postgres import api_keys, workspaces
 from storage.postgres.migrate import migrate
 from storage.postgres.pool import create_pool
+from storage.telemetry import logs
 
 # Fixtures shared by several directories live in modules of their own: https_receiver.
 pytest_plugins = ["tests.webhook_receiver"]
+
+# Every worker and dispatcher a test starts (from os.environ) serves its /metrics on a free port:
+# concurrent runs share the machine, and one run starts several of each.
+os.environ.setdefault("SLUICE_WORKER_METRICS", "127.0.0.1:0")
+os.environ.setdefault("SLUICE_DISPATCHER_METRICS", "127.0.0.1:0")
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_ENV = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
@@ -154,6 +160,10 @@ def running_api(env: dict, log_dir: Path):
         "--workers",
         "1",
         "--no-ws",
+        # Granian's own lines in Sluice's log format, and one access line per request (sluice.access).
+        "--log-config",
+        str(logs.GRANIAN_LOG_CONFIG),
+        "--no-access-log",
         "app.main:create_app",
     ]
     with open(log_path, "w") as log:

@@ -27,6 +27,7 @@ from app.http.presenters import iso
 from storage.redis.client import ping
 from storage.redis.rate_limit import MICROS, Decision, RateLimiter, interval_micros, limiter_key
 from storage.redis.salts import Salts
+from storage.telemetry.metrics import ApiMetrics
 
 log = logging.getLogger("sluice.rate_limits")
 
@@ -87,6 +88,16 @@ def rate_limit_headers(decision: Decision, policy: str, mode: LimitMode = LimitM
     return headers
 
 
+def refusal_policy(headers: Headers) -> str:
+    """Which budget a 429 with these headers spent, as sluice_rate_limit_refusals_total names it:
+    pixel (the per-IP budget, app/pixel/track.py), auth (requests without a valid key) or key."""
+    for name, value in headers:
+        if name.lower() == b"ratelimit-policy":
+            policy = value.split(b";", 1)[0].strip(b'"')
+            return "pixel" if policy == b"pixel" else "auth" if policy == UNAUTHENTICATED.encode() else "key"
+    return "key"
+
+
 def retry_seconds(decision: Decision) -> int:
     return max(1, math.ceil(decision.retry_after))
 
@@ -127,12 +138,18 @@ class LocalLimiter:
 
 @dataclass
 class RedisHealth:
-    """Whether to try Redis now; counts outages and requests served without it."""
+    """Whether to try Redis now; counts outages and requests served without it (`metrics`, when
+    given, shows the outage as sluice_redis_down; app/http/metrics.py publishes fallback_requests)."""
 
     down_since: float | None = None
     retry_at: float = 0.0
     outages: int = 0
     fallback_requests: int = 0
+    metrics: ApiMetrics | None = None
+
+    def __post_init__(self) -> None:
+        if self.metrics is not None:
+            self.metrics.redis_down.set(0)
 
     def usable(self) -> bool:
         return self.down_since is None or time.monotonic() >= self.retry_at
@@ -142,6 +159,9 @@ class RedisHealth:
         if self.down_since is None:
             self.down_since = now
             self.outages += 1
+            if self.metrics is not None:
+                self.metrics.redis_down.set(1)
+                self.metrics.redis_outages.inc()
             log.warning("redis unreachable (%s): limiting locally and refusing quota changes until it returns", exc)
         self.retry_at = now + REDIS_RETRY_SECONDS
 
@@ -149,6 +169,8 @@ class RedisHealth:
         if self.down_since is not None:
             log.warning("redis reachable again after %.1f s", time.monotonic() - self.down_since)
             self.down_since = None
+            if self.metrics is not None:
+                self.metrics.redis_down.set(0)
 
     async def watch(self, client) -> None:
         """For the process's life: PING Redis while it is marked down, so recovery does not wait

@@ -127,6 +127,7 @@ def endpoint(route: Route, holder: ServicesHolder) -> Callable[[Request], Awaita
     async def guarded(request: Request) -> Response:
         services, context = holder.services, request_context(request)
         principal, decision, mode = await services.authenticator.admit(request)
+        context.workspace_id = principal.workspace_id  # for the access log line
         context.response_headers += rate_limit_headers(decision, principal.tier, mode)
         if not decision.allowed:
             raise rate_limited(decision)

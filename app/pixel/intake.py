@@ -34,6 +34,7 @@ from ingest.handoff.spool import SpoolFull
 from storage.config import Config
 from storage.redis.rate_limit import Decision, RateLimiter, limiter_key
 from storage.redis.salts import Salts
+from storage.telemetry.metrics import ApiMetrics
 
 DAY_MS = 86_400_000
 
@@ -86,9 +87,16 @@ class Pixel:
     """The pixel's state for the process's lifetime: site cache, salts, limiters, drop counts."""
 
     def __init__(
-        self, config: Config, pool: asyncpg.Pool, client: redis.Redis, sink: Sink, health: RedisHealth | None = None
+        self,
+        config: Config,
+        pool: asyncpg.Pool,
+        client: redis.Redis,
+        sink: Sink,
+        health: RedisHealth | None = None,
+        metrics: ApiMetrics | None = None,
     ):
-        """`health`: the process's view of Redis, shared with the API keys' limiter (app/http/metrics.py)."""
+        """`health`: the process's view of Redis, shared with the API keys' limiter; `metrics` None:
+        nothing is observed (SLUICE_METRICS=off, tests)."""
         self.settings = api = config.api
         self.sink = sink
         self.topics = Topics.with_prefix(config.shared.kafka_topic_prefix)
@@ -100,9 +108,10 @@ class Pixel:
         self.local = LocalLimiter(api.workers)
         self.health = health or RedisHealth()
         self.trusted = api.trusted_proxies
-        self.drops = DropCounter(sink, self.topics.dropped)
+        self.drops = DropCounter(sink, self.topics.dropped, metrics=metrics)
+        self.metrics = metrics
         self._day = (-1, "")
-        self.accepted = 0  # events made durable and answered 2xx, for /metrics
+        self.accepted = 0  # events made durable and answered 2xx (sluice_pixel_events_accepted_total by source)
 
     def start(self) -> None:
         self.drops.start()
@@ -226,6 +235,8 @@ class Pixel:
                 self.drops.add(event.workspace_id, DropReason.SPOOL_FULL, source)
             raise
         self.accepted += len(events)
+        if self.metrics is not None:
+            self.metrics.pixel_accepted(source, len(events))
 
     def count(self, outcomes: list[Outcome], source: str) -> None:
         for outcome in outcomes:

@@ -3,7 +3,7 @@
 Counting in memory and sending one Drop record per (workspace, reason, source) each second
 keeps the hot path free of I/O for events that are refused, a flood of them included. The
 records are best effort (Sink.send_soon, ingest/handoff/sink.py): a lost count loses a statistic,
-never an event.
+never an event. The same counts, without the workspace, go to sluice_pixel_events_dropped_total.
 """
 
 import asyncio
@@ -13,13 +13,15 @@ from collections import Counter
 
 from ingest.events import Drop, DropReason, ch_time, workspace_key
 from ingest.handoff.sink import Sink
+from storage.telemetry.metrics import ApiMetrics
 
 FLUSH_SECONDS = 1.0
 
 
 class DropCounter:
-    def __init__(self, sink: Sink, topic: str, flush_seconds: float = FLUSH_SECONDS):
+    def __init__(self, sink: Sink, topic: str, flush_seconds: float = FLUSH_SECONDS, metrics: ApiMetrics | None = None):
         self.sink = sink
+        self.metrics = metrics
         self.topic = topic
         self.flush_seconds = flush_seconds
         self.counts: Counter[tuple[int, DropReason, str]] = Counter()
@@ -29,6 +31,8 @@ class DropCounter:
     def add(self, workspace_id: int, reason: DropReason, source: str, count: int = 1) -> None:
         """workspace_id 0: the workspace could not be known (unknown domain, unreadable body)."""
         self.counts[(workspace_id, reason, source)] += count
+        if self.metrics is not None:
+            self.metrics.pixel_dropped(reason, source, count)
 
     def flush(self) -> int:
         """Hand the counts so far to the sink; returns how many records that was."""

@@ -8,12 +8,15 @@ One AIOKafkaProducer per process (acks=all, idempotent, lz4), fed through per-pa
 builders (ingest/handoff/kafka_batches.py). A send waits for the acknowledgement up to ack_deadline_ms,
 then spools whatever is unacknowledged. Once anything is spooled, later
 sends go to the spool too until the replay has caught up, which keeps each key's order.
+With `metrics`, each send counts its records by destination and observes its acknowledgement's
+time; the in-flight and spool gauges are read from stats() (app/http/metrics.py publishes them).
 """
 
 import asyncio
 import contextlib
 import functools
 import logging
+import time
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
@@ -24,6 +27,7 @@ from ingest.handoff.sink import Durability, Sink
 from ingest.handoff.spool import Chunk, Position, Spool, SpoolFull
 from ingest.topics import ensure_topics
 from storage.compat import aiokafka_internals
+from storage.telemetry.metrics import ApiMetrics
 
 __all__ = ["DurableProducer", "SpoolFull"]
 
@@ -54,8 +58,10 @@ class DurableProducer(Sink):
         spool_max_bytes: int = 1 << 30,
         partitions: int = 6,
         topics: tuple[str, ...] = (),
+        metrics: ApiMetrics | None = None,
     ):
         self.bootstrap_servers, self.spool_dir = bootstrap_servers, spool_dir
+        self.metrics = metrics
         self.linger_ms, self.batch_bytes = linger_ms, batch_bytes
         self.ack_deadline = ack_deadline_ms / 1000
         self.spool_max_bytes, self.partitions, self.topics = spool_max_bytes, partitions, tuple(topics)
@@ -70,6 +76,7 @@ class DurableProducer(Sink):
         self._runner: asyncio.Task | None = None
         self._soon: set[asyncio.Task] = set()
         self._active = 0  # send calls under way
+        self._inflight_records = 0  # records of those calls, not yet acknowledged or spooled
         self._closing = False
         self._replay_until: float | None = None  # set by stop(): last chunk it may start
         self._counts = {"sent_kafka": 0, "sent_spool": 0, "replayed": 0, "spool_full_refusals": 0}
@@ -130,17 +137,23 @@ class DurableProducer(Sink):
         if not records:
             return Durability.KAFKA
         self._active += 1
+        self._inflight_records += len(records)
         try:
             producer = self._producer
             if producer is None or self._spooling:
                 return await self._to_spool(own, topic, records, [], "Kafka not connected")
+            handed = time.perf_counter()
             futures, why = await self._to_kafka(producer, topic, records)
             if why is None:
                 self._counts["sent_kafka"] += len(records)
+                if self.metrics is not None:
+                    self.metrics.acknowledged(time.perf_counter() - handed)
+                    self.metrics.produced("kafka", len(records))
                 return Durability.KAFKA
             return await self._to_spool(own, topic, records, futures, why)
         finally:
             self._active -= 1
+            self._inflight_records -= len(records)
 
     async def _to_kafka(self, producer, topic, records) -> tuple[list[asyncio.Future], str | None]:
         """Append to the partitions' open batches and wait for their acks up to the deadline."""
@@ -186,12 +199,15 @@ class DurableProducer(Sink):
                 todo.append((key, value, future))
         if not todo:  # every ack came in just past the deadline
             self._counts["sent_kafka"] += len(records)
+            self._observe(len(records), 0)
             return Durability.KAFKA
         self._enter_spooling(why)
         try:
             positions = await own.append_many(topic, [(key, value) for key, value, _ in todo])
         except SpoolFull:
             self._counts["spool_full_refusals"] += 1
+            if self.metrics is not None:
+                self.metrics.spool_full.inc()
             for _key, _value, future in todo:
                 if future is not None:
                     future.add_done_callback(_retrieve)
@@ -200,8 +216,16 @@ class DurableProducer(Sink):
             self._track(own, position, future)
         self._counts["sent_kafka"] += len(records) - len(todo)
         self._counts["sent_spool"] += len(todo)
+        self._observe(len(records) - len(todo), len(todo))
         self._wakeup.set()
         return Durability.SPOOL
+
+    def _observe(self, kafka: int, spool: int) -> None:
+        if self.metrics is not None:
+            if kafka:
+                self.metrics.produced("kafka", kafka)
+            if spool:
+                self.metrics.produced("spool", spool)
 
     def _track(self, own: Spool, position: Position, future: asyncio.Future | None) -> None:
         if future is None:
@@ -348,6 +372,8 @@ class DurableProducer(Sink):
                     spool.mark_done(record.position)
             raise failed[0]
         self._counts["replayed"] += len(todo)
+        if self.metrics is not None:
+            self.metrics.replayed.inc(len(todo))
 
     # -- metrics -----------------------------------------------------------------------------
 
@@ -358,6 +384,7 @@ class DurableProducer(Sink):
             "spool_bytes": sum(s.disk_bytes for s in spools_held),
             "spool_records_pending": sum(s.pending for s in spools_held),
             "spooling": int(self._spooling),
+            "inflight": self._inflight_records,
         }
 
 

@@ -33,7 +33,8 @@ class Sink(Protocol):
         ...
 
     def stats(self) -> dict[str, int]:
-        """Counters for /metrics (app/http/metrics.py), each reported as sluice_producer_<name>."""
+        """The producer's counts and gauges by name (sent_kafka, sent_spool, replayed, inflight, …), which
+        each API worker publishes as its metrics (storage/telemetry/metrics.py ApiMetrics)."""
         ...
 
 

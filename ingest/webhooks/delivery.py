@@ -6,6 +6,7 @@ senders do: following one would let a receiver point deliveries anywhere).
 """
 
 import asyncio
+import enum
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,15 @@ RESPONSE_BODY_LIMIT = 4096
 USER_AGENT = "Sluice-Webhooks/1.0"
 
 
+class AttemptOutcome(enum.StrEnum):
+    """How an attempt ended, for `sluice_webhook_attempts_total{outcome}`."""
+
+    DELIVERED = "delivered"  # a 2xx
+    FAILED = "failed"  # another status, or the connection failed
+    REFUSED = "refused"  # the SSRF guard kept the request from leaving
+    TIMEOUT = "timeout"  # no whole answer within the timeout
+
+
 @dataclass(frozen=True)
 class Result:
     status_code: int | None
@@ -29,6 +39,7 @@ class Result:
     duration_ms: int
     started_at: datetime
     retry_after: str | None = None
+    outcome: AttemptOutcome = AttemptOutcome.FAILED
 
     @property
     def success(self) -> bool:
@@ -70,6 +81,7 @@ async def attempt(
     }
     started = time.monotonic()
     status = text = error = retry_after = None
+    outcome = AttemptOutcome.FAILED
     try:
         # httpx times each phase apart; the spec's 30 s bounds the whole exchange.
         async with asyncio.timeout(timeout):
@@ -77,12 +89,14 @@ async def attempt(
                 status, retry_after = response.status_code, response.headers.get("retry-after")
                 text = await _read_start(response)
     except (TimeoutError, httpx.TimeoutException):
-        error = "Connection timeout"
+        error, outcome = "Connection timeout", AttemptOutcome.TIMEOUT
     except UnsafeAddress as exc:
-        error = f"Refused by the SSRF guard: {exc}"
+        error, outcome = f"Refused by the SSRF guard: {exc}", AttemptOutcome.REFUSED
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if status is not None and not 200 <= status < 300 and error is None:
         error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
+    if status is not None and 200 <= status < 300:
+        outcome = AttemptOutcome.DELIVERED
     elapsed = round((time.monotonic() - started) * 1000)
-    return Result(status, text, error, elapsed, now, retry_after)
+    return Result(status, text, error, elapsed, now, retry_after, outcome)

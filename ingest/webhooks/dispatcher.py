@@ -5,6 +5,9 @@ Each pass fans new outbox events out into deliveries (storage/postgres/outbox.py
 deliveries that are due and sends them, at most `concurrency` at a time and at most
 `per_endpoint_concurrency` to one endpoint, so a slow or dead endpoint holds only its own
 share. Time comes from an injectable clock: tests move it instead of sleeping.
+
+Its /metrics (SLUICE_DISPATCHER_METRICS; ingest/webhooks/metrics.py) also carry the ingest
+consumer group's lag as Kafka sees it: this process outlives the workers whose lag it reports.
 """
 
 import asyncio
@@ -19,12 +22,16 @@ import asyncpg
 import httpx
 import uvloop
 
-from ingest.webhooks import delivery
+from ingest.events import Topics
+from ingest.webhooks import delivery, metrics
 from ingest.webhooks.retry_schedule import RETRY_AFTER_STATUSES, next_attempt_at, parse_retry_after
-from storage.config import Config, WebhooksConfig, load_or_exit
+from ingest.worker.group_lag import GroupLag
+from storage.config import Config, WebhooksConfig, listen_address, load_or_exit
 from storage.postgres import outbox, webhooks
 from storage.postgres.pool import create_pool
 from storage.postgres.webhooks import Claimed, DeliveryStatus, DisableReason, Outcome
+from storage.telemetry import logs
+from storage.telemetry import metrics as telemetry
 
 log = logging.getLogger("sluice.webhooks")
 Clock = Callable[[], datetime]
@@ -105,6 +112,7 @@ class Dispatcher:
             self.clock(),
             self.config.timeout_seconds,
         )
+        metrics.attempted(result)
         outcome = decide(claimed, result, self.rng)
         disabled = await webhooks.record_outcome(
             self.pool,
@@ -114,9 +122,14 @@ class Dispatcher:
             timedelta(hours=self.config.disable_after_hours),
         )
         if disabled:
+            metrics.ENDPOINTS_DISABLED.inc()
             log.warning("webhook endpoint %d disabled: %s", claimed.endpoint_id, disabled)
         self.sent += 1
         return outcome
+
+    async def measure_backlog(self) -> None:
+        now = self.clock()
+        metrics.backlog(await webhooks.backlog(self.pool, now), now)
 
     def start_send(self, claimed: Claimed) -> None:
         self.in_flight[claimed.endpoint_id] = self.in_flight.get(claimed.endpoint_id, 0) + 1
@@ -176,28 +189,62 @@ class Dispatcher:
             future.cancel()
 
 
+def serve_metrics(address: str) -> None:
+    """sluice_build_info, and /metrics on `address` (SLUICE_DISPATCHER_METRICS) unless it is `off`."""
+    telemetry.build_info("dispatcher")
+    metrics.declare()
+    listen = listen_address(address)
+    if listen is None:
+        return
+    try:
+        telemetry.serve(*listen, "dispatcher")
+    except OSError as exc:
+        raise SystemExit(
+            f"SLUICE_DISPATCHER_METRICS={address}: cannot listen there ({exc.strerror or exc}); another process "
+            "(another dispatcher?) uses the port: give each dispatcher its own, or `off`"
+        ) from None
+
+
+def group_lag(config: Config) -> tuple[GroupLag, metrics.GroupLagGauge]:
+    """What measures the ingest consumer group's lag, and the gauge it feeds."""
+    group, topics = config.worker.consumer_group, Topics.with_prefix(config.shared.kafka_topic_prefix).ingested()
+    return GroupLag(config.shared.kafka_bootstrap_servers, group, topics), metrics.GroupLagGauge(group)
+
+
 async def serve(config: Config) -> None:
+    serve_metrics(config.webhooks.dispatcher_metrics)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     pool = await create_pool(config.shared.database_url, max_size=4)
     client = delivery.create_client(config.webhooks)
+    lag, lag_gauge = group_lag(config)
     try:
         log.info(
             "webhook dispatcher started (concurrency %d, %d per endpoint)",
             config.webhooks.concurrency,
             config.webhooks.per_endpoint_concurrency,
         )
-        await Dispatcher(pool, config.webhooks, client).run(stopping)
+        dispatcher = Dispatcher(pool, config.webhooks, client)
+
+        async def measure_lag() -> None:
+            lag_gauge.set(await lag.measure())
+
+        every = metrics.POLL_SECONDS
+        async with asyncio.TaskGroup() as polls:  # the polls end with the dispatcher, whichever way it ends
+            polls.create_task(metrics.poll("outbox backlog", dispatcher.measure_backlog, stopping, every))
+            polls.create_task(metrics.poll(f"lag of consumer group {lag.group}", measure_lag, stopping, every))
+            await dispatcher.run(stopping)
     finally:
+        await lag.close()
         await client.aclose()
         await pool.close()
 
 
 def main() -> None:
     config = load_or_exit(os.environ)
-    logging.basicConfig(level=config.shared.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup("dispatcher", config.shared)
     uvloop.run(serve(config))
 
 

@@ -35,6 +35,7 @@ class InsertBatch:
         self.ends: dict[TopicPartition, int] = {}  # one past the last offset seen, per partition
         self.rows = 0
         self.started: float | None = None  # monotonic time of the first record
+        self.skipped: dict[str, int] = {}  # topic → records dropped as replays, until drain_skipped
 
     def add(self, fetched: dict[TopicPartition, list], floor: dict | None = None, prepare=None) -> int:
         """Take fetched records; returns how many were dropped as already in this batch.
@@ -51,7 +52,7 @@ class InsertBatch:
             end = self.ends.get(tp)
             if end is not None and records[0].offset < end:
                 kept = [r for r in records if r.offset >= end]
-                dropped += len(records) - len(kept)
+                dropped += self._skip(tp.topic, len(records) - len(kept))
                 if not kept:
                     continue
                 records = kept
@@ -127,10 +128,20 @@ class InsertBatch:
             high = stored.get((tp.topic, tp.partition))
             if high is not None and records and records[0].offset <= high:
                 kept = [r for r in records if r.offset > high]
-                skipped += len(records) - len(kept)
+                skipped += self._skip(tp.topic, len(records) - len(kept))
                 self.records[tp] = kept
                 self.encoded.pop(tp, None)
         self.rows -= skipped
+        return skipped
+
+    def _skip(self, topic: str, n: int) -> int:
+        if n:
+            self.skipped[topic] = self.skipped.get(topic, 0) + n
+        return n
+
+    def drain_skipped(self) -> dict[str, int]:
+        """Records `add` and `skip_stored` dropped since the last call, per topic."""
+        skipped, self.skipped = self.skipped, {}
         return skipped
 
     def take(self) -> "InsertBatch":

@@ -41,6 +41,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from ingest.events import Topics
+from ingest.worker import metrics
 from ingest.worker.batch import InsertBatch
 from ingest.worker.dead_letter import DeadLetters, insert_sorting_out
 from ingest.worker.lag import LagReporter
@@ -77,6 +78,7 @@ class Consumer:
         shared, worker = config.shared, config.worker
         topics = Topics.with_prefix(shared.kafka_topic_prefix)
         self.tables = tables(topics)
+        metrics.declare(self.tables)
         self._topic_json = {topic: orjson.dumps(topic) for topic in self.tables}
         self.thread, self.client = thread, client
         self.batch = InsertBatch(worker.batch_rows, worker.batch_ms)
@@ -116,8 +118,9 @@ class Consumer:
             fetched = await self.kafka.getmany(timeout_ms=timeout_ms, max_records=self.batch.room())
             if fetched and not self.ready.issuperset(fetched):  # resume_from_stored is not done with them
                 fetched = {tp: records for tp, records in fetched.items() if tp in self.ready}
-            added = self.batch.add(fetched, self.floor, self.sessions.rewrite)
-            self.counts["skipped_replayed"] += added + self.batch.skip_stored(self.floor)
+            self.batch.add(fetched, self.floor, self.sessions.rewrite)
+            self.batch.skip_stored(self.floor)
+            self._count_skipped(self.batch)
             if self.batch.due():
                 await self.flush()
             elif fetched:
@@ -153,7 +156,8 @@ class Consumer:
             await self._settle()
             self.batch.keep(self.kafka.assignment())
             # The batch that just landed raised the floor; what was fetched again meanwhile goes.
-            self.counts["skipped_replayed"] += self.batch.skip_stored(self.floor)
+            self.batch.skip_stored(self.floor)
+            self._count_skipped(self.batch)
             if self.batch.ends:
                 self._inflight = asyncio.create_task(self._land(self.batch.take()))
                 await asyncio.sleep(0)  # let it hand its INSERT to the ClickHouse thread now
@@ -187,12 +191,19 @@ class Consumer:
             try:
                 if retry:
                     batch.keep(self.kafka.assignment())
-                    self.counts["skipped_replayed"] += batch.skip_stored(await self._stored())
+                    batch.skip_stored(await self._stored())
+                    self._count_skipped(batch)
                 return await self._insert_once(batch)
             except (Unavailable, KafkaError) as exc:
                 log.warning("insert failed, retrying in %.1f s: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay, retry = min(delay * 2, RETRY_MAX), True
+
+    def _count_skipped(self, batch: InsertBatch) -> None:
+        skipped = batch.drain_skipped()
+        if skipped:
+            self.counts["skipped_replayed"] += sum(skipped.values())
+            metrics.skipped(skipped)
 
     def _encode(self, tp, records: list) -> bytearray:
         return writer.source_rows(records, self._topic_json[tp.topic])
@@ -205,10 +216,10 @@ class Consumer:
                 continue
 
             async def insert(part, table=self.tables[topic], topic=self._topic_json[topic]):
-                return await self.thread.call(_write, self.client, table, writer.source_rows(part, topic))
+                return await self.thread.call(_write, self.client, table, writer.source_rows(part, topic), len(part))
 
             try:
-                rows += await self.thread.call(_write, self.client, self.tables[topic], blocks[topic])
+                rows += await self.thread.call(_write, self.client, self.tables[topic], blocks[topic], len(records))
             except Rejected as exc:
                 log.warning(
                     "%s refused a batch of %d (%s); sorting out the bad records", self.tables[topic], len(records), exc
@@ -278,9 +289,12 @@ class Consumer:
                 delay = min(delay * 2, RETRY_MAX)
 
 
-def _write(client, table: str, rows: bytes | list[bytes | bytearray]) -> int:
-    """On the ClickHouse thread: insert a JSONEachRow block (or its parts, one per partition)."""
-    return writer.insert_rows(client, table, rows)
+def _write(client, table: str, rows: bytes | list[bytes | bytearray], records: int) -> int:
+    """On the ClickHouse thread: insert a JSONEachRow block (or its parts, one per partition) of `records` rows."""
+    started = time.perf_counter()
+    written = writer.insert_rows(client, table, rows)
+    metrics.inserted(table, records, time.perf_counter() - started)
+    return written
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -16,6 +16,7 @@ import logging
 from aiokafka import AIOKafkaProducer
 
 from ingest.events import decode
+from ingest.worker.metrics import DEAD_LETTERS
 from storage.clickhouse.writer import Rejected
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class DeadLetters:
         ]
         await self._producer.send_and_wait(self.topic, record.value or b"", key=record.key, headers=headers)
         self.sent += 1
+        DEAD_LETTERS.labels(record.topic).inc()
         # A flood of bad records (an old producer, a wrong topic) must not flood the log: the first
         # few in full, then every 1000th; the lag line carries the running total.
         if self.sent <= LOGGED_IN_FULL or self.sent % 1000 == 0:

@@ -11,11 +11,13 @@ each with its own chdb session (storage/clickhouse/readers.py), never on the wri
 result streams out chunk by chunk as the engine produces it, and the query is cancelled when the
 client goes away. Internal readers authenticate as `sluice` with the key the worker writes to
 DIR/.sluice-http-key at start (the directory's owner is the only one who can read the data anyway).
+Each query's outcome and duration go to an observer the worker passes in (its metrics).
 """
 
 import asyncio
 import base64
 import contextlib
+import enum
 import hashlib
 import hmac
 import ipaddress
@@ -25,9 +27,10 @@ import queue
 import secrets
 import socket
 import threading
+import time
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -88,6 +91,43 @@ STATUS_BY_CODE = {
     456: 400,  # UNKNOWN_QUERY_PARAMETER
     457: 400,  # BAD_QUERY_PARAMETER
 }
+
+
+class QueryOutcome(enum.StrEnum):
+    """How a query ended, for `sluice_clickhouse_queries_total{outcome}`."""
+
+    OK = "ok"
+    ERROR = "error"  # the engine failed it (syntax, unknown table, …), or the client left mid-answer
+    REFUSED = "refused"  # not authenticated, or not a read, or loosening a limit
+    TIMEOUT = "timeout"  # past max_execution_time
+    BUSY = "busy"  # every reader taken and the queue full
+
+
+REFUSALS = frozenset(
+    {
+        readers.REQUIRED_PASSWORD,
+        readers.AUTHENTICATION_FAILED,
+        readers.READONLY,
+        readers.ACCESS_DENIED,
+        readers.SETTING_CONSTRAINT_VIOLATION,
+    }
+)
+# outcome, and seconds from request to the end of the answer (None when no reader saw the query)
+QueryObserver = Callable[[QueryOutcome, float | None], None]
+
+
+def outcome_of(error: QueryError) -> QueryOutcome:
+    if error.code in REFUSALS:
+        return QueryOutcome.REFUSED
+    if error.code == readers.TIMEOUT_EXCEEDED:
+        return QueryOutcome.TIMEOUT
+    if error.code == readers.TOO_MANY_SIMULTANEOUS_QUERIES:
+        return QueryOutcome.BUSY
+    return QueryOutcome.ERROR
+
+
+def _unobserved(outcome: QueryOutcome, seconds: float | None) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -173,6 +213,13 @@ class Job:
         self.events: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
         self.room = threading.Semaphore(CHUNKS_AHEAD)
         self.cancelled = threading.Event()
+        self.error: QueryError | None = None  # the error the client was sent
+        self.ended = False  # the whole answer was sent
+
+    def outcome(self) -> QueryOutcome:
+        if self.error is not None:
+            return outcome_of(self.error)
+        return QueryOutcome.OK if self.ended else QueryOutcome.ERROR
 
     def emit(self, kind: str, value: object = None) -> None:
         while not self.room.acquire(timeout=0.5):
@@ -261,8 +308,8 @@ def _answer(conn: ReaderConnection, job: Job) -> None:
 class HttpInterface:
     """The server: `start()` listens and writes the key file, `close()` stops both."""
 
-    def __init__(self, directory: str, settings: Settings):
-        self.directory, self.settings = directory, settings
+    def __init__(self, directory: str, settings: Settings, observe: QueryObserver = _unobserved):
+        self.directory, self.settings, self.observe = directory, settings, observe
         self.key = secrets.token_urlsafe(32)
         self.auth = Authenticator(settings.users, self.key)
         self.pool = ReaderPool(directory, settings.limits, settings.readers)
@@ -334,6 +381,7 @@ class HttpInterface:
                 body += event.data
                 if len(body) > MAX_REQUEST_BYTES:
                     too_large = QueryError(readers.SYNTAX_ERROR, "Max query size exceeded")
+                    self.observe(outcome_of(too_large), None)
                     await self._send_error(conn, writer, too_large, 413)
                     return None
             elif isinstance(event, h11.EndOfMessage) and request is not None:
@@ -357,6 +405,7 @@ class HttpInterface:
             self._authenticate(headers, params, peer)
             query = self._query(params, headers, body)
         except QueryError as exc:
+            self.observe(outcome_of(exc), None)
             await self._send_error(conn, writer, exc)
             return
         await self._run(conn, reader, writer, query)
@@ -394,9 +443,11 @@ class HttpInterface:
         )
 
     async def _run(self, conn, reader, writer, query: Query) -> None:
+        started = time.monotonic()
         job = Job(asyncio.get_running_loop(), query)
         if not self.pool.submit(job):
             busy = QueryError(readers.TOO_MANY_SIMULTANEOUS_QUERIES, "Too many simultaneous queries, try again")
+            self.observe(QueryOutcome.BUSY, None)
             await self._send_error(conn, writer, busy, query_id=query.query_id)
             return
         # A read on the socket while the query runs: EOF means the client left (cancel the query).
@@ -406,6 +457,7 @@ class HttpInterface:
         finally:
             job.cancelled.set()
             self.pool.done()
+            self.observe(job.outcome(), time.monotonic() - started)
             if gone.done() and not gone.cancelled() and gone.result():
                 conn.receive_data(gone.result())  # the client's next request, pipelined
             else:
@@ -415,6 +467,7 @@ class HttpInterface:
         kind, value = await self._next(job, gone)
         if kind == "error":
             assert isinstance(value, QueryError)
+            job.error = value
             await self._send_error(conn, writer, value, query_id=job.query.query_id)
             return
         await self._send_head(conn, writer, 200, self._headers(job))
@@ -426,11 +479,13 @@ class HttpInterface:
         if kind == "error":
             # Headers are gone: ClickHouse too writes the exception into the body and breaks the stream.
             assert isinstance(value, QueryError)
+            job.error = value
             writer.write(conn.send(h11.Data(data=f"\n{value.text()}\n".encode())))
             await writer.drain()
             raise ConnectionError("query failed mid-stream")
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
+        job.ended = True
 
     async def _next(self, job: Job, gone: asyncio.Task) -> tuple[str, object]:
         event = asyncio.ensure_future(job.next())

@@ -125,6 +125,11 @@ UPDATE webhook_deliveries SET status = 'failed', error = COALESCE(error || '; ',
     next_attempt_at = NULL, updated_at = now()
 WHERE endpoint_id = $1 AND status IN ('pending', 'retrying')"""
 
+# What the dispatcher still owes: due now or waiting for a retry (the due index covers both).
+BACKLOG = """
+SELECT count(*) AS deliveries, min(next_attempt_at) FILTER (WHERE next_attempt_at <= $1) AS oldest_due
+FROM webhook_deliveries WHERE status IN ('pending', 'retrying')"""
+
 LISTING = ListingSpec(
     from_sql="webhook_endpoints",
     select_sql=COLUMNS,
@@ -196,6 +201,17 @@ class Outcome:
     started_at: datetime
     next_attempt_at: datetime | None
     disable_reason: DisableReason | None = None  # set when this outcome disables the endpoint at once (410)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    deliveries: int  # not delivered yet and not given up
+    oldest_due: datetime | None  # the earliest next_attempt_at among those due; None when none is
+
+
+async def backlog(pool: asyncpg.Pool, now: datetime) -> Backlog:
+    row = returned(await pool.fetchrow(BACKLOG, now))
+    return Backlog(row["deliveries"], row["oldest_due"])
 
 
 async def create_endpoint(pool: asyncpg.Pool, workspace_id: int, url: str, events: list[str], secret: str) -> dict:

@@ -278,12 +278,12 @@ def test_kafka_restarted_during_load_spools_and_stores_each_event_once(server_en
             time.sleep(1)
             broker.stop(kill=True)  # a crash, not a controlled shutdown
             time.sleep(4)
-            spooled = _metric(url, "sluice_producer_sent_spool")
+            spooled = _metric(url, 'sluice_producer_records_total{destination="spool"}')
             broker.start()
             load.join(180)
             assert set(load.statuses) == {200}, load.statuses
             rows, distinct = wait_for_count(counter(env, ws["id"]), load.accepted, timeout=150)
-            replayed = _metric(url, "sluice_producer_replayed")
+            replayed = _metric(url, "sluice_spool_replayed_total")
     finally:
         broker.stop(kill=True)
     assert load.accepted == 80 * 25
@@ -294,9 +294,9 @@ def test_kafka_restarted_during_load_spools_and_stores_each_event_once(server_en
 
 def _metric(url: str, name: str) -> int:
     text = httpx.get(url + "/metrics", timeout=10).text
-    match = re.search(rf"^{name} (\d+)", text, re.M)
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
     assert match, f"{name} not in /metrics"
-    return int(match.group(1))
+    return int(float(match.group(1)))
 
 
 @pytest.fixture(autouse=True)

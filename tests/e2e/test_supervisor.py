@@ -80,10 +80,11 @@ class Run:
             return False
 
     def serves(self, headers: dict) -> bool:
-        """/healthz and an authenticated GET, each on a new connection."""
+        """/healthz and an authenticated GET, each on a new connection. Slow is still serving: on a
+        loaded 2-core machine a worker's answer (or a respawned one's start) can take seconds."""
         try:
-            health = httpx.get(self.url + "/healthz", timeout=5)
-            listed = httpx.get(self.url + "/api/v1/workspaces", headers=headers, timeout=5)
+            health = httpx.get(self.url + "/healthz", timeout=30)
+            listed = httpx.get(self.url + "/api/v1/workspaces", headers=headers, timeout=30)
         except httpx.TransportError:
             return False
         return health.json() == {"status": "ok"} and listed.status_code == 200 and bool(listed.json()["data"])

@@ -94,7 +94,9 @@ class Log:
 
     def assert_no_server_error(self) -> None:
         text = self.text()
-        assert "Traceback" not in text and " ERROR " not in text and "[ERROR]" not in text, text[-3000:]
+        # Text lines or JSON lines (SLUICE_LOG_FORMAT=auto writes JSON to a file).
+        errors = (" ERROR ", "[ERROR]", '"level":"ERROR"')
+        assert "Traceback" not in text and not any(e in text for e in errors), text[-3000:]
 
 
 def wait_for(condition, what: str, seconds: float = 30) -> None:
