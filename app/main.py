@@ -29,7 +29,7 @@ from storage.postgres.workspace_cache import WorkspaceCache
 from storage.redis.client import close_client, create_client
 from storage.redis.idempotency import IdempotencyStore
 from storage.redis.key_gate import KeyGate
-from storage.telemetry import logs
+from storage.telemetry import logs, tracing
 from storage.telemetry import metrics as telemetry
 from storage.telemetry.metrics import ApiMetrics
 
@@ -159,6 +159,7 @@ def create_app(config: Config | None = None) -> BodyDeadline:
     BlackSheep's inside the body read deadline."""
     config = config or load_or_exit(os.environ)
     logs.setup("api", config.shared)
+    tracing.setup("api")  # off unless OTEL_* says otherwise; in each granian worker, after the fork
     holder = ServicesHolder()
     exposition = create_exposition() if config.api.metrics else None
     app = build_application(holder, config, exposition)

@@ -28,7 +28,7 @@ from storage.clickhouse.client import QueryFailed
 from storage.clickhouse.writer import ClickHouseThread
 from storage.config import Config, WorkerConfig, listen_address, load_or_exit
 from storage.errors import Unavailable
-from storage.telemetry import logs, metrics
+from storage.telemetry import logs, metrics, tracing
 
 log = logging.getLogger("ingest")
 
@@ -227,6 +227,7 @@ def main() -> None:
     try:
         if args.command == "query":
             return query(config, args.sql if args.sql is not None else sys.stdin.read(), args.format)
+        tracing.setup("worker")  # off unless OTEL_* says otherwise; `query` stays untraced
         asyncio.run(consume(config))
     except QueryFailed as exc:
         raise SystemExit(f"query failed: {exc}") from None

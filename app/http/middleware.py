@@ -8,7 +8,9 @@ envelopes, the request's extra response headers on whatever answers it, then the
 (sluice_http_requests_total and the duration histogram by the route's template, never the raw
 path; 429s in sluice_rate_limit_refusals_total by policy) and one access log line. Wrapping each
 route rather than adding a BlackSheep middleware is what tells it the route's template, at the
-same cost: one layer around the handler either way.
+same cost: one layer around the handler either way. When tracing is on (OTEL_*;
+storage/telemetry/tracing.py) the handler runs in the request's server span, which continues the
+caller's W3C `traceparent`.
 """
 
 import asyncio
@@ -23,6 +25,7 @@ from blacksheep import Request, Response
 
 from app.access.rate_limits import refusal_policy
 from app.http.errors import RateLimited, RequestTimeout, error_response
+from storage.telemetry import tracing
 from storage.telemetry.logs import request_id as current_request_id
 from storage.telemetry.metrics import ApiMetrics
 
@@ -83,12 +86,14 @@ def observed(route: str, handler: Endpoint, metrics: ApiMetrics | None = None) -
         try:
             context = RequestContext(request_id, [])
             attach_context(request, context)
-            try:
-                response = await handler(request)
-            except Exception as exc:  # noqa: BLE001 - every error leaves as an envelope, never a bare 500
-                response = error_response(exc, request_id)
-                if metrics is not None and isinstance(exc, RateLimited):
-                    metrics.refused(refusal_policy(exc.headers + context.response_headers))
+            with tracing.request_span(route, request.method, request.get_first_header) as span:
+                try:
+                    response = await handler(request)
+                except Exception as exc:  # noqa: BLE001 - every error leaves as an envelope, never a bare 500
+                    response = error_response(exc, request_id)
+                    if metrics is not None and isinstance(exc, RateLimited):
+                        metrics.refused(refusal_policy(exc.headers + context.response_headers))
+                tracing.answered(span, response.status)
             response.set_header(b"X-Request-ID", request_id.encode())
             for name, value in context.response_headers:
                 response.set_header(name, value)

@@ -10,6 +10,9 @@ then spools whatever is unacknowledged. Once anything is spooled, later
 sends go to the spool too until the replay has caught up, which keeps each key's order.
 With `metrics`, each send counts its records by destination and observes its acknowledgement's
 time; the in-flight and spool gauges are read from stats() (app/http/metrics.py publishes them).
+When tracing is on, the records of a traced request carry its `traceparent` as a Kafka header
+(storage/telemetry/tracing.py); those few go through aiokafka's own send(), which takes headers,
+and a record that goes through the spool loses it (the spool keeps keys and values only).
 """
 
 import asyncio
@@ -27,6 +30,7 @@ from ingest.handoff.sink import Durability, Sink
 from ingest.handoff.spool import Chunk, Position, Spool, SpoolFull
 from ingest.topics import ensure_topics
 from storage.compat import aiokafka_internals
+from storage.telemetry import tracing
 from storage.telemetry.metrics import ApiMetrics
 
 __all__ = ["DurableProducer", "SpoolFull"]
@@ -143,7 +147,11 @@ class DurableProducer(Sink):
             if producer is None or self._spooling:
                 return await self._to_spool(own, topic, records, [], "Kafka not connected")
             handed = time.perf_counter()
-            futures, why = await self._to_kafka(producer, topic, records)
+            headers = tracing.record_headers()
+            if headers:
+                futures, why = await self._to_kafka_one_by_one(producer, topic, records, headers)
+            else:
+                futures, why = await self._to_kafka(producer, topic, records)
             if why is None:
                 self._counts["sent_kafka"] += len(records)
                 if self.metrics is not None:
@@ -173,13 +181,15 @@ class DurableProducer(Sink):
             return acked, repr(exc)
         return acked, None
 
-    async def _to_kafka_one_by_one(self, producer, topic, records) -> tuple[list[asyncio.Future], str | None]:
-        """aiokafka's own send(): learns the topic's partitions the first time."""
+    async def _to_kafka_one_by_one(
+        self, producer, topic, records, headers=None
+    ) -> tuple[list[asyncio.Future], str | None]:
+        """aiokafka's own send(): learns the topic's partitions the first time, takes headers."""
         futures = []
         try:
             async with asyncio.timeout(self.ack_deadline):
                 for key, value in records:
-                    futures.append(await producer.send(topic, value, key=key))
+                    futures.append(await producer.send(topic, value, key=key, headers=headers))
                 await asyncio.wait(futures)
         except MessageSizeTooLargeError:
             raise  # would never go through: the caller's validation let too big an event in

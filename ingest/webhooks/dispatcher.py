@@ -8,6 +8,8 @@ share. Time comes from an injectable clock: tests move it instead of sleeping.
 
 Its /metrics (SLUICE_DISPATCHER_METRICS; ingest/webhooks/metrics.py) also carry the ingest
 consumer group's lag as Kafka sees it: this process outlives the workers whose lag it reports.
+When tracing is on (OTEL_*; storage/telemetry/tracing.py) each attempt has a delivery span, the
+root of its own trace: the outbox row does not keep the API request's traceparent.
 """
 
 import asyncio
@@ -30,7 +32,7 @@ from storage.config import Config, WebhooksConfig, listen_address, load_or_exit
 from storage.postgres import outbox, webhooks
 from storage.postgres.pool import create_pool
 from storage.postgres.webhooks import Claimed, DeliveryStatus, DisableReason, Outcome
-from storage.telemetry import logs
+from storage.telemetry import logs, tracing
 from storage.telemetry import metrics as telemetry
 
 log = logging.getLogger("sluice.webhooks")
@@ -103,15 +105,17 @@ class Dispatcher:
         )
 
     async def send(self, claimed: Claimed) -> Outcome:
-        result = await delivery.attempt(
-            self.client,
-            claimed.url,
-            claimed.event_id,
-            claimed.body,
-            claimed.secrets,
-            self.clock(),
-            self.config.timeout_seconds,
-        )
+        with tracing.delivery_span(claimed.endpoint_id, claimed.event_id, claimed.attempt + 1) as span:
+            result = await delivery.attempt(
+                self.client,
+                claimed.url,
+                claimed.event_id,
+                claimed.body,
+                claimed.secrets,
+                self.clock(),
+                self.config.timeout_seconds,
+            )
+            tracing.delivered(span, result.status_code, result.error)
         metrics.attempted(result)
         outcome = decide(claimed, result, self.rng)
         disabled = await webhooks.record_outcome(
@@ -245,6 +249,7 @@ async def serve(config: Config) -> None:
 def main() -> None:
     config = load_or_exit(os.environ)
     logs.setup("dispatcher", config.shared)
+    tracing.setup("dispatcher")
     uvloop.run(serve(config))
 
 

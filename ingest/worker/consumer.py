@@ -26,6 +26,8 @@ previous batch is inserted, so the one ClickHouse thread does nothing but INSERT
 the GIL); the loop yields after each getmany, which otherwise returns buffered records without
 ever yielding, so that a batch's INSERT starts and its commit goes out as soon as they can.
 A refused batch is sorted out by ingest/worker/dead_letter.py.
+When tracing is on, each INSERT has a span linked to the traces its records carry in their
+`traceparent` headers (storage/telemetry/tracing.py).
 """
 
 import asyncio
@@ -51,6 +53,7 @@ from storage.clickhouse import writer
 from storage.clickhouse.writer import Rejected
 from storage.config import Config
 from storage.errors import Unavailable
+from storage.telemetry import tracing
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +221,17 @@ class Consumer:
             async def insert(part, table=self.tables[topic], topic=self._topic_json[topic]):
                 return await self.thread.call(_write, self.client, table, writer.source_rows(part, topic), len(part))
 
-            try:
-                rows += await self.thread.call(_write, self.client, self.tables[topic], blocks[topic], len(records))
-            except Rejected as exc:
-                log.warning(
-                    "%s refused a batch of %d (%s); sorting out the bad records", self.tables[topic], len(records), exc
-                )
-                rows += await insert_sorting_out(insert, records, self.dead_letters)
+            with tracing.insert_span(self.tables[topic], records):
+                try:
+                    rows += await self.thread.call(_write, self.client, self.tables[topic], blocks[topic], len(records))
+                except Rejected as exc:
+                    log.warning(
+                        "%s refused a batch of %d (%s); sorting out the bad records",
+                        self.tables[topic],
+                        len(records),
+                        exc,
+                    )
+                    rows += await insert_sorting_out(insert, records, self.dead_letters)
         return rows
 
     async def _commit(self, offsets: dict) -> None:

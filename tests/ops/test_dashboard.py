@@ -6,8 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from tests.ops.catalogue import METRICS, PROCESS_SERIES, PROMETHEUS_SERIES, series_names
 from tests.ops.promql import metric_names
 
@@ -100,7 +98,6 @@ def test_the_picture_draws_panels_the_dashboard_has():
 
 
 def test_the_picture_of_a_run_is_a_small_png(tmp_path):
-    pytest.importorskip("matplotlib", reason="matplotlib comes with the bench extra (make bench-tools)")
     render = render_module()
     points = [[1000.0 + t, float(t % 50)] for t in range(0, 600, 2)]
     panels = [
