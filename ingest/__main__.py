@@ -26,7 +26,7 @@ from storage.clickhouse import client as clickhouse
 from storage.clickhouse import http_interface, readers
 from storage.clickhouse.client import QueryFailed
 from storage.clickhouse.writer import ClickHouseThread
-from storage.config import Config, WorkerConfig, listen_address, load_or_exit
+from storage.config import Config, WorkerConfig, load_or_exit
 from storage.errors import Unavailable
 from storage.telemetry import logs, metrics, tracing
 
@@ -37,7 +37,7 @@ SHUTDOWN_GRACE = 20.0
 
 
 async def consume(config: Config) -> None:
-    serve_metrics(config.worker.metrics)
+    metrics.start("worker", "SLUICE_WORKER_METRICS", config.worker.metrics)
     thread = ClickHouseThread()
     try:
         client = await open_clickhouse(thread, config)
@@ -51,21 +51,6 @@ async def consume(config: Config) -> None:
             await thread.call(client.close)
     finally:
         thread.shutdown()
-
-
-def serve_metrics(address: str) -> None:
-    """sluice_build_info, and /metrics on `address` (SLUICE_WORKER_METRICS) unless it is `off`."""
-    metrics.build_info("worker")
-    listen = listen_address(address)
-    if listen is None:
-        return
-    try:
-        metrics.serve(*listen, "worker")
-    except OSError as exc:
-        raise SystemExit(
-            f"SLUICE_WORKER_METRICS={address}: cannot listen there ({exc.strerror or exc}); another process "
-            "(another worker?) uses the port: give each worker its own, or `off`"
-        ) from None
 
 
 async def open_clickhouse(thread: ClickHouseThread, config: Config):

@@ -28,7 +28,7 @@ from ingest.events import Topics
 from ingest.webhooks import delivery, metrics
 from ingest.webhooks.retry_schedule import RETRY_AFTER_STATUSES, next_attempt_at, parse_retry_after
 from ingest.worker.group_lag import GroupLag
-from storage.config import Config, WebhooksConfig, listen_address, load_or_exit
+from storage.config import Config, WebhooksConfig, load_or_exit
 from storage.postgres import outbox, webhooks
 from storage.postgres.pool import create_pool
 from storage.postgres.webhooks import Claimed, DeliveryStatus, DisableReason, Outcome
@@ -193,22 +193,6 @@ class Dispatcher:
             future.cancel()
 
 
-def serve_metrics(address: str) -> None:
-    """sluice_build_info, and /metrics on `address` (SLUICE_DISPATCHER_METRICS) unless it is `off`."""
-    telemetry.build_info("dispatcher")
-    metrics.declare()
-    listen = listen_address(address)
-    if listen is None:
-        return
-    try:
-        telemetry.serve(*listen, "dispatcher")
-    except OSError as exc:
-        raise SystemExit(
-            f"SLUICE_DISPATCHER_METRICS={address}: cannot listen there ({exc.strerror or exc}); another process "
-            "(another dispatcher?) uses the port: give each dispatcher its own, or `off`"
-        ) from None
-
-
 def group_lag(config: Config) -> tuple[GroupLag, metrics.GroupLagGauge]:
     """What measures the ingest consumer group's lag, and the gauge it feeds."""
     group, topics = config.worker.consumer_group, Topics.with_prefix(config.shared.kafka_topic_prefix).ingested()
@@ -216,7 +200,8 @@ def group_lag(config: Config) -> tuple[GroupLag, metrics.GroupLagGauge]:
 
 
 async def serve(config: Config) -> None:
-    serve_metrics(config.webhooks.dispatcher_metrics)
+    metrics.declare()
+    telemetry.start("dispatcher", "SLUICE_DISPATCHER_METRICS", config.webhooks.dispatcher_metrics)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from storage.compat import prometheus_client_internals as internals
+from storage.config import listen_address
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +60,22 @@ def serve(host: str, port: int, process: str) -> int:
     bound = server.server_address[1]
     log.info("%s metrics on http://%s:%d/metrics", process, host, bound)
     return int(bound)
+
+
+def start(process: str, setting: str, address: str) -> None:
+    """sluice_build_info for `process`, and /metrics on `address` (the value of `setting`) unless it is
+    `off`; a port another process holds ends this one with a line saying what to do."""
+    build_info(process)
+    listen = listen_address(address)
+    if listen is None:
+        return
+    try:
+        serve(*listen, process)
+    except OSError as exc:
+        raise SystemExit(
+            f"{setting}={address}: cannot listen there ({exc.strerror or exc}); another process "
+            f"(another {process}?) uses the port: give each {process} its own, or `off`"
+        ) from None
 
 
 # -- the API's processes: prometheus_client's multiprocess mode ------------------------------------
