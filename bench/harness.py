@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from machine import CLIENT_CORE, SERVER_CORE, machine_info, print_machine  # noqa: F401 - re-exported
 
@@ -450,6 +451,15 @@ def write_json(path: Path, doc: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def save_results(out: Path | None, benchmark: str, doc: dict, stream: TextIO = sys.stdout) -> Path:
+    """Write one benchmark's results (`benchmark`, `finished_at`, then `doc`) to --out or
+    bench/results/<date>-<host>-<benchmark>.json, and say where."""
+    path = out or results_path(benchmark)
+    write_json(path, {"benchmark": benchmark, "finished_at": utc_now(), **doc})
+    print(f"results: {path}", file=stream)
+    return path
 
 
 # --- summaries and machine info ---------------------------------------------

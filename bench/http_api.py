@@ -266,8 +266,6 @@ def print_table(endpoints: list[Endpoint]) -> dict[str, float]:
 
 def result_doc(args, machine: dict, endpoints: list[Endpoint], ratios: dict[str, float]) -> dict:
     return {
-        "benchmark": BENCHMARK,
-        "finished_at": harness.utc_now(),
         "machine": machine,
         "config": {
             "rounds": args.rounds,
@@ -367,9 +365,7 @@ def main() -> int:
             harness.stop(s)
         for problem in scratch.cleanup():
             print(f"warning: {problem}", file=sys.stderr)
-    path = args.out or harness.results_path(BENCHMARK)
-    harness.write_json(path, result_doc(args, machine, endpoints, ratios))
-    print(f"results: {path}")
+    harness.save_results(args.out, BENCHMARK, result_doc(args, machine, endpoints, ratios))
     return 1 if any(ep.refused for ep in endpoints) else 0
 
 

@@ -199,12 +199,10 @@ def main() -> int:
             harness.stop(side.server)
         for problem in scratch.cleanup():
             print(f"warning: {problem}", file=sys.stderr)
-    path = args.out or harness.results_path(BENCHMARK)
-    harness.write_json(
-        path,
+    harness.save_results(
+        args.out,
+        BENCHMARK,
         {
-            "benchmark": BENCHMARK,
-            "finished_at": harness.utc_now(),
             "machine": machine,
             "config": {
                 "rounds": args.rounds,
@@ -224,7 +222,6 @@ def main() -> int:
             **outcome,
         },
     )
-    print(f"results: {path}")
     return 0
 
 

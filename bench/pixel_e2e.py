@@ -311,12 +311,11 @@ def main() -> int:
         stop_worker(procs.get("worker"))
         for problem in scratch.cleanup():
             print(f"warning: {problem}", file=sys.stderr)
-    path = args.out or harness.results_path(BENCHMARK)
-    harness.write_json(
-        path,
+    print()
+    harness.save_results(
+        args.out,
+        BENCHMARK,
         {
-            "benchmark": BENCHMARK,
-            "finished_at": harness.utc_now(),
             "machine": machine,
             "config": {
                 "duration_s": args.duration,
@@ -328,7 +327,6 @@ def main() -> int:
             "phases": {p.name: {**asdict(p), "ok": p.ok} for p in phases},
         },
     )
-    print(f"\nresults: {path}")
     return 0 if all(p.ok for p in phases) else 1
 
 

@@ -337,12 +337,10 @@ def write_results(
     ops: list[Op],
     ratios: dict[str, float],
 ) -> Path:
-    path = args.out or harness.results_path(BENCHMARK)
-    harness.write_json(
-        path,
+    return harness.save_results(
+        args.out,
+        BENCHMARK,
         {
-            "benchmark": BENCHMARK,
-            "finished_at": harness.utc_now(),
             "machine": machine,
             "config": {
                 "rounds": args.rounds,
@@ -372,7 +370,6 @@ def write_results(
             },
         },
     )
-    return path
 
 
 # --- main -------------------------------------------------------------------
@@ -411,7 +408,7 @@ async def amain(args: argparse.Namespace, loop_name: str) -> int:
         print()
         ratios = print_table(ops)
         print()
-        print(f"results: {write_results(machine, args, server, affinity, loop_name, ops, ratios)}")
+        write_results(machine, args, server, affinity, loop_name, ops, ratios)
         return 0
     except asyncio.CancelledError:
         print("\ninterrupted; deleting the benchmark's keys", file=sys.stderr)

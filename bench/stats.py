@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness import machine_info, out_arg, print_machine, results_path, utc_now, write_json  # noqa: E402
+from harness import machine_info, out_arg, print_machine, save_results  # noqa: E402
 
 from storage.clickhouse import client as ch  # noqa: E402
 from storage.clickhouse import stats  # noqa: E402
@@ -658,8 +658,6 @@ def main() -> int:
         del q["answers"]
     print_table(result["queries"])
     doc = {
-        "benchmark": BENCHMARK,
-        "when": utc_now(),
         "parameters": {**vars(args), "out": str(args.out), "keep": str(args.keep), "cpus": os.cpu_count()},
         "data": {
             "days": DAYS,
@@ -670,9 +668,7 @@ def main() -> int:
         **result,
         "machine": info,
     }
-    path = args.out or results_path(BENCHMARK)
-    write_json(path, doc)
-    print(f"results: {path}", file=sys.stderr)
+    save_results(args.out, BENCHMARK, doc, sys.stderr)
     return 0
 
 

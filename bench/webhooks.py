@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 import uvloop  # noqa: E402
-from harness import machine_info, out_arg, results_path, utc_now, write_json  # noqa: E402
+from harness import machine_info, out_arg, save_results  # noqa: E402
 
 from ingest.webhooks import delivery  # noqa: E402
 from ingest.webhooks.dispatcher import Dispatcher  # noqa: E402
@@ -232,15 +232,11 @@ def main() -> None:
         f"attempt p50 {d['attempt_p50_ms']} ms, p99 {d['attempt_p99_ms']} ms"
     )
     doc = {
-        "benchmark": "webhooks",
-        "when": utc_now(),
         "parameters": {**vars(args), "out": str(args.out)},
         **figures,
         "machine": machine_info(["httpx", "httpcore", "asyncpg"]),
     }
-    path = args.out or results_path("webhooks")
-    write_json(path, doc)
-    print(f"results: {path}", file=sys.stderr)
+    save_results(args.out, "webhooks", doc, sys.stderr)
 
 
 if __name__ == "__main__":
