@@ -1,12 +1,14 @@
 """A real local HTTPS webhook receiver for tests and the bench: a CA and a certificate for
 localhost / receiver.test / 127.0.0.1 made with `cryptography`, a threaded HTTP/1.1 server,
-every request recorded, answers scripted per path (default 200 `{"received": true}`)."""
+every request recorded, answers scripted per path (default 200 `{"received": true}`), an answer
+held until the test releases it; and a bare TCP listener recording who connected to it."""
 
 import datetime
 import ipaddress
+import socket
+import socketserver
 import ssl
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +21,8 @@ from cryptography.x509.oid import NameOID
 
 NAMES = ("localhost", "receiver.test")
 ADDRESSES = ("127.0.0.1", "::1")
+# A held answer is given anyway after this long, so a failed test never leaves a thread hanging.
+HOLD_LIMIT_SECONDS = 120
 
 
 def _name(common: str) -> x509.Name:
@@ -71,7 +75,8 @@ class Answer:
     status: int = 200
     headers: dict = field(default_factory=dict)
     body: bytes = b'{"received": true}'
-    delay: float = 0.0
+    # Not answered until the test sets it: "the client gave up first" without guessing durations.
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -89,8 +94,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         receiver.record(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
         answer = receiver.answer_for(self.path)
-        if answer.delay:
-            time.sleep(answer.delay)
+        if answer.hold is not None:
+            answer.hold.wait(HOLD_LIMIT_SECONDS)
         self.send_response(answer.status)
         for name, value in answer.headers.items():
             self.send_header(name, value)
@@ -149,6 +154,67 @@ class Receiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class _Accepted(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.server.listener.accepted(self.client_address[0])
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class Listener:
+    """A bare TCP listener on 127.0.0.1 and ::1 (one port): records the peer of every connection
+    it accepts, then closes it. Where a client must not connect, this shows whether it did."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.connections: list[str] = []
+        self.servers = self._bind()
+        self.port = self.servers[0].server_address[1]
+
+    def _bind(self) -> list[_Server]:
+        for _ in range(20):  # the free IPv4 port may be taken on ::1: try another
+            v4 = _Server(("127.0.0.1", 0), _Accepted)
+            try:
+                v6 = _Server6(("::1", v4.server_address[1]), _Accepted)
+            except OSError:
+                v4.server_close()
+                continue
+            return [v4, v6]
+        raise RuntimeError("no port free on both 127.0.0.1 and ::1")
+
+    def accepted(self, peer: str) -> None:
+        with self.lock:
+            self.connections.append(peer)
+
+    def seen(self) -> list[str]:
+        with self.lock:
+            return list(self.connections)
+
+    def __enter__(self) -> "Listener":
+        for server in self.servers:
+            server.listener = self
+            threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture
+def listener():
+    with Listener() as listening:
+        yield listening
 
 
 @pytest.fixture(scope="session")

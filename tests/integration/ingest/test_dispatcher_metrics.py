@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import timedelta
 
@@ -106,7 +107,9 @@ def test_a_real_dispatcher_counts_attempts_by_outcome_its_backlog_and_the_groups
     ws = tenants.workspace()["id"]
     ok, gone, slow = path("ok"), path("gone"), path("slow")
     https_receiver.script(gone, Answer(410))
-    https_receiver.script(slow, Answer(200, delay=3), Answer(200))  # the first answer comes after the timeout
+    # The first answer is held until the test ends: the 1 s timeout comes first, whatever the load.
+    held = threading.Event()
+    https_receiver.script(slow, Answer(200, hold=held), Answer(200))
     add_endpoint(tenants, ws, https_receiver.url(ok))
     add_endpoint(tenants, ws, UNSAFE_URL)
     tenants.key(ws)  # api_key.created: to the two endpoints above
@@ -156,6 +159,7 @@ def test_a_real_dispatcher_counts_attempts_by_outcome_its_backlog_and_the_groups
         produce_more(bootstrap, topics.pixel, 1, 4)  # no worker of the group runs: the lag grows
         wait_for_metrics(url, lambda s: group_lag(s, group)[(topics.pixel, "1")] == 7)
     finally:
+        held.set()
         process.terminate()
         process.wait(30)
     assert process.returncode == 0, (tmp_path / "dispatcher.log").read_text()[-3000:]

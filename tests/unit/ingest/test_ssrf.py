@@ -3,6 +3,7 @@ connection made to the address that was checked."""
 
 import ipaddress
 
+import httpcore
 import httpx
 import pytest
 from hypothesis import given, settings
@@ -180,23 +181,65 @@ async def test_unresolvable_names_are_refused():
         await Guard().resolve("no-such-host.invalid", 443)
 
 
+# Loopback in the spellings a resolver accepts: each would reach the listener on 127.0.0.1 / ::1.
+LOOPBACK_HOSTS = ["127.0.0.1", "127.1", "2130706433", "0x7f.1", "[::1]", "[::ffff:127.0.0.1]", "localhost"]
+LOOPBACK_ALLOWED = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+async def post(guard: Guard, url: str) -> None:
+    async with httpx.AsyncClient(transport=guarded_transport(guard, True, 4)) as client:
+        await client.post(url, content=b"{}")
+
+
+@pytest.mark.parametrize("host", LOOPBACK_HOSTS)
+async def test_requests_through_the_guarded_transport_never_connect(host, listener):
+    url = f"https://{host}:{listener.port}/"
+    with pytest.raises(UnsafeAddress, match="non-public"):
+        await post(Guard(), url)
+    assert listener.seen() == [], f"{url} connected"
+    # With loopback allowed the same URL does reach the listener (which closes it: no TLS there).
+    with pytest.raises(httpx.ConnectError):
+        await post(Guard(LOOPBACK_ALLOWED), url)
+    assert len(listener.seen()) == 1
+
+
+@pytest.fixture
+def dials(monkeypatch) -> list[tuple[str, int]]:
+    """Every TCP connection the guarded backend opens, recorded instead of made."""
+    made: list[tuple[str, int]] = []
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        made.append((host, port))
+        raise httpcore.ConnectError("recorded, not connected")
+
+    monkeypatch.setattr(httpcore.AnyIOBackend, "connect_tcp", connect_tcp)
+    return made
+
+
 @pytest.mark.parametrize(
-    "url",
+    "url, address",
     [
-        "https://127.0.0.1/",
-        "https://2130706433/",
-        "https://0177.0.0.1/",
-        "https://[::1]/",
-        "https://[::ffff:127.0.0.1]/",
-        "https://localhost/",
-        "https://169.254.169.254/latest/meta-data",
+        ("https://169.254.169.254/latest/meta-data", "169.254.169.254"),
+        ("https://[fd00:ec2::254]/latest", "fd00:ec2::254"),
+        ("https://10.0.0.1/hook", "10.0.0.1"),
+        ("https://[::ffff:a9fe:a9fe]/", "::ffff:a9fe:a9fe"),
     ],
 )
-async def test_requests_through_the_guarded_transport_never_connect(url):
-    # httpx itself refuses some spellings (0177.0.0.1) as invalid URLs: refused all the same.
-    async with httpx.AsyncClient(transport=guarded_transport(Guard(), True, 4)) as client:
-        with pytest.raises((UnsafeAddress, httpx.InvalidURL)):
-            await client.post(url, content=b"{}")
+async def test_addresses_no_listener_can_stand_for_are_refused_before_any_dial(url, address, dials):
+    with pytest.raises(UnsafeAddress, match="non-public"):
+        await post(Guard(), url)
+    assert dials == []
+    everything = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+    with pytest.raises(httpx.ConnectError):
+        await post(Guard(everything), url)
+    assert dials == [(address, 443)]
+
+
+async def test_httpx_itself_refuses_octal_dotted_hosts_and_nothing_connects(listener):
+    # 0177.0.0.1 is 127.0.0.1 to inet_aton, but httpx will not parse it: refused before the guard.
+    with pytest.raises(httpx.InvalidURL):
+        await post(Guard(LOOPBACK_ALLOWED), f"https://0177.0.0.1:{listener.port}/")
+    assert listener.seen() == []
 
 
 async def test_connection_goes_to_the_checked_address_not_a_second_lookup(https_receiver):
