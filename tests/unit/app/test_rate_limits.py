@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -9,6 +10,7 @@ from app.access.rate_limits import TIERS, LimitMode, LocalLimiter, rate_limit_he
 from storage.redis.rate_limit import Decision
 
 START = 1_000_000_000_000
+MINUTE_MICROS = 60_000_000
 
 
 def as_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -65,3 +67,18 @@ def test_local_decisions_follow_the_model(tier, share, gaps):
             if admitted_at_start is not None:
                 assert admitted_at_start == decision.capacity
         assert decision.reset_after <= decision.capacity * 60 / decision.limit
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+@pytest.mark.parametrize("tier", sorted(TIERS))
+def test_a_process_without_redis_empties_its_share_then_refills_its_share_a_minute(tier, workers):
+    """README: while Redis is away each of SLUICE_WORKERS processes limits at a bucket of
+    capacity / SLUICE_WORKERS refilling at limit / SLUICE_WORKERS, so together they hold the bucket."""
+    limit, capacity = tier_limits(tier)
+    rate, held = limit // workers, capacity // workers
+    limiter = LocalLimiter(workers)
+    emptied = [limiter.allow("k", limit, capacity, now_micros=START) for _ in range(held + 1)]
+    assert sum(d.allowed for d in emptied) == held and not emptied[-1].allowed
+    assert [d.remaining for d in emptied[:-1]] == list(range(held - 1, -1, -1))
+    minute_later = [limiter.allow("k", limit, capacity, now_micros=START + MINUTE_MICROS) for _ in range(rate + 1)]
+    assert sum(d.allowed for d in minute_later) == rate and not minute_later[-1].allowed
