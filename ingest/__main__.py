@@ -159,7 +159,8 @@ def query(config: Config, sql: str, fmt: str | None) -> None:
 
 
 def query_over_http(endpoint: clickhouse.Endpoint, sql: str, fmt: str) -> None:
-    params = {"default_format": fmt, **({"database": endpoint.database} if endpoint.database else {})}
+    # readonly=2: a ClickHouse server runs what it is sent; this command promises read-only SQL.
+    params = {"default_format": fmt, "readonly": "2", **({"database": endpoint.database} if endpoint.database else {})}
     headers = {"X-ClickHouse-User": endpoint.user, "X-ClickHouse-Key": endpoint.password}
     try:
         with httpx.stream(

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
 import httpx
@@ -137,12 +137,13 @@ def answering_worker(directory: str) -> Endpoint | None:
 
 
 def server_endpoint(url: str) -> Endpoint:
-    """http(s)://user:pass@host:port/db → its HTTP interface."""
+    """http(s)://user:pass@host:port/db → its HTTP interface; percent-escapes decoded, as clickhouse-connect does."""
     parts = urlsplit(url)
     port = parts.port or (8443 if parts.scheme == "https" else 8123)
     host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
-    database = parts.path.strip("/") or None
-    return Endpoint(f"{parts.scheme}://{host}:{port}", parts.username or "default", parts.password or "", database)
+    database = unquote(parts.path.strip("/")) or None
+    user, password = unquote(parts.username or "") or "default", unquote(parts.password or "")
+    return Endpoint(f"{parts.scheme}://{host}:{port}", user, password, database)
 
 
 class ClientReader:

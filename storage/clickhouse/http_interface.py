@@ -12,6 +12,10 @@ result streams out chunk by chunk as the engine produces it, and the query is ca
 client goes away. Internal readers authenticate as `sluice` with the key the worker writes to
 DIR/.sluice-http-key at start (the directory's owner is the only one who can read the data anyway).
 Each query's outcome and duration go to an observer the worker passes in (its metrics).
+
+`Settings.writable` (tests/clickhouse_server.py only; no worker setting reaches it) makes the same
+server a stand-in for a ClickHouse server: a query that does not ask for `readonly` runs on a
+writable session (storage/clickhouse/writable.py), INSERT rows in the body included.
 """
 
 import asyncio
@@ -30,17 +34,19 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import h11
 import orjson
 
 from storage.clickhouse import readers
-from storage.clickhouse.readers import Limits, QueryError, ReaderConnection
+from storage.clickhouse.readers import Checked, Limits, QueryError, ReaderConnection
+from storage.clickhouse.writable import WritableSession
 from storage.clickhouse.writer import INSERTS
 
 log = logging.getLogger(__name__)
@@ -139,6 +145,10 @@ class Settings:
     users: Mapping[str, str] = field(default_factory=dict)  # name → sha256 hex of the password
     limits: Limits = field(default_factory=Limits)
     readers: int = 2
+    # A stand-in ClickHouse server for tests (tests/clickhouse_server.py): writes too, for clients
+    # that do not ask for readonly, and request bodies as large as an INSERT's rows.
+    writable: bool = False
+    max_request_bytes: int = MAX_REQUEST_BYTES
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -201,6 +211,26 @@ class Query:
     query_id: str
 
 
+class Session(Protocol):
+    """What a reader thread answers a query with: a ReaderConnection, or a WritableSession."""
+
+    written: tuple[int, int]  # rows, bytes the last query wrote
+
+    def use(self, database: str) -> None: ...
+
+    def check(self, sql: str, params: Mapping[str, str] | None = None) -> Checked: ...
+
+    def stream(
+        self, checked: Checked, fmt: str, params: Mapping[str, str], settings: Mapping[str, str]
+    ) -> Generator[bytes, None, None]: ...
+
+    def close(self) -> None: ...
+
+
+def asks_readonly(query: Query) -> bool:
+    return query.settings.get("readonly", "0").strip() not in ("", "0")
+
+
 class Cancelled(Exception):
     """The client went away; the reader thread stops its query."""
 
@@ -215,6 +245,7 @@ class Job:
         self.cancelled = threading.Event()
         self.error: QueryError | None = None  # the error the client was sent
         self.ended = False  # the whole answer was sent
+        self.written = (0, 0)  # rows, bytes, as the session reported them before the answer's first event
 
     def outcome(self) -> QueryOutcome:
         if self.error is not None:
@@ -237,8 +268,8 @@ class Job:
 class ReaderPool:
     """`size` threads, each with its own ReaderConnection; at most `size * (1 + QUEUED_PER_READER)` queries in."""
 
-    def __init__(self, directory: str, limits: Limits, size: int):
-        self.directory, self.limits, self.size = directory, limits, size
+    def __init__(self, directory: str, limits: Limits, size: int, writable: bool = False):
+        self.directory, self.limits, self.size, self.writable = directory, limits, size, writable
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.inflight, self.threads = 0, [threading.Thread(target=self._run, daemon=True) for _ in range(size)]
         self.ready = threading.Barrier(size + 1)
@@ -266,17 +297,20 @@ class ReaderPool:
 
     def _run(self) -> None:
         conn = ReaderConnection(self.directory, self.limits)
+        writer = WritableSession(self.directory) if self.writable else None
         self.ready.wait()
         try:
             while (job := self.jobs.get()) is not None:
                 # Between INSERTs, so a batch is in every table or in none (a slower one: go ahead).
                 INSERTS.wait_idle(INSERT_WAIT)
-                _answer(conn, job)
+                _answer(writer if writer is not None and not asks_readonly(job.query) else conn, job)
         finally:
             conn.close()
+            if writer is not None:
+                writer.close()
 
 
-def _answer(conn: ReaderConnection, job: Job) -> None:
+def _answer(conn: Session, job: Job) -> None:
     q = job.query
     try:
         if job.cancelled.is_set():
@@ -287,8 +321,10 @@ def _answer(conn: ReaderConnection, job: Job) -> None:
         job.format = checked.format or q.format
         with contextlib.closing(conn.stream(checked, q.format, q.params, q.settings)) as chunks:
             for chunk in chunks:
+                job.written = conn.written
                 if chunk:
                     job.emit("data", chunk)
+        job.written = conn.written
         job.emit("end")
     except QueryError as exc:
         with contextlib.suppress(Cancelled):
@@ -312,7 +348,7 @@ class HttpInterface:
         self.directory, self.settings, self.observe = directory, settings, observe
         self.key = secrets.token_urlsafe(32)
         self.auth = Authenticator(settings.users, self.key)
-        self.pool = ReaderPool(directory, settings.limits, settings.readers)
+        self.pool = ReaderPool(directory, settings.limits, settings.readers, settings.writable)
         self.display_name = socket.gethostname()
         self._server: asyncio.AbstractServer | None = None
         self.port = settings.port
@@ -379,7 +415,7 @@ class HttpInterface:
                 request = event
             elif isinstance(event, h11.Data):
                 body += event.data
-                if len(body) > MAX_REQUEST_BYTES:
+                if len(body) > self.settings.max_request_bytes:
                     too_large = QueryError(readers.SYNTAX_ERROR, "Max query size exceeded")
                     self.observe(outcome_of(too_large), None)
                     await self._send_error(conn, writer, too_large, 413)
@@ -496,7 +532,8 @@ class HttpInterface:
         return await event
 
     def _headers(self, job: Job) -> list[tuple[str, str]]:
-        summary = {"read_rows": "0", "read_bytes": "0", "written_rows": "0", "written_bytes": "0"}
+        rows, size = job.written
+        summary = {"read_rows": "0", "read_bytes": "0", "written_rows": str(rows), "written_bytes": str(size)}
         return [
             ("Content-Type", content_type(job.format)),
             ("X-ClickHouse-Format", job.format),

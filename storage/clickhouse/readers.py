@@ -144,6 +144,8 @@ def quoted(value: str) -> str:
 class ReaderConnection:
     """One chdb session for analyst queries: `check`, then `stream` within `limits`."""
 
+    written = (0, 0)  # rows, bytes: a reader writes nothing
+
     def __init__(self, directory: str, limits: Limits):
         self.conn, self.limits = chdb.connect(directory), limits
         self._apply(limits.base_settings())
