@@ -8,12 +8,15 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -140,44 +143,47 @@ def server_env(database_url, ingest_env):
 @contextlib.contextmanager
 def running_api(env: dict, log_dir: Path):
     """A real API server (granian, one worker) with the given environment; yields its base URL."""
+    with api_server(env, log_dir) as server:
+        yield server.url
+
+
+@dataclass
+class ApiServer:
+    url: str
+    process: subprocess.Popen  # granian's main process, leader of a process group of its own
+    log: Path
+
+
+@contextlib.contextmanager
+def api_server(env: dict, log_dir: Path) -> Iterator[ApiServer]:
+    """A real API server (granian, one worker) leading a process group of its own, so a test may
+    SIGKILL the main process and its worker together; stopped (the whole group) on the way out."""
     port = _free_port()
     log_path = log_dir / f"api-{port}.log"
     command = [
-        sys.executable,
-        "-m",
-        "granian",
-        "--interface",
-        "asgi",
-        "--factory",
-        "--loop",
-        "uvloop",
-        "--http",
-        "1",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--no-ws",
+        *(sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop"),
+        *("--http", "1", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-ws"),
         # Granian's own lines in Sluice's log format, and one access line per request (sluice.access).
-        "--log-config",
-        str(logs.GRANIAN_LOG_CONFIG),
-        "--no-access-log",
-        "app.main:create_app",
+        *("--log-config", str(logs.GRANIAN_LOG_CONFIG), "--no-access-log", "app.main:create_app"),
     ]
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_serving(url, process, log_path)
-        yield url
+        yield ApiServer(url, process, log_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # a worker its main left behind
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,10 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer
 
-from ingest.events import Topics
+from ingest.events import Topics, workspace_key
 from storage.postgres import entitlements
 from tests.conftest import _free_port, running_api
+from tests.e2e.spool_contents import spooled_records
 
 UPGRADE_URL = "https://sluice.dev/upgrade"
 CACHE_SECONDS = 1  # SLUICE_ENTITLEMENTS_CACHE_SECONDS of the test server (tests/conftest.py)
@@ -306,32 +307,53 @@ def test_summary_has_every_feature_with_the_spec_s_fields(client, tenants):
     }
 
 
+def watch_for_change(read, changed, cached_since: float, written: float) -> tuple[dict, float]:
+    """Polls `read()` until `changed(answer)`; that answer, and when its request was sent.
+
+    A process keeps a plan CACHE_SECONDS from when it read it: the plan read for the request sent at
+    `cached_since` hides the change from every answer received before cached_since + CACHE_SECONDS,
+    and every request sent CACHE_SECONDS after the change was `written` sees it. The times are
+    measured here, on the monotonic clock the server's cache uses too."""
+    while True:
+        sent = time.monotonic()
+        answer = read()
+        received = time.monotonic()
+        if changed(answer):
+            assert received >= cached_since + CACHE_SECONDS, f"seen {received - cached_since:.2f} s after caching"
+            return answer, sent
+        assert sent < written + CACHE_SECONDS, f"not seen {sent - written:.2f} s after the change: {answer}"
+        time.sleep(0.05)
+
+
 def test_override_in_postgres_applies_after_the_cache_ttl(client, tenants):
     ws, headers = workspace(tenants, "free")
 
     def check():
         return client.get("/entitlements/check", params={"feature": "posts"}, headers=headers).json()
 
-    assert check()["limit"] == 10
+    primed = time.monotonic()
+    assert check()["limit"] == 10  # the workspace's first request: its plan is read and cached now
     tenants.run(lambda pool: entitlements.set_override(pool, ws["id"], "posts", 25))
-    time.sleep(CACHE_SECONDS + 0.2)
-    assert check()["limit"] == 25
+    _, cached_since = watch_for_change(check, lambda a: a["limit"] == 25, primed, time.monotonic())
     assert use(client, headers, "posts", 25).json()["current_usage"] == 25
     summary = client.get("/entitlements/summary", headers=headers).json()["data"]
     assert summary["tier"] == "free" and summary["entitlements"]["posts"]["limit"] == 25
     tenants.run(lambda pool: entitlements.delete_override(pool, ws["id"], "posts"))
-    time.sleep(CACHE_SECONDS + 0.2)
-    after = check()
+    after, _ = watch_for_change(check, lambda a: a["limit"] == 10, cached_since, time.monotonic())
     assert (after["allowed"], after["limit"], after["available"]) == (False, 10, 0)
 
 
 def test_workspace_tier_change_applies_after_the_cache_ttl(client, tenants):
     ws, headers = workspace(tenants, "free")
-    assert client.get("/entitlements/summary", headers=headers).json()["data"]["tier"] == "free"
+
+    def summary():
+        return client.get("/entitlements/summary", headers=headers).json()["data"]
+
+    primed = time.monotonic()
+    assert summary()["tier"] == "free"
     tenants.execute("UPDATE workspaces SET tier = 'agency' WHERE id = $1", ws["id"])
-    time.sleep(CACHE_SECONDS + 0.2)
-    data = client.get("/entitlements/summary", headers=headers).json()["data"]
-    assert data["tier"] == "agency" and data["entitlements"]["posts"]["limit"] == 10_000
+    data, _ = watch_for_change(summary, lambda d: d["tier"] == "agency", primed, time.monotonic())
+    assert data["entitlements"]["posts"]["limit"] == 10_000
 
 
 def test_lost_stock_counter_is_rebuilt_from_postgres(client, tenants):
@@ -472,18 +494,31 @@ def test_redis_away_answers_503_and_never_grants(server_env, tenants, tmp_path):
 
 
 def test_kafka_away_spools_the_usage_and_answers_200(server_env, tenants, tmp_path):
-    """Kafka a closed port: the record is durable in the spool, so the usage counts."""
+    """Kafka a closed port: the record is durable in the spool before the answer, so the usage counts."""
     ws, headers = workspace(tenants, "free")
-    env = {
-        **server_env,
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
-        "SLUICE_SPOOL_DIR": str(tmp_path / "spool"),
-    }
+    spool_dir = tmp_path / "spool"
+    env = {**server_env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}", "SLUICE_SPOOL_DIR": str(spool_dir)}
     with running_api(env, tmp_path) as url, httpx.Client(base_url=url + "/api/v1", timeout=30) as c:
-        r = use(c, headers, "posts", 3)
+        r = use(c, headers, "posts", 3, metadata={"post_id": 9})
         assert r.status_code == 200, r.text
         assert r.json()["current_usage"] == 3
-    assert any((tmp_path / "spool").rglob("*")), "the spool holds the record for the next start"
+        # Read while the server lives: on disk when answered, not only once it shuts down.
+        held = [record for records in spooled_records(spool_dir).values() for record in records]
+    usage_topic = Topics.with_prefix(server_env["SLUICE_KAFKA_TOPIC_PREFIX"]).usage
+    usage = [record for record in held if record.topic == usage_topic]
+    assert len(usage) == 1, f"usage records in the spool: {usage}"
+    record = usage[0]
+    assert record.key == workspace_key(ws["id"])
+    event = orjson.loads(record.value)
+    assert event.pop("event_id").startswith("use_")
+    assert datetime.strptime(event.pop("occurred_at"), "%Y-%m-%d %H:%M:%S.%f")
+    assert event == {
+        "workspace_id": ws["id"],
+        "feature": "posts",
+        "quantity": 3,
+        "metadata": '{"post_id":9}',
+        "idempotency_key": "",
+    }
 
 
 def test_kafka_away_and_spool_full_answers_503_and_takes_the_usage_back(server_env, tenants, tmp_path, client):
