@@ -1,21 +1,16 @@
 """Headless Chromium through Selenium, from Debian's `chromium` and `chromium-driver` packages
-(installed with apt-get on first use), never from Selenium Manager downloads.
+(installed with apt-get on first use: tests/system_packages.py), never from Selenium Manager downloads.
 
 Every request goes through the test proxy (tests/browser/proxy.py), loopback included. The browser
 passes for a person's: a desktop Chrome User-Agent (the server drops HeadlessChrome as a bot) and,
 unless a test asks otherwise, no navigator.webdriver (the script ignores automated browsers).
 """
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-
-from storage.local_stack.apt import apt_install
-from storage.local_stack.reporting import StackError
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -35,25 +30,6 @@ QUIET = [
 ]
 
 GPC_ON = "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true, configurable: true});"
-
-
-def missing() -> list[Path]:
-    return [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
-
-
-def ensure_installed() -> str | None:
-    """None when both binaries are there (installing them if need be), else why not."""
-    if not missing():
-        return None
-    if shutil.which("apt-get") is None:
-        return f"{', '.join(map(str, missing()))} missing and no apt-get here: install Chromium and its chromedriver"
-    try:
-        apt_install(PACKAGES)
-    except StackError as exc:
-        return f"installing Chromium failed: {exc}"
-    if missing():
-        return f"apt-get installed {' '.join(PACKAGES)} but {', '.join(map(str, missing()))} is still missing"
-    return None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from tests.browser import chromium
 from tests.browser.proxy import Proxy
 from tests.browser.site import Site
 from tests.conftest import running_api
+from tests.system_packages import require
 
 FIRST_PARTY_PATH = "/x"
 
@@ -19,9 +20,7 @@ FIRST_PARTY_PATH = "/x"
 @pytest.fixture(scope="session")
 def installed_chromium() -> None:
     """Chromium and chromedriver from Debian's packages, installed on first use."""
-    problem = chromium.ensure_installed()
-    if problem is not None:
-        pytest.fail(f"{problem}\nThe browser tests need them: apt-get install -y {' '.join(chromium.PACKAGES)}")
+    require([chromium.CHROMIUM, chromium.CHROMEDRIVER], chromium.PACKAGES, "The browser tests")
 
 
 @pytest.fixture(scope="session")

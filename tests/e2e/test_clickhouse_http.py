@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from ingest.events import Topics, workspace_key
+from tests.system_packages import require
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 60
@@ -121,13 +121,12 @@ def test_curl_answers_tsv_and_ping(worker):
 @pytest.fixture(scope="module")
 def node_client():
     """The official Node client, installed once into .services/ (Node and npm from Debian)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        subprocess.run(["apt-get", "install", "-y", "nodejs", "npm"], check=True, capture_output=True)
+    _node, npm = require(["node", "npm"], ["nodejs", "npm"], "The Node.js ClickHouse client test")
     package = NODE_CACHE / "node_modules" / "@clickhouse" / "client"
     if not package.exists():
         NODE_CACHE.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(NODE_CACHE), NODE_CLIENT],
+            [str(npm), "install", "--no-audit", "--no-fund", "--prefix", str(NODE_CACHE), NODE_CLIENT],
             check=True,
             capture_output=True,
             timeout=300,

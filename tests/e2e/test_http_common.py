@@ -4,6 +4,16 @@ import httpx
 import pytest
 
 ENVELOPE_KEYS = {"error", "message"}
+MAX_BODY_BYTES = 65536  # SLUICE_MAX_BODY_BYTES of the tests' server (tests/conftest.py)
+TOO_LARGE = {
+    "error": "payload_too_large",
+    "message": f"Request body is larger than the limit of {MAX_BODY_BYTES} bytes.",
+}
+
+
+def workspaces_of(tenants, workspace: dict) -> int:
+    """How many workspaces the tenant's account holds: a refused POST /workspaces adds none."""
+    return tenants.fetchval("SELECT count(*) FROM workspaces WHERE account_id = $1", workspace["account_id"])
 
 
 def test_unknown_route_returns_404_envelope(client):
@@ -55,11 +65,13 @@ def test_missing_or_bad_key_returns_401_envelope(client, authorization):
     assert r.headers["www-authenticate"].startswith("Bearer")
 
 
-def test_malformed_json_returns_400_envelope(client, tenant):
-    _, headers = tenant
+def test_malformed_json_returns_400_envelope(client, tenant, tenants):
+    ws, headers = tenant
     r = client.post("/workspaces", content=b'{"name": ', headers={**headers, "Content-Type": "application/json"})
     assert r.status_code == 400
-    assert r.json()["error"] == "invalid_json"
+    assert set(r.json()) == ENVELOPE_KEYS and r.json()["error"] == "invalid_json"
+    assert r.json()["message"].startswith("Malformed JSON body: ")
+    assert workspaces_of(tenants, ws) == 1
 
 
 def test_wrong_content_type_returns_400_envelope(client, tenant):
@@ -79,27 +91,31 @@ def test_non_object_json_body_returns_422(client, tenant, body):
     assert "body" in r.json()["errors"]
 
 
-def test_body_over_limit_returns_413_envelope(client, tenant):
-    _, headers = tenant
+def test_body_over_limit_returns_413_envelope(client, tenant, tenants):
+    ws, headers = tenant
     big = b'{"name": "' + b"x" * 70_000 + b'"}'
     r = client.post("/workspaces", content=big, headers={**headers, "Content-Type": "application/json"})
     assert r.status_code == 413
-    assert r.json()["error"] == "payload_too_large"
+    assert r.json() == TOO_LARGE
+    assert workspaces_of(tenants, ws) == 1
 
 
-def test_every_oversized_body_gets_its_413_not_a_reset_connection(client, tenant):
+def test_every_oversized_body_gets_its_413_not_a_reset_connection(client, tenant, tenants):
     """The server reads a slightly oversized body before answering: closing a socket with unread
     data resets it, and the client would lose the answer (this failed about one run in ten)."""
-    _, headers = tenant
+    ws, headers = tenant
     big = b'{"name": "' + b"x" * 300_000 + b'"}'
     for _ in range(30):
         r = client.post("/workspaces", content=big, headers={**headers, "Content-Type": "application/json"})
-        assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
-    assert client.get("/workspaces", headers=headers).status_code == 200  # the connection still serves
+        assert r.status_code == 413 and r.json() == TOO_LARGE
+    listed = client.get("/workspaces", headers=headers)  # the connection still serves
+    assert listed.status_code == 200 and [w["id"] for w in listed.json()["data"]] == [ws["id"]]
+    assert workspaces_of(tenants, ws) == 1
 
 
-def test_chunked_body_over_limit_returns_413(client, tenant):
-    _, headers = tenant
+def test_chunked_body_over_limit_returns_413(client, tenant, tenants):
+    """No Content-Length to refuse up front: the limit holds while the chunks are read."""
+    ws, headers = tenant
 
     def chunks():
         yield b'{"name": "'
@@ -108,15 +124,21 @@ def test_chunked_body_over_limit_returns_413(client, tenant):
         yield b'"}'
 
     r = client.post("/workspaces", content=chunks(), headers={**headers, "Content-Type": "application/json"})
+    assert "content-length" not in r.request.headers and r.request.headers["transfer-encoding"] == "chunked"
     assert r.status_code == 413
+    assert r.json() == TOO_LARGE
+    assert workspaces_of(tenants, ws) == 1
 
 
-def test_invalid_utf8_body_is_400_not_500(client, tenant):
-    _, headers = tenant
+def test_invalid_utf8_body_is_400_not_500(client, tenant, tenants):
+    ws, headers = tenant
     r = client.post(
         "/workspaces", content=b'{"name": "\xff\xfe"}', headers={**headers, "Content-Type": "application/json"}
     )
     assert r.status_code == 400
+    assert set(r.json()) == ENVELOPE_KEYS and r.json()["error"] == "invalid_json"
+    assert r.json()["message"].startswith("Malformed JSON body: ")
+    assert workspaces_of(tenants, ws) == 1
 
 
 def test_foreign_workspace_header_returns_403(client, tenant, tenants):
@@ -124,13 +146,14 @@ def test_foreign_workspace_header_returns_403(client, tenant, tenants):
     other = tenants.workspace()
     r = client.get("/api-keys", headers={**headers, "X-Workspace-ID": str(other["id"])})
     assert r.status_code == 403
-    assert r.json()["error"] == "access_denied"
+    assert set(r.json()) == ENVELOPE_KEYS and r.json()["error"] == "access_denied"
 
 
 def test_own_workspace_header_is_accepted(client, tenant):
     ws, headers = tenant
     r = client.get("/api-keys", headers={**headers, "X-Workspace-ID": str(ws["id"])})
     assert r.status_code == 200
+    assert [key["workspace_id"] for key in r.json()["data"]] == [ws["id"]]
 
 
 def test_malformed_workspace_header_returns_422(client, tenant):

@@ -4,6 +4,7 @@ sandbox against hostile paths, analytics scoped to the caller's workspace, and a
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,12 @@ from tests.conftest import ROOT, _free_port, running_api
 from tests.e2e.test_contract_integrations import conforms
 
 SECRET = "top secret outside the root"
+# The external server's deadline at the gateway, and a tool ten times slower: the tool's sleep
+# starts after the gateway's clock, so a gateway that keeps its deadline answers 504 first however
+# loaded the machine; one that waits for the tool (or misses its deadline tenfold) gets "done".
+NOTES_TIMEOUT_SECONDS = 1
+SLOW_TOOL_SECONDS = 10
+EXTERNAL_START_SECONDS = 60
 HOSTILE = [
     "../secret.txt",
     "../../secret.txt",
@@ -89,18 +96,28 @@ def external_mcp():
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/mcp"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + EXTERNAL_START_SECONDS
+    # Listening is enough: GET /mcp would open an event stream that never ends.
+    while True:
         try:
-            httpx.get(url, timeout=1)
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
-        except httpx.TransportError:
+        except OSError:
+            assert process.poll() is None, f"the external MCP server exited with {process.returncode}"
+            assert time.monotonic() < deadline, (
+                f"the external MCP server did not listen within {EXTERNAL_START_SECONDS} s"
+            )
             time.sleep(0.2)
     try:
         yield url
     finally:
+        # Its server waits for requests in flight before it exits: the slow tools' sleeps.
         process.terminate()
-        process.wait(10)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +136,7 @@ def mcp_env(tmp_path_factory, server_env, external_mcp):
                         "url": external_mcp,
                         "name": "Notes",
                         "description": "External",
-                        "timeout_seconds": 1,
+                        "timeout_seconds": NOTES_TIMEOUT_SECONDS,
                         "resource_schemes": ["notes"],
                     },
                     {
@@ -347,10 +364,16 @@ def test_stdio_server_is_called_when_allowed(mcp, tenant):
 
 def test_slow_tool_times_out_with_504(mcp, tenant):
     _, headers = tenant
+    body = {"server": "notes", "tool": "slow", "arguments": {"seconds": SLOW_TOOL_SECONDS}}
     started = time.monotonic()
-    r = call(mcp, headers, "notes", "slow", {"seconds": 4})
-    assert r.status_code == 504 and r.json()["error"] == "gateway_timeout"
-    assert time.monotonic() - started < 3.5
+    r = mcp.post("/mcp/tools/call", json=body, headers=headers, timeout=SLOW_TOOL_SECONDS * 2)
+    elapsed = time.monotonic() - started
+    assert r.status_code == 504, r.text
+    assert r.json() == {
+        "error": "gateway_timeout",
+        "message": f"MCP server 'notes' did not answer within {NOTES_TIMEOUT_SECONDS} s.",
+    }
+    assert NOTES_TIMEOUT_SECONDS <= elapsed < SLOW_TOOL_SECONDS, f"answered after {elapsed:.2f} s"
 
 
 def test_unreachable_external_server_is_502(mcp, tenant):
@@ -364,7 +387,7 @@ def test_tool_calls_are_recorded(mcp, tenants):
     headers = {"Authorization": f"Bearer {tenants.key(ws['id'])}"}
     call(mcp, headers, "filesystem", "list_directory", {})
     call(mcp, headers, "filesystem", "read_file", {"path": "../x"})
-    call(mcp, headers, "notes", "slow", {"seconds": 4})
+    call(mcp, headers, "notes", "slow", {"seconds": SLOW_TOOL_SECONDS})
     call(mcp, headers, "nope", "x", {})
     rows = tenants.run(
         lambda pool: pool.fetch(
@@ -378,7 +401,10 @@ def test_tool_calls_are_recorded(mcp, tenants):
         ("filesystem", "read_file", "invalid_arguments"),
         ("notes", "slow", "timeout"),
     ]
-    assert rows[2]["duration_ms"] >= 900 and all(r["api_key_id"] for r in rows)
+    # The timeout was recorded as it happened: after the deadline (asyncio may fire a timer up to a
+    # clock tick early), long before the tool would have answered.
+    assert NOTES_TIMEOUT_SECONDS * 1000 - 100 <= rows[2]["duration_ms"] < SLOW_TOOL_SECONDS * 1000
+    assert all(r["api_key_id"] for r in rows)
 
 
 def insert_events(clickhouse_url: str, rows: list[list], usage: list[list]) -> None:

@@ -18,6 +18,8 @@ CHROME = (
     "Chrome/120.0.0.0 Safari/537.36"
 )
 BROWSER = {"User-Agent": CHROME}
+# Deadlines for what a loaded machine may take: a topic read, a loop of requests.
+DEADLINE_SECONDS = 60
 
 
 @pytest.fixture
@@ -40,8 +42,9 @@ def event(host: str, **fields) -> dict:
     }
 
 
-async def _read(bootstrap: str, topic: str, want, timeout: float) -> list[dict]:
-    """Records of the topic matching want(record), read from the start until timeout."""
+async def _read(bootstrap: str, topic: str, want, timeout: float, enough) -> list[dict]:
+    """Records of the topic matching want(record), read from the start until enough(found) and the
+    topic has nothing more to give at once, or until timeout."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
     )
@@ -58,16 +61,17 @@ async def _read(bootstrap: str, topic: str, want, timeout: float) -> list[dict]:
                         continue
                     if isinstance(record, dict) and want(record):
                         found.append((message.key, message.value, record))
-            if found and not batches:
+            if enough(found) and not batches:
                 break
         return found
     finally:
         await consumer.stop()
 
 
-def read_topic(server_env, family: str, want, timeout: float = 10.0):
+def read_topic(server_env, family: str, want, timeout: float = DEADLINE_SECONDS, enough=bool):
+    """By default until anything is found: a 2xx pixel answer means its record is in Kafka already."""
     topic = getattr(Topics.with_prefix(server_env["SLUICE_KAFKA_TOPIC_PREFIX"]), family)
-    return asyncio.run(_read(server_env["KAFKA_BOOTSTRAP_SERVERS"], topic, want, timeout))
+    return asyncio.run(_read(server_env["KAFKA_BOOTSTRAP_SERVERS"], topic, want, timeout, enough))
 
 
 # -- config -----------------------------------------------------------------------------------
@@ -365,7 +369,13 @@ def test_bots_sampled_out_and_disabled_events_are_dropped_and_counted(client, si
     assert kept.json() == {"tracked": True}
     disabled = client.post("/pixel/track", json=event(host, event="click"), headers=BROWSER)
     assert disabled.json() == {"tracked": False, "reason": "disabled"}
-    drops = read_topic(server_env, "dropped", lambda rec: rec["workspace_id"] == ws["id"], timeout=6)
+    # Counts are sent once a second (ingest/handoff/drops.py): read until all three have come.
+    drops = read_topic(
+        server_env,
+        "dropped",
+        lambda rec: rec["workspace_id"] == ws["id"],
+        enough=lambda found: sum(rec["count"] for _k, _v, rec in found) >= 3,
+    )
     counted = {}
     for _k, _v, rec in drops:
         counted[rec["reason"]] = counted.get(rec["reason"], 0) + rec["count"]
@@ -393,12 +403,15 @@ def test_an_ip_is_refused_after_300_requests_a_minute(proxied_api, site):
     body = orjson.dumps(event(host))
     with httpx.Client(base_url=proxied_api + "/api/v1", timeout=10) as c:
         headers = {**BROWSER, "Content-Type": "application/json", "X-Forwarded-For": ip}
+        # The bucket holds 300 and refills at 300/min (5/s) while the loop runs: by the time measured
+        # so far, never more than that has been admitted, however slowly the requests went.
         started, accepted = time.monotonic(), 0
         while (refused := c.post("/pixel/track", content=body, headers=headers)).status_code == 200:
             accepted += 1
-            assert accepted <= 400
-        # The bucket holds 300 and refills at 300/min (5/s) while the loop runs.
-        assert 300 <= accepted <= 300 + (time.monotonic() - started) * 5 + 1
+            elapsed = time.monotonic() - started
+            assert accepted <= 300 + elapsed * 5 + 1, f"{accepted} admitted in {elapsed:.1f} s"
+            assert elapsed < DEADLINE_SECONDS, f"never refused: {accepted} admitted in {elapsed:.1f} s"
+        assert accepted >= 300
         assert refused.status_code == 429
         assert refused.json()["error"] == "rate_limit_exceeded"
         assert int(refused.headers["Retry-After"]) >= 1

@@ -29,6 +29,9 @@ ROUTES = {(r.method, r.path): r for r in api_routes()}
 CLI_TIMEOUT = 60
 # X-RateLimit-Limit is the bucket's capacity: the tier's rate plus its burst.
 TIER_LIMITS = {"free": "60", "starter": "1200", "pro": "6500", "agency": "30000", "enterprise": "200000"}
+# How long the tests' server may keep a workspace row (SLUICE_WORKSPACE_CACHE_SECONDS, left at its
+# default): a change shown sooner than this after the row was read was announced, not expired.
+WORKSPACE_CACHE_SECONDS = 30
 
 
 def bearer(key: str) -> dict:
@@ -528,22 +531,31 @@ def set_tier(env: dict, workspace_id: int, tier: str) -> subprocess.CompletedPro
     )
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
+def tier_shown(client: httpx.Client, workspace_id: int, headers: dict) -> str:
+    return client.get(f"/workspaces/{workspace_id}", headers=headers).json()["data"]["tier"]
+
+
+def wait_until_announced(condition: Callable[[], bool], read_at: float, what: str) -> None:
+    """Until condition() holds, asked before a row cached at `read_at` (monotonic, taken before the
+    read that cached it) could have expired: only the change's announcement drops it sooner."""
+    while not ((asked := time.monotonic()) - read_at >= WORKSPACE_CACHE_SECONDS or condition()):
         time.sleep(0.05)
+    assert asked - read_at < WORKSPACE_CACHE_SECONDS, (
+        f"{what} not seen within {WORKSPACE_CACHE_SECONDS} s of the read that cached the row: "
+        "the change's announcement did not drop it"
+    )
 
 
 def test_set_tier_upgrades_a_workspace_and_its_keys_limits_at_once(client, tenants, server_env):
     ws = tenants.workspace(tier="free")
     headers = bearer(tenants.key(ws["id"]))
+    read_at = time.monotonic()
     assert client.get(f"/workspaces/{ws['id']}", headers=headers).headers["x-ratelimit-limit"] == "60"  # cached
     done = set_tier(server_env, ws["id"], "pro")
     assert done.returncode == 0, done.stderr
     assert f"workspace {ws['id']} 'Test Workspace' is now on tier pro" in done.stdout
     assert client.get("/workspaces", headers=headers).headers["x-ratelimit-limit"] == "6500"
-    wait_until(lambda: client.get(f"/workspaces/{ws['id']}", headers=headers).json()["data"]["tier"] == "pro")
+    wait_until_announced(lambda: tier_shown(client, ws["id"], headers) == "pro", read_at, "the new tier")
     assert tenants.fetchval("SELECT tier FROM workspaces WHERE id = $1", ws["id"]) == "pro"
     events = tenants.fetchval(
         "SELECT count(*) FROM outbox WHERE event_type = 'workspace.updated' "
@@ -569,9 +581,10 @@ def test_set_tier_downgrade_caps_a_faster_key_at_once(client, tenants, server_en
 def test_rotating_a_key_above_a_lowered_plan_gives_a_successor_within_it(client, tenants, server_env):
     ws = tenants.workspace(tier="enterprise")
     admin = bearer(tenants.key(ws["id"]))
+    read_at = time.monotonic()  # before any request of this test could cache the row
     fast = client.post("/api-keys", json={"name": "Fast", "rate_limit_tier": "agency"}, headers=admin).json()["data"]
     assert set_tier(server_env, ws["id"], "pro").returncode == 0
-    wait_until(lambda: client.get(f"/workspaces/{ws['id']}", headers=admin).json()["data"]["tier"] == "pro")
+    wait_until_announced(lambda: tier_shown(client, ws["id"], admin) == "pro", read_at, "the lowered tier")
     r = client.post(f"/api-keys/{fast['id']}/rotate", json={"grace_period_hours": 0}, headers=admin)
     assert r.status_code == 200, r.text
     assert r.json()["data"]["rate_limit_tier"] == "pro"

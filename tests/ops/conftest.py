@@ -3,11 +3,10 @@
 import pytest
 
 from tests.ops import prometheus
+from tests.system_packages import require
 
 
 @pytest.fixture(scope="session")
 def installed_prometheus() -> None:
     """prometheus and promtool from Debian's package, installed on first use."""
-    problem = prometheus.ensure_installed()
-    if problem is not None:
-        pytest.fail(f"{problem}\nThe operations tests need it: apt-get install -y {' '.join(prometheus.PACKAGES)}")
+    require([prometheus.PROMETHEUS, prometheus.PROMTOOL], prometheus.PACKAGES, "The operations tests")

@@ -1,12 +1,11 @@
 """A real Prometheus for the operations tests: Debian's `prometheus` package (Prometheus 2.42 and
-its `promtool`), installed with apt-get on first use, never a downloaded release.
+its `promtool`), installed with apt-get on first use (tests/system_packages.py), never a downloaded release.
 
 The package may try to start a system service of its own on port 9090; nothing here uses it. Each
 test starts its own server on a free port with a data directory under the test's tmp dir.
 """
 
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -14,9 +13,6 @@ from pathlib import Path
 
 import httpx
 import yaml
-
-from storage.local_stack.apt import apt_install
-from storage.local_stack.reporting import StackError
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 PROMTOOL = Path("/usr/bin/promtool")
@@ -28,25 +24,6 @@ START_TIMEOUT = 60
 DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 RANGE = re.compile(r"\[(\d+)(ms|s|m|h|d)\]")
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def missing() -> list[Path]:
-    return [path for path in (PROMETHEUS, PROMTOOL) if not path.exists()]
-
-
-def ensure_installed() -> str | None:
-    """None when prometheus and promtool are there (installing them if need be), else why not."""
-    if not missing():
-        return None
-    if shutil.which("apt-get") is None:
-        return f"{', '.join(map(str, missing()))} missing and no apt-get here: install Prometheus (with promtool)"
-    try:
-        apt_install(PACKAGES)
-    except StackError as exc:
-        return f"installing Prometheus failed: {exc}"
-    if missing():
-        return f"apt-get installed {' '.join(PACKAGES)} but {', '.join(map(str, missing()))} is still missing"
-    return None
 
 
 def promtool(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.mcp_servers.filesystem import tools as filesystem_tools
+from app.mcp_servers.registry import schema_errors
 from storage import files as files_module
 from storage.files import FileError, PathRefused, WorkspaceFiles, split_path
 
@@ -56,6 +58,86 @@ def test_no_accepted_path_has_a_parent_or_absolute_component(path):
         return
     assert all(p not in ("..", ".", "") and "\\" not in p and "\x00" not in p for p in parts)
     assert not path.startswith("/")
+
+
+# Both directions: what a caller ordinarily names is accepted (as these components), what could
+# leave the root is refused. A guard that refused everything would pass the hostile half alone.
+PATHS = [
+    ("notes.txt", ["notes.txt"]),
+    ("notes/2024/january.md", ["notes", "2024", "january.md"]),
+    ("notes/", ["notes"]),
+    ("./notes.txt", ["notes.txt"]),
+    ("a//b", ["a", "b"]),
+    ("", []),
+    (".", []),
+    (".hidden", [".hidden"]),
+    ("...", ["..."]),
+    ("a..b/c", ["a..b", "c"]),
+    ("report v2 (final).txt", ["report v2 (final).txt"]),
+    ("100%", ["100%"]),
+    ("caf\u00e9/na\u00efve.txt", ["caf\u00e9", "na\u00efve.txt"]),
+    ("x/" * 31 + "y", ["x"] * 31 + ["y"]),
+    ("a" * 200, ["a" * 200]),
+    *[(path, PathRefused) for path in HOSTILE],
+]
+
+
+@pytest.mark.parametrize(("path", "expected"), PATHS)
+def test_ordinary_paths_are_accepted_and_hostile_ones_refused(path, expected):
+    if expected is PathRefused:
+        with pytest.raises(PathRefused):
+            split_path(path)
+    else:
+        assert split_path(path) == expected
+
+
+@pytest.mark.parametrize("path", [path for path, expected in PATHS if expected is not PathRefused and expected])
+def test_an_ordinary_path_is_written_and_read_back_inside_the_root(sandbox, path):
+    files, tmp = sandbox
+    assert files.write(path, b"content") is True
+    assert files.read(path) == b"content"
+    assert (files.root.joinpath(*split_path(path))).read_bytes() == b"content"
+    assert (tmp / "secret.txt").read_text() == "do not read"
+
+
+NAME_CHARS = st.characters(codec="utf-8", categories=("L", "N"), include_characters="-_ .,")
+
+
+@given(st.lists(st.text(NAME_CHARS, min_size=1, max_size=20), min_size=1, max_size=8))
+@settings(max_examples=300)
+def test_any_relative_path_of_plain_names_is_accepted_as_written(names):
+    names = [n for n in names if n.strip(".") or len(n) > 2]  # "." and ".." are not plain names
+    assert split_path("/".join(names)) == names
+
+
+# What a client ordinarily sends the tools: plain ASCII names (the schema admits no other characters).
+TOOL_PATHS = [
+    "notes.txt",
+    "notes/2024/january.md",
+    "notes/",
+    "./notes.txt",
+    ".hidden",
+    "...",
+    "a..b/c",
+    "report v2 (final).txt",
+    "x/" * 31 + "y",
+    "a" * 200,
+]
+
+
+@pytest.mark.parametrize("tool", filesystem_tools(max_file_bytes=1000), ids=lambda tool: tool.name)
+def test_the_tools_schema_admits_ordinary_paths_and_refuses_hostile_ones(tool):
+    """The gateway checks a path against the tool's schema before storage/files.py sees it."""
+
+    def errors(path: str) -> dict:
+        arguments = {"path": path} | ({"content": ""} if tool.name == "write_file" else {})
+        return schema_errors(tool.input_schema, arguments)
+
+    for path in TOOL_PATHS:
+        assert errors(path) == {}, path
+        assert split_path(path)  # and the sandbox takes what the schema let through
+    for path in HOSTILE:
+        assert set(errors(path)) == {"arguments.path"}, path
 
 
 def test_symlink_inside_root_pointing_out_is_not_followed(sandbox):
