@@ -18,10 +18,12 @@ import httpx
 import orjson
 import pytest
 
+from ingest.events import Topics
 from storage.clickhouse.client import worker_reader
 from storage.local_stack.kafka import DedicatedBroker
 from storage.postgres import domains
 from tests.conftest import ROOT, running_api
+from tests.integration.ingest.test_consumer import settle
 
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
@@ -47,22 +49,19 @@ def event(host: str, n: int, name: str = "pageview", **extra) -> dict:
     }
 
 
-def rows_of(query, workspace_id: int, count_only: bool = False):
-    if count_only:
-        return query(
-            "SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = {ws:UInt64}", {"ws": workspace_id}
-        )[0]
+def rows_of(query, workspace_id: int):
     return query("SELECT * FROM events WHERE workspace_id = {ws:UInt64} ORDER BY time", {"ws": workspace_id})
 
 
-def wait_for_count(count, expected: int, timeout: float = DRAIN_TIMEOUT) -> tuple[int, int]:
-    """Poll until `count()` reaches `expected`, then 2 s more to catch any duplicate arriving late."""
+def wait_for_count(count: "Counter", expected: int, timeout: float = DRAIN_TIMEOUT) -> tuple[int, int]:
+    """Poll until `count()` reaches `expected`; then, once sentinels sent behind every record are
+    stored (no duplicate can still be on its way), the count. What it saw last if it never did."""
     deadline = time.monotonic() + timeout
     seen = (0, 0)
     while time.monotonic() < deadline:
         seen = count()
         if seen[0] >= expected:
-            time.sleep(2)
+            count.settle(deadline - time.monotonic())
             return count()
         time.sleep(0.3)
     return seen
@@ -71,7 +70,7 @@ def wait_for_count(count, expected: int, timeout: float = DRAIN_TIMEOUT) -> tupl
 # --- the shared server and worker -------------------------------------------------------
 
 
-def test_every_form_of_tracking_lands_once_with_enriched_fields(client, tenants, clickhouse_query):
+def test_every_form_of_tracking_lands_once_with_enriched_fields(client, tenants, clickhouse_query, server_env):
     ws, host = site(tenants)
     ua = {"User-Agent": CHROME}
     for n in range(3):
@@ -90,7 +89,7 @@ def test_every_form_of_tracking_lands_once_with_enriched_fields(client, tenants,
     r = client.post("/pixel/track", json=batch, headers=ua)
     assert r.status_code == 207, r.text
 
-    rows, distinct = wait_for_count(lambda: rows_of(clickhouse_query, ws["id"], True), 10)
+    rows, distinct = wait_for_count(counter(server_env, ws["id"]), 10)
     assert (rows, distinct) == (10, 10)
     columns = [
         c
@@ -113,11 +112,11 @@ def test_every_form_of_tracking_lands_once_with_enriched_fields(client, tenants,
     assert not any("127.0.0.1" in str(value) for r in stored for value in r.values())
 
 
-def test_rollups_agree_with_the_raw_table(client, tenants, clickhouse_query):
+def test_rollups_agree_with_the_raw_table(client, tenants, clickhouse_query, server_env):
     ws, host = site(tenants)
     events = [event(host, n % 3) for n in range(12)] + [event(host, 99, name="signup") for _ in range(2)]
     assert client.post("/pixel/track", json=events, headers={"User-Agent": CHROME}).status_code == 200
-    assert wait_for_count(lambda: rows_of(clickhouse_query, ws["id"], True), 14) == (14, 14)
+    assert wait_for_count(counter(server_env, ws["id"]), 14) == (14, 14)
     p = {"ws": ws["id"]}
     raw = clickhouse_query(
         "SELECT countIf(event = 'pageview'), count(), uniqExact(visitor_id) FROM events "
@@ -190,27 +189,46 @@ def private_pipeline_env(server_env: dict, tmp_path: Path, **extra) -> dict:
     }
 
 
-def counter(env: dict, workspace_id: int):
-    def count():
+class Counter:
+    """count() and uniqExact(event_id) of a workspace's events in the ClickHouse of `env`, read
+    through its worker's HTTP interface; (0, 0) while no worker answers (it may be restarting)."""
+
+    def __init__(self, env: dict, workspace_id: int):
+        self.env, self.workspace_id = env, workspace_id
+
+    def __call__(self) -> tuple[int, int]:
         try:
-            reader = worker_reader(env["CLICKHOUSE_URL"])
-        except Exception:  # noqa: BLE001 - the worker is restarting: nothing to read now
-            reader = None
-        if reader is None:
-            return (0, 0)
-        try:
-            return tuple(
-                reader.query(
-                    "SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = {ws:UInt64}",
-                    parameters={"ws": workspace_id},
-                ).result_rows[0]
+            rows = self.query(
+                "SELECT count(), uniqExact(event_id) FROM events WHERE workspace_id = {ws:UInt64}",
+                {"ws": self.workspace_id},
             )
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the worker is restarting: nothing to read now
             return (0, 0)
+        return tuple(rows[0])
+
+    def rolled_up(self) -> int:
+        """The workspace's events pageviews_daily counted: each INSERT feeds it, and no merge takes a
+        duplicate out of it, as one may of the raw ReplacingMergeTree before count() sees it."""
+        sql = "SELECT sum(events) FROM pageviews_daily WHERE workspace_id = {ws:UInt64}"
+        return self.query(sql, {"ws": self.workspace_id})[0][0]
+
+    def query(self, sql: str, parameters: dict) -> list[tuple]:
+        reader = worker_reader(self.env["CLICKHOUSE_URL"])
+        if reader is None:
+            raise ConnectionError("no worker serves this ClickHouse directory now")
+        try:
+            return reader.query(sql, parameters=parameters).result_rows
         finally:
             reader.close()
 
-    return count
+    def settle(self, seconds: float = DRAIN_TIMEOUT) -> None:
+        """Return once a sentinel sent to every partition behind what was counted is stored."""
+        topics = Topics.with_prefix(self.env["SLUICE_KAFKA_TOPIC_PREFIX"])
+        settle(self.query, topics, self.env["KAFKA_BOOTSTRAP_SERVERS"], max(seconds, 30))
+
+
+def counter(env: dict, workspace_id: int) -> Counter:
+    return Counter(env, workspace_id)
 
 
 class Load(threading.Thread):
@@ -247,19 +265,36 @@ def test_consumer_killed_mid_load_and_restarted_stores_each_event_once(server_en
     ws, host = site(tenants)
     env = private_pipeline_env(server_env, tmp_path, SLUICE_CONSUMER_BATCH_ROWS="200", SLUICE_CONSUMER_BATCH_MS="100")
     log = tmp_path / "worker.log"
+    count = counter(env, ws["id"])
     with running_api(env, tmp_path) as url, worker(env, log) as w:
         wait_for_log(log, "partitions assigned")
         load = Load(url, host, requests=60, size=50, pause=0.05)
         load.start()
-        time.sleep(1.5)
-        w.kill()  # mid-batch: no graceful anything
-        time.sleep(1)
+        stored = wait_for_rows(count, KILL_AT)  # a batch is in; the load goes on
+        w.kill()  # mid-stream: no graceful anything
         w.start()
         load.join(120)
         assert set(load.statuses) == {200}, load.statuses
-        rows, distinct = wait_for_count(counter(env, ws["id"]), load.accepted)
-    assert load.accepted == 60 * 50
+        rows, distinct = wait_for_count(count, load.accepted)
+        # A kill inside an INSERT can leave a batch out of the views it feeds (the retry skips its
+        # rows, which are in): the rollup may count fewer, never more.
+        rolled = count.rolled_up()
+    assert stored < load.accepted == 60 * 50, "the kill should land while events still come"
     assert (rows, distinct) == (load.accepted, load.accepted)
+    assert rolled <= load.accepted
+
+
+# Kill once the first batch (SLUICE_CONSUMER_BATCH_ROWS=200) is in: the load is 3,000 events.
+KILL_AT = 200
+
+
+def wait_for_rows(count: Counter, at_least: int, timeout: float = DRAIN_TIMEOUT) -> int:
+    """Poll until `count()` shows at least `at_least` rows; the rows seen."""
+    deadline = time.monotonic() + timeout
+    while (rows := count()[0]) < at_least:
+        assert time.monotonic() < deadline, f"{rows} rows after {timeout} s, waiting for {at_least}"
+        time.sleep(0.05)
+    return rows
 
 
 def test_kafka_restarted_during_load_spools_and_stores_each_event_once(server_env, tenants, tmp_path):
@@ -275,10 +310,15 @@ def test_kafka_restarted_during_load_spools_and_stores_each_event_once(server_en
             wait_for_log(log, "partitions assigned")
             load = Load(url, host, requests=80, size=25, pause=0.05)
             load.start()
-            time.sleep(1)
+            deadline = time.monotonic() + 60
+            while len(load.statuses) < 5:  # the load is under way, its first answers from Kafka
+                assert load.is_alive() and time.monotonic() < deadline, f"the load stalled: {load.statuses}"
+                time.sleep(0.05)
             broker.stop(kill=True)  # a crash, not a controlled shutdown
-            time.sleep(4)
-            spooled = _metric(url, 'sluice_producer_records_total{destination="spool"}')
+            deadline = time.monotonic() + 60
+            while (spooled := _metric(url, 'sluice_producer_records_total{destination="spool"}')) == 0:
+                assert time.monotonic() < deadline, "no event went to the spool during the outage"
+                time.sleep(0.2)
             broker.start()
             load.join(180)
             assert set(load.statuses) == {200}, load.statuses
@@ -306,7 +346,9 @@ def _need_worker(request):
         request.getfixturevalue("ingest_worker")
 
 
-def test_analytics_tools_count_tracked_events_of_the_callers_workspace_only(client, tenants, clickhouse_query):
+def test_analytics_tools_count_tracked_events_of_the_callers_workspace_only(
+    client, tenants, clickhouse_query, server_env
+):
     """Events tracked over HTTP, read back through the MCP analytics server of the shared API
     server, which reaches the worker's embedded ClickHouse through its query socket."""
     ws, host = site(tenants)
@@ -315,8 +357,8 @@ def test_analytics_tools_count_tracked_events_of_the_callers_workspace_only(clie
     mine = [event(host, n % 2) for n in range(6)] + [event(host, 7, name="signup")]
     assert client.post("/pixel/track", json=mine, headers=ua).status_code == 200
     assert client.post("/pixel/track", json=[event(other_host, 1)] * 4, headers=ua).status_code == 200
-    assert wait_for_count(lambda: rows_of(clickhouse_query, ws["id"], True), 7) == (7, 7)
-    assert wait_for_count(lambda: rows_of(clickhouse_query, other["id"], True), 4) == (4, 4)
+    assert wait_for_count(counter(server_env, ws["id"]), 7) == (7, 7)
+    assert wait_for_count(counter(server_env, other["id"]), 4) == (4, 4)
     headers = {"Authorization": f"Bearer {tenants.key(ws['id'])}"}
 
     def tool(name, **arguments):
