@@ -477,12 +477,32 @@ def records(topic: str, partition: int, offsets) -> list[ConsumedRecord]:
     return [ConsumedRecord(topic, partition, o, None, b"{}") for o in offsets]
 
 
-def test_batch_is_due_by_size_or_by_age_whichever_first():
+class FakeClock:
+    """Stands for `time` in ingest.worker.batch: the batch's age moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    import ingest.worker.batch
+
+    fake = FakeClock()
+    monkeypatch.setattr(ingest.worker.batch, "time", fake)
+    return fake
+
+
+def test_batch_is_due_by_size_or_by_age_whichever_first(clock):
     batch = InsertBatch(max_rows=3, max_ms=50)
     assert not batch.due()
     batch.add({TopicPartition("t", 0): records("t", 0, [0, 1])})
+    clock.now += 0.049
     assert not batch.due()
-    time.sleep(0.06)
+    clock.now += 0.001
     assert batch.due()
     batch.take()
     batch.add({TopicPartition("t", 0): records("t", 0, [2, 3, 4])})
@@ -507,15 +527,15 @@ def test_batch_forgets_partitions_no_longer_assigned():
     assert batch.next_offsets() == {a: 1} and batch.rows == 1 and list(batch.by_topic()) == ["t"]
 
 
-def test_a_batch_whose_records_were_all_stored_is_still_due_by_age_and_commits_past_them():
+def test_a_batch_whose_records_were_all_stored_is_still_due_by_age_and_commits_past_them(clock):
     # A worker resuming after an offset reset skips every replayed record; the batch must still
     # come due, or the loop polls Kafka with a zero timeout forever and never yields (seen: the
     # worker froze, answering neither queries nor SIGTERM).
     batch, a = InsertBatch(max_rows=10, max_ms=30), TopicPartition("t", 0)
     batch.add({a: records("t", 0, [0, 1, 2])})
     assert batch.skip_stored({("t", 0): 5}) == 3 and batch.rows == 0
-    assert not batch.due() and batch.seconds_left() > 0
-    time.sleep(0.04)
+    assert not batch.due() and batch.seconds_left() == pytest.approx(0.03)
+    clock.now += 0.03
     assert batch.due() and batch.seconds_left() == 0
     assert batch.take().next_offsets() == {a: 3} and not batch.due() and batch.seconds_left() > 0
 
@@ -544,10 +564,11 @@ def test_a_batch_holds_each_offset_once_in_order_whatever_is_fetched(fetches):
     assert batch.rows == sum(len(rs) for rs in batch.records.values())
 
 
-def test_a_batch_that_lost_all_its_partitions_waits_the_full_interval_again():
+def test_a_batch_that_lost_all_its_partitions_waits_the_full_interval_again(clock):
     batch, a = InsertBatch(max_rows=10, max_ms=30), TopicPartition("t", 0)
     batch.add({a: records("t", 0, [0])})
-    time.sleep(0.04)
+    clock.now += 0.04
+    assert batch.due()
     batch.keep(set())
     assert batch.next_offsets() == {} and not batch.due() and batch.seconds_left() == pytest.approx(0.03)
 
