@@ -186,6 +186,55 @@ def api_server(env: dict, log_dir: Path) -> Iterator[ApiServer]:
             os.killpg(process.pid, signal.SIGKILL)  # a worker its main left behind
 
 
+@contextlib.contextmanager
+def app_serve(env: dict, log_dir: Path, *args: str) -> Iterator[ApiServer]:
+    """`python -m app serve ARGS` as an operator starts it, on a free port of 127.0.0.1 (granian is
+    exec'd in its place: the process is granian's main, its workers' parent)."""
+    port = _free_port()
+    log_path = log_dir / f"api-{port}.log"
+    env = {**env, "SLUICE_HOST": "127.0.0.1", "SLUICE_PORT": str(port)}
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_serving(url, process, log_path)
+        yield ApiServer(url, process, log_path)
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM, and SIGKILL if it has not exited `timeout` seconds later."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def workers_of(pid: int) -> set[int]:
+    """The live child processes of `pid` (granian's workers)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+                if int(parent) == pid and state != "Z":
+                    children.add(int(entry.name))
+    return children
+
+
+@pytest.fixture(scope="module")
+async def pool(database_url):
+    """An asyncpg pool on the test database, for tests that call storage functions directly."""
+    pool = await create_pool(database_url, 4)
+    yield pool
+    await pool.close()
+
+
 @pytest.fixture(scope="session")
 def api(server_env, tmp_path_factory):
     """Base URL of the API server shared by the tests, against the test database."""

@@ -9,8 +9,6 @@ the test's own where it is stopped, so no other test is disturbed.
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +18,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.http import metrics as exposition
-from tests.conftest import ROOT, _free_port, _wait_until_serving, running_api
+from tests.conftest import _free_port, app_serve, running_api, workers_of
 from tests.e2e.test_rate_limits import _start_redis
 
 WORKSPACE = "/api/v1/workspaces/{id}"
@@ -40,18 +38,6 @@ def value(samples: list, name: str, **labels: str) -> float:
     return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
 
 
-def workers_of(pid: int) -> list[int]:
-    """The running child processes of `pid` (granian's workers)."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-                if int(parent) == pid and state != "Z":
-                    children.append(int(entry.name))
-    return children
-
-
 def counted_by_process(directory: Path, route: str) -> dict[int, float]:
     """Requests of `route` each worker process wrote to its own file (pid → count)."""
     counts = {}
@@ -64,25 +50,12 @@ def counted_by_process(directory: Path, route: str) -> dict[int, float]:
 @contextlib.contextmanager
 def two_workers(env: dict, log_dir: Path):
     """`python -m app serve --workers 2`: (base URL, the server process, its metrics directory)."""
-    port = _free_port()
-    log_path = log_dir / f"api-{port}.log"
-    env = {**env, "SLUICE_HOST": "127.0.0.1", "SLUICE_PORT": str(port), "SLUICE_PG_POOL_SIZE": str(POOL_SIZE)}
+    env = {**env, "SLUICE_PG_POOL_SIZE": str(POOL_SIZE)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--workers", "2"], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_serving(url, process, log_path)
+    with app_serve(env, log_dir, "--workers", "2") as api:
         # granian is exec'd in place: the server's pid is the workers' parent, naming their directory.
-        yield url, process, exposition.base_directory() / f"{process.pid}-{exposition.start_time(process.pid)}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        pid = api.process.pid
+        yield api.url, api.process, exposition.base_directory() / f"{pid}-{exposition.start_time(pid)}"
 
 
 def until(condition, what: str):
@@ -135,7 +108,8 @@ def test_every_scrape_of_two_workers_counts_every_request_even_after_one_dies(se
         assert value(samples, "sluice_postgres_pool_max_connections") == 2 * POOL_SIZE
 
         before = workers_of(server.pid)
-        os.kill(before[0], signal.SIGKILL)  # granian starts another (--respawn-failed-workers)
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)  # granian starts another (--respawn-failed-workers)
         successor = until(
             lambda: published_pool(directory, server.pid, before), "no new worker took the dead one's place"
         )
@@ -143,12 +117,12 @@ def test_every_scrape_of_two_workers_counts_every_request_even_after_one_dies(se
         # The dead worker's requests stay counted; its pool's gauges went with it, not summed with its successor's.
         assert value(samples, "sluice_http_requests_total", route=WORKSPACE, status="401") == sent
         assert value(samples, "sluice_postgres_pool_max_connections") == 2 * POOL_SIZE
-        assert not list(directory.glob(f"gauge_live*_{before[0]}.db")) and successor not in before
+        assert not list(directory.glob(f"gauge_live*_{victim}.db")) and successor not in before
 
 
-def published_pool(directory: Path, server: int, before: list[int]) -> int | None:
+def published_pool(directory: Path, server: int, before: set[int]) -> int | None:
     """A worker started after `before`, once it has published its pool's size; its pid."""
-    for pid in set(workers_of(server)) - set(before):
+    for pid in workers_of(server) - before:
         path = directory / f"gauge_livesum_{pid}.db"
         if path.exists():
             samples = [s for m in MultiProcessCollector.merge([str(path)]) for s in m.samples]

@@ -11,10 +11,7 @@ each worker writes to a file of its own (named by its pid) in PROMETHEUS_MULTIPR
 """
 
 import asyncio
-import contextlib
 import math
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,7 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.access.rate_limits import tier_limits
-from tests.conftest import ROOT, _free_port, _wait_until_serving
+from tests.conftest import _free_port, app_serve, workers_of
 
 T = TypeVar("T")
 WORKERS = 2
@@ -34,38 +31,6 @@ WORKERS = 2
 ROUTES = {"free": "/api/v1/workspaces", "starter": "/api/v1/workspaces/{id}"}
 IN_FLIGHT = 16  # requests sent at once, each on a connection of its own
 DEADLINE_SECONDS = 120
-
-
-@contextlib.contextmanager
-def serving(env: dict, log_dir: Path):
-    """`python -m app serve` as an operator starts it: (base URL, the server process)."""
-    port = _free_port()
-    log_path = log_dir / f"api-{port}.log"
-    env = {**env, "SLUICE_HOST": "127.0.0.1", "SLUICE_PORT": str(port)}
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_serving(url, process, log_path)
-        yield url, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def workers_of(pid: int) -> set[int]:
-    """The live child processes of `pid`: granian's workers (granian is exec'd in the server's place)."""
-    children = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-                if int(parent) == pid and state != "Z":
-                    children.add(int(entry.name))
-    return children
 
 
 def answered_by_worker(directory: Path) -> dict[int, Counter]:
@@ -140,7 +105,8 @@ def test_redis_down_each_worker_limits_at_its_share_and_all_together_within_the_
         "free": ("/api/v1/workspaces", tenants.key(free["id"])),
         "starter": (f"/api/v1/workspaces/{starter['id']}", tenants.key(starter["id"])),
     }
-    with serving(env, tmp_path) as (url, server):
+    with app_serve(env, tmp_path) as api:
+        url, server = api.url, api.process
         workers = workers_of(server.pid)
         assert len(workers) == WORKERS, f"SLUICE_WORKERS={WORKERS} started the workers {workers}"
         responses, elapsed = asyncio.run(flood(url, requests, metrics, workers))

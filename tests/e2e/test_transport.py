@@ -6,14 +6,12 @@ and a debug log this module reads.
 
 import contextlib
 import socket
-import subprocess
-import sys
 import time
 
 import orjson
 import pytest
 
-from tests.conftest import ROOT, _free_port, _wait_until_serving
+from tests.conftest import app_serve
 
 BODY_TIMEOUT_SECONDS = 2
 HEADER_TIMEOUT_SECONDS = 1
@@ -26,29 +24,15 @@ INCOMPLETE_LINE = "request body incomplete"
 @pytest.fixture(scope="module")
 def server(server_env, tmp_path_factory):
     """(port, log path) of `python -m app serve` with short body and header timeouts."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("transport") / "api.log"
     env = {
         **server_env,
-        "SLUICE_PORT": str(port),
         "SLUICE_WORKERS": "1",
         "SLUICE_LOG_LEVEL": "debug",
         "SLUICE_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
         "SLUICE_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_SECONDS),
     }
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        _wait_until_serving(f"http://127.0.0.1:{port}", process, log_path)
-        yield port, log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with app_serve(env, tmp_path_factory.mktemp("transport")) as api:
+        yield int(api.url.rsplit(":", 1)[1]), api.log
 
 
 def request_head(path: str, headers: dict[str, str]) -> bytes:

@@ -17,7 +17,6 @@ from standardwebhooks import Webhook
 from ingest.webhooks import delivery
 from ingest.webhooks.dispatcher import Dispatcher
 from storage.config import WebhooksConfig
-from storage.postgres.pool import create_pool
 from tests.conftest import running_api
 from tests.e2e.test_contract_integrations import conforms
 from tests.integration.ingest.test_dispatcher import Clock
@@ -44,13 +43,6 @@ def hooks_api(server_env, https_receiver, tmp_path_factory):
 @pytest.fixture(scope="module")
 def document(hooks_api):
     return httpx.get(str(hooks_api.base_url).removesuffix("/api/v1/") + "/openapi.json").json()
-
-
-@pytest.fixture(scope="module")
-async def pool(database_url):
-    pool = await create_pool(database_url, 4)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture

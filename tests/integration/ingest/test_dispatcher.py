@@ -25,7 +25,6 @@ from ingest.webhooks.dispatcher import Dispatcher
 from ingest.webhooks.signing import generate_secret
 from storage.config import WebhooksConfig
 from storage.postgres import api_keys, webhooks
-from storage.postgres.pool import create_pool
 from tests.webhook_receiver import Answer
 
 # README, Webhooks, written out rather than imported from ingest/webhooks/retry_schedule.py, so a
@@ -46,13 +45,6 @@ class Clock:
 
     def at(self, when: datetime) -> None:
         self.now = when
-
-
-@pytest.fixture(scope="module")
-async def pool(database_url):
-    pool = await create_pool(database_url, 4)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture

@@ -14,20 +14,12 @@ from ingest.webhooks import delivery
 from ingest.webhooks.dispatcher import Dispatcher
 from storage.config import load
 from storage.postgres import webhooks
-from storage.postgres.pool import create_pool
 from tests.integration.ingest.test_dispatcher import Clock, deliveries, endpoint, make_key, unique_path
 from tests.webhook_receiver import Answer
 
 # README: "10 failures in a row spanning 24 h disable it too".
 THRESHOLD = 10
 SPAN = timedelta(hours=24)
-
-
-@pytest.fixture(scope="module")
-async def pool(database_url):
-    pool = await create_pool(database_url, 4)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture
