@@ -29,7 +29,6 @@ from tests.integration.ingest.test_dispatcher import (  # noqa: F401 - its fixtu
     dispatch,
     endpoint,
     make_key,
-    pool,
     settings,
     unique_path,
     workspace,
