@@ -233,21 +233,25 @@ class Worker:
             reader.close()
 
 
-@pytest.fixture(scope="module")
-def own_env(tmp_path_factory):
-    """Topics, group and chdb directory of this module's own workers (the session worker holds its own)."""
-    run = f"h2-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+def pipeline_env(name: str, clickhouse_dir: Path, partitions: int = 3) -> dict[str, str]:
+    """Topics, group and chdb directory of a test's own workers (the session worker holds its own);
+    small, quick batches: many insert/commit windows for a kill to land in."""
+    run = f"{name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     return {
         **os.environ,
         "SLUICE_KAFKA_TOPIC_PREFIX": f"sluice-test-{run}.",
         "SLUICE_CONSUMER_GROUP": run,
-        "SLUICE_KAFKA_PARTITIONS": "3",
-        "CLICKHOUSE_URL": f"chdb://{tmp_path_factory.mktemp('clickhouse-own')}",
-        # small, quick batches: many insert/commit windows for a kill to land in
+        "SLUICE_KAFKA_PARTITIONS": str(partitions),
+        "CLICKHOUSE_URL": f"chdb://{clickhouse_dir}",
         "SLUICE_CONSUMER_BATCH_ROWS": "500",
         "SLUICE_CONSUMER_BATCH_MS": "50",
         "SLUICE_CLICKHOUSE_HTTP": "127.0.0.1:0",
     }
+
+
+@pytest.fixture(scope="module")
+def own_env(tmp_path_factory):
+    return pipeline_env("h2", tmp_path_factory.mktemp("clickhouse-own"))
 
 
 @pytest.fixture

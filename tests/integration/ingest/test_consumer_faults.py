@@ -5,14 +5,12 @@ proven by sentinels (test_consumer.settle) rather than by watching a count for a
 
 import asyncio
 import http.server
-import os
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import orjson
 import pytest
@@ -26,6 +24,7 @@ from tests.integration.ingest.test_consumer import (
     Worker,
     fresh_workspace,
     hint,
+    pipeline_env,
     pixel,
     produce,
     settle,
@@ -40,19 +39,8 @@ ASSIGNED = re.compile(r"partitions assigned: (\d+)")
 
 @pytest.fixture
 def env(tmp_path):
-    """Topics, group and chdb directory of this test alone; small batches, many insert/commit windows."""
-    run = f"faults-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    return {
-        **os.environ,
-        "SLUICE_KAFKA_TOPIC_PREFIX": f"sluice-test-{run}.",
-        "SLUICE_CONSUMER_GROUP": run,
-        "SLUICE_KAFKA_PARTITIONS": str(PARTITIONS),
-        "CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
-        "SLUICE_CONSUMER_BATCH_ROWS": "500",
-        "SLUICE_CONSUMER_BATCH_MS": "50",
-        "SLUICE_CLICKHOUSE_HTTP": "127.0.0.1:0",
-        "SLUICE_LOG_LEVEL": "info",
-    }
+    """Topics, group and chdb directory of this test alone."""
+    return {**pipeline_env("faults", tmp_path / "clickhouse", PARTITIONS), "SLUICE_LOG_LEVEL": "info"}
 
 
 @pytest.fixture
