@@ -58,6 +58,13 @@ SETTING_PAIR = re.compile(r"(\w+) = ('(?:[^'\\]|\\.)*'|[^,]+)")
 SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def refuse_unknown(settings: Mapping[str, str]) -> None:
+    """ClickHouse's answer to a setting whose name is not a name: nothing of it reaches a SET."""
+    for name in settings:
+        if not SETTING_NAME.fullmatch(name):
+            raise QueryError(UNKNOWN_SETTING, f"Unknown setting '{name}'")
+
+
 class QueryError(StorageError):
     """A refusal in ClickHouse's words: its error code, the code's name and the message."""
 
@@ -172,9 +179,7 @@ class ReaderConnection:
         self, checked: Checked, fmt: str, params: Mapping[str, str], settings: Mapping[str, str]
     ) -> Generator[bytes, None, None]:
         """The result in `fmt` (a FORMAT clause wins), chunk by chunk, with `settings` for this query only."""
-        for name in settings:
-            if not SETTING_NAME.fullmatch(name):
-                raise QueryError(UNKNOWN_SETTING, f"Unknown setting '{name}'")
+        refuse_unknown(settings)
         self.limits.refuse_raising(settings)
         settings = {name: value for name, value in settings.items() if name != "readonly"}  # 2 already
         try:

@@ -15,7 +15,7 @@ from collections.abc import Generator, Mapping
 
 import chdb
 
-from storage.clickhouse.readers import SETTING_NAME, SYNTAX_ERROR, UNKNOWN_SETTING, Checked, QueryError, quoted
+from storage.clickhouse.readers import SYNTAX_ERROR, Checked, QueryError, quoted, refuse_unknown
 
 # The FORMAT clause that ends a query names its output (an INSERT's FORMAT is followed by its rows).
 TRAILING_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*\Z", re.IGNORECASE)
@@ -47,9 +47,7 @@ class WritableSession:
         self, checked: Checked, fmt: str, params: Mapping[str, str], settings: Mapping[str, str]
     ) -> Generator[bytes, None, None]:
         """The whole answer in `fmt` (a FORMAT clause wins), with `settings` for this statement only."""
-        for name in settings:
-            if not SETTING_NAME.fullmatch(name):
-                raise QueryError(UNKNOWN_SETTING, f"Unknown setting '{name}'")
+        refuse_unknown(settings)
         self.written = (0, 0)
         try:
             if settings:
